@@ -1,0 +1,31 @@
+"""Backends, registered by their `backend:` key. Heavy libraries are imported inside each plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Backend, BackendError, TensorSpec
+from .onnxruntime import OnnxRuntimeBackend
+
+BACKENDS: dict[str, type[Backend]] = {
+    OnnxRuntimeBackend.type: OnnxRuntimeBackend,
+}
+
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def resolve_backend_type(requested: str, path: Path) -> str:
+    """`auto` picks the best backend this box can run for the model file."""
+    if requested != "auto":
+        return requested
+    # TensorRT engines (.engine/.plan) will be preferred here once the TensorRT backend lands.
+    return OnnxRuntimeBackend.type
+
+
+def create_backend(model_id: str, requested: str, path: Path, options: dict) -> Backend:
+    kind = resolve_backend_type(requested, path)
+    cls = BACKENDS[kind]
+    return cls(model_id, path, cls.options_model.model_validate(options))
+
+
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendError", "TensorSpec", "create_backend"]

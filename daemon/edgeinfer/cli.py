@@ -1,0 +1,158 @@
+"""Command line: run, check, doctor, models.
+
+Exit codes: 0 done, 1 runtime failure, 2 bad config (or a config that does not fit the model),
+3 safe stop (watchdog). systemd's unit does not restart on 2: restarting cannot fix a config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import __version__
+from .logutil import setup_logging
+
+log = logging.getLogger("edgeinfer")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+
+def _print_config_error(exc) -> None:
+    print(f"edgeinfer: invalid config {exc.source}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.models)} model(s), "
+          f"{len(config.outputs)} output(s))")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .backends import BackendError
+    from .config import ConfigError, load_config
+    from .lazy import MissingDependency
+    from .outputs import OutputError
+    from .pipeline import Pipeline, PipelineError
+    from .sources import SourceError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    setup_logging(args.log_level or config.log_level)
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("%s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    pipeline = Pipeline(config, max_frames=args.max_frames)
+    t0 = time.monotonic()
+    try:
+        pipeline.start()
+    except PipelineError as exc:
+        log.error("%s", exc)
+        pipeline.stop()
+        return EXIT_CONFIG
+    except (BackendError, SourceError, OutputError, MissingDependency) as exc:
+        log.error("cannot start: %s", exc)
+        pipeline.stop()
+        return EXIT_RUNTIME
+    log.info("running: %d source(s), %d model(s)", len(pipeline.sources), len(pipeline.workers))
+    reason = pipeline.wait(stop)
+    elapsed = time.monotonic() - t0
+    clean = pipeline.stop(timeout_s=2.0)
+    stats = pipeline.stats()
+    log.info("stopped (%s) after %.1f s: %d frame(s) published, %.1f fps%s", reason, elapsed,
+             stats["published"], stats["published"] / elapsed if elapsed > 0 else 0.0,
+             "" if clean else "; some threads did not stop in time")
+    log.debug("final stats: %s", json.dumps(stats, default=str))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(as_json=args.json)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .zoo import MEDIA, MODELS, FetchError, fetch_media, fetch_model
+
+    if args.models_cmd == "list":
+        for name in MODELS:
+            print(f"model  {name}")
+        for name in MEDIA:
+            print(f"media  {name}")
+        return EXIT_OK
+    setup_logging("INFO")
+    try:
+        if args.name in MEDIA:
+            print(fetch_media(args.name, Path(args.dir)))
+        else:
+            files = fetch_model(args.name, Path(args.dir))
+            print(files.onnx)
+    except FetchError as exc:
+        print(f"edgeinfer: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeinfer", description="Inference daemon for robots and edge boxes")
+    parser.add_argument("--version", action="version", version=f"edgeinfer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon on a config")
+    run.add_argument("config")
+    run.add_argument("--max-frames", type=int, default=None, help="stop after N published frames")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate a config; exit 0 when valid, 2 when not")
+    check.add_argument("config")
+    check.set_defaults(func=cmd_check)
+
+    doctor = sub.add_parser("doctor", help="say what this box has: runtimes, GPU, DLA, ROS 2, ZeroMQ")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=cmd_doctor)
+
+    models = sub.add_parser("models", help="fetch the demo model and media")
+    models_sub = models.add_subparsers(dest="models_cmd", required=True)
+    fetch = models_sub.add_parser("fetch", help="download and convert a known model (or media)")
+    fetch.add_argument("name")
+    fetch.add_argument("--dir", default="models", help="models folder (default: ./models)")
+    models_sub.add_parser("list", help="known models and media")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

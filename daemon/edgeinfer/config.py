@@ -1,0 +1,275 @@
+"""The YAML config: schema, loading, and problems reported with their key paths.
+
+Validation is split in three so that `edgeinfer check` can report everything at once:
+  1. schema (pydantic): types, ranges, allowed values, unknown keys;
+  2. cross-references: ids unique, models name existing sources, backend options fit the backend;
+  3. preflight (does I/O, so it is kept out of the models): files exist, devices exist.
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
+from .decoders import DecoderConfig, YoloDecoderConfig
+from .outputs import JsonlOutputConfig, OutputConfig
+from .preprocess import PreprocessConfig
+from .schema import StrictModel
+from .sources import SourceConfig
+from .watchdog import WatchdogConfig
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+
+
+class ModelConfig(StrictModel):
+    id: str = Field(pattern=ID_PATTERN)
+    path: Path = Field(description="ONNX file (or engine) relative to the config file")
+    backend: Literal[BACKEND_CHOICES] = "auto"  # type: ignore[valid-type]
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    sources: list[str] = Field(min_length=1, description="ids of the sources this model reads")
+    labels: Path | None = None
+    preprocess: PreprocessConfig = PreprocessConfig()
+    decoder: DecoderConfig = YoloDecoderConfig()
+    max_batch: int = Field(default=1, ge=1, le=64, description="frames of several sources in one inference")
+    budget_ms: float = Field(default=1000.0, gt=0, description="deadline of one inference (watchdog)")
+    max_age_ms: float | None = Field(
+        default=None, gt=0, description="frames older than this at publish are dropped, not published"
+    )
+
+
+class Config(StrictModel):
+    sources: list[SourceConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    outputs: list[OutputConfig] = Field(default_factory=lambda: [JsonlOutputConfig()])
+    watchdog: WatchdogConfig = WatchdogConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # key path, e.g. models[0].preprocess.resize
+    message: str
+    fatal: bool = True  # False: reported as a warning (e.g. a camera not plugged in yet)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# -- loading -----------------------------------------------------------------------------------------------
+def load_config(path: str | Path, preflight: bool = True) -> Config:
+    """Parse, validate and resolve a config file; raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read config file: {exc.strerror}")]) from exc
+    config = parse_config(text, str(path), base_dir=path.resolve().parent)
+    if preflight:
+        problems = preflight_problems(config)
+        if any(p.fatal for p in problems):
+            raise ConfigError(str(path), [p for p in problems if p.fatal])
+        for problem in problems:
+            log.warning("%s: %s", path, problem)
+    return config
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [Problem("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")]) from exc
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(source, [Problem("", f"the config must be a mapping with keys "
+                                               f"{', '.join(Config.model_fields)}; got {got}")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, schema_problems(exc, data)) from exc
+    problems = cross_reference_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
+    return config
+
+
+# -- problem reporting -------------------------------------------------------------------------------------
+def schema_problems(exc: ValidationError, data: Any, root: type[BaseModel] | None = None) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = _strip_union_tags(err["loc"], data)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1], data, root or Config)
+            if allowed:
+                message = f"unknown key; allowed keys: {', '.join(allowed)}"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        problems.append(Problem(format_path(loc), message))
+    return problems
+
+
+def format_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _strip_union_tags(loc: tuple, data: Any) -> tuple:
+    """pydantic puts the discriminator's value into the path (sources.0.video.path); users wrote no such key."""
+    out: list = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("type") == part:
+            continue
+        out.append(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return tuple(out)
+
+
+def _allowed_keys(loc: tuple, data: Any, root: type[BaseModel]) -> list[str]:
+    """The keys the model at `loc` accepts, found by walking the schema alongside the input."""
+    annotation: Any = root
+    node = data
+    for part in loc:
+        model = _pick_model(annotation, node)
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        elif isinstance(part, int):
+            args = typing.get_args(_unwrap(annotation))
+            annotation = args[0] if args else Any
+        else:
+            return []
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    model = _pick_model(annotation, node)
+    return list(model.model_fields) if model is not None else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _pick_model(annotation: Any, node: Any) -> type[BaseModel] | None:
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        members = [_unwrap(a) for a in typing.get_args(annotation)]
+        members = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        tag = node.get("type") if isinstance(node, dict) else None
+        for m in members:
+            field = m.model_fields.get("type")
+            if field is not None and tag in typing.get_args(field.annotation):
+                return m
+        if len(members) == 1:
+            return members[0]
+    return None
+
+
+def cross_reference_problems(config: Config) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def unique(kind: str, ids: list[str]) -> None:
+        seen: set[str] = set()
+        for i, entity_id in enumerate(ids):
+            if entity_id in seen:
+                problems.append(Problem(f"{kind}[{i}].id", f"duplicate id '{entity_id}'"))
+            seen.add(entity_id)
+
+    source_ids = [s.id for s in config.sources]
+    unique("sources", source_ids)
+    unique("models", [m.id for m in config.models])
+    unique("outputs", [o.id or o.type for o in config.outputs])
+    for i, model in enumerate(config.models):
+        for j, name in enumerate(model.sources):
+            if name not in source_ids:
+                problems.append(Problem(f"models[{i}].sources[{j}]",
+                                        f"unknown source '{name}'; defined sources: {', '.join(source_ids)}"))
+        backend = BACKENDS[resolve_backend_type(model.backend, model.path)]
+        try:
+            backend.options_model.model_validate(model.backend_options)
+        except ValidationError as exc:
+            for p in schema_problems(exc, model.backend_options, backend.options_model):
+                problems.append(Problem(f"models[{i}].backend_options.{p.path}".rstrip("."), p.message))
+    entity_ids = set(source_ids) | {m.id for m in config.models} | {o.id or o.type for o in config.outputs}
+    for i, name in enumerate(config.watchdog.safety_relevant or []):
+        if name not in entity_ids:
+            problems.append(Problem(f"watchdog.safety_relevant[{i}]",
+                                    f"unknown entity '{name}'; known: {', '.join(sorted(entity_ids))}"))
+    return problems
+
+
+def preflight_problems(config: Config) -> list[Problem]:
+    """Checks that touch the file system; kept out of the schema so validation has no I/O."""
+    from .mailbox import FanOut
+    from .sources import SOURCE_TYPES  # sources own their preflight
+
+    problems: list[Problem] = []
+    for i, model in enumerate(config.models):
+        if not model.path.is_file():
+            problems.append(Problem(f"models[{i}].path", f"file not found: {model.path}"))
+        if model.labels is not None and not model.labels.is_file():
+            problems.append(Problem(f"models[{i}].labels", f"file not found: {model.labels}"))
+    for i, source in enumerate(config.sources):
+        probe = SOURCE_TYPES[source.type](source, FanOut([]))
+        # a camera that is not plugged in yet is worth a warning, not a refusal: live sources retry
+        fatal = probe.finite or probe.preflight_problems_are_permanent
+        for message in probe.preflight():
+            # sources say "<field>: <what is wrong>"; fold the field into the key path
+            field, sep, rest = message.partition(": ")
+            if sep and field in type(source).model_fields:
+                problems.append(Problem(f"sources[{i}].{field}", rest, fatal))
+            else:
+                problems.append(Problem(f"sources[{i}]", message, fatal))
+    return problems
+
+
+def _resolve_paths(model: StrictModel, base: Path) -> Any:
+    updates = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        new = _resolve_value(value, base)
+        if new is not value:
+            updates[name] = new
+    return model.model_copy(update=updates) if updates else model
+
+
+def _resolve_value(value: Any, base: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else (base / value)
+    if isinstance(value, StrictModel):
+        return _resolve_paths(value, base)
+    if isinstance(value, list):
+        new = [_resolve_value(v, base) for v in value]
+        return new if any(a is not b for a, b in zip(new, value)) else value
+    return value

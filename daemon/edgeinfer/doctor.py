@@ -1,0 +1,105 @@
+"""`edgeinfer doctor`: what this box has, and what is missing for each capability.
+
+Nothing here may fail: every probe catches its own errors and reports them as text.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _try_import(name: str) -> tuple[Any, str | None]:
+    try:
+        return importlib.import_module(name), None
+    except Exception as exc:  # any import failure (missing .so, wrong CUDA) is a finding, not a crash
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def probe() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    found["python"] = {"ok": sys.version_info >= (3, 10), "detail": f"{platform.python_version()} "
+                       f"({sys.executable}) on {platform.machine()}"}
+
+    ort, err = _try_import("onnxruntime")
+    found["onnxruntime"] = ({"ok": True, "detail": f"{ort.__version__}; providers: "
+                             f"{', '.join(ort.get_available_providers())}"}
+                            if ort else {"ok": False, "detail": f"missing ({err}); pip install onnxruntime"})
+
+    cv2, err = _try_import("cv2")
+    if cv2:
+        info = cv2.getBuildInformation()
+        backends = [name for name in ("FFMPEG", "GStreamer", "V4L/V4L2")
+                    if any(line.strip().startswith(name + ":") and "YES" in line for line in info.splitlines())]
+        found["opencv"] = {"ok": True, "detail": f"{cv2.__version__}; video I/O: {', '.join(backends) or 'none'}"}
+    else:
+        found["opencv"] = {"ok": False, "detail": f"missing ({err}); pip install opencv-python-headless"}
+
+    trt_detail = []
+    for mod in ("tensorrt", "tensorrt_lean", "tensorrt_rtx"):
+        m, _ = _try_import(mod)
+        if m is not None:
+            trt_detail.append(f"{mod} {getattr(m, '__version__', '?')}")
+    found["tensorrt"] = {"ok": bool(trt_detail), "detail": ", ".join(trt_detail) or
+                         "not installed (JetPack ships it; on x86: pip install tensorrt-lean-cu13)"}
+
+    cuda, err = _try_import("cuda.bindings.runtime")
+    found["cuda-python"] = ({"ok": True, "detail": f"cuda-bindings {_version('cuda-bindings') or '?'}"}
+                            if cuda else {"ok": False, "detail": "not installed (pip install cuda-python)"})
+
+    gpus = []
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+            gpus = [line for line in out.stdout.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError) as exc:
+            gpus = [f"nvidia-smi failed: {exc}"]
+    tegra = os.path.exists("/etc/nv_tegra_release")
+    if tegra:
+        gpus.append("Jetson (Tegra) integrated GPU")
+    found["gpu"] = {"ok": bool(gpus) or bool(glob.glob("/dev/nvidia[0-9]*")),
+                    "detail": "; ".join(gpus) or "no NVIDIA GPU found (CPU pipeline on ONNX Runtime)"}
+    dla = sorted(glob.glob("/dev/nvhost-nvdla*"))
+    found["dla"] = {"ok": bool(dla), "detail": f"{len(dla)} DLA node(s): {', '.join(dla)}" if dla
+                    else "no DLA cores (only Jetson AGX/NX Orin and Xavier have them)"}
+
+    rclpy, err = _try_import("rclpy")
+    found["ros2"] = ({"ok": True, "detail": f"rclpy ({os.environ.get('ROS_DISTRO', 'distro unknown')})"}
+                     if rclpy else {"ok": False, "detail": "rclpy not importable: source /opt/ros/<distro>/"
+                                    "setup.bash or pip install ros-rclpy (see README)"})
+    zmq, err = _try_import("zmq")
+    found["zmq"] = ({"ok": True, "detail": f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"}
+                    if zmq else {"ok": False, "detail": "pyzmq missing: pip install 'edgeinfer[zmq]'"})
+    triton = _version("tritonclient")
+    found["triton"] = {"ok": triton is not None,
+                       "detail": f"tritonclient {triton}" if triton else "pip install 'edgeinfer[triton]'"}
+    found["systemd"] = {"ok": True, "detail": "NOTIFY_SOCKET set (running under systemd)"
+                        if os.environ.get("NOTIFY_SOCKET") else "not under systemd (no NOTIFY_SOCKET)"}
+    return found
+
+
+def run_doctor(as_json: bool = False) -> int:
+    found = probe()
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return 0
+    width = max(len(k) for k in found)
+    for name, item in found.items():
+        mark = "ok " if item["ok"] else "-- "
+        print(f"{mark} {name.ljust(width)}  {item['detail']}")
+    return 0

@@ -1,0 +1,424 @@
+"""Wires sources -> model workers -> outputs with threads and bounded hand-offs.
+
+Per model three threads run concurrently so the backend is never idle waiting for Python work it could
+overlap:
+
+    frame slots --> [prepare] --(free buffer sets / ready queue)--> [infer] --(bounded queue)--> [publish]
+
+`prepare` takes the newest frame of each source (up to max_batch) and writes it straight into one of two
+preallocated input buffer sets; `infer` runs the backend on a filled set and hands the set back; `publish`
+decodes, maps boxes back to source pixels and writes one record per frame to every output. Every queue is
+bounded, so a slow stage applies back-pressure (files processed in order) or drops the oldest frame at the
+source slot (live sources) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, create_backend
+from .config import Config, ModelConfig
+from .decoders import create_decoder, load_labels
+from .frame import Frame
+from .health import HealthReporter, NullReporter
+from .logutil import RateLimitedLog
+from .mailbox import FanOut, FrameSlots
+from .outputs import Output, create_output
+from .preprocess import PreprocessError, Preprocessor
+
+log = logging.getLogger(__name__)
+_END = object()  # end-of-stream marker passed down a worker's queues
+BUFFER_SETS = 2  # one being filled while the other is inferred
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot start (model and config disagree, a backend cannot load, ...)."""
+
+
+class RateMeter:
+    """Events per second over a sliding window on the monotonic clock."""
+
+    def __init__(self, window_s: float = 5.0):
+        self._window = window_s
+        self._stamps: deque[float] = deque(maxlen=10_000)
+        self._lock = threading.Lock()
+
+    def tick(self, now: float | None = None) -> None:
+        with self._lock:
+            self._stamps.append(time.monotonic() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            while self._stamps and now - self._stamps[0] > self._window:
+                self._stamps.popleft()
+            if len(self._stamps) < 2:
+                return 0.0
+            span = now - self._stamps[0]
+            return (len(self._stamps) - 1) / span if span > 0 else 0.0
+
+
+@dataclass
+class ModelStats:
+    taken: int = 0
+    bad_frames: int = 0
+    inferred: int = 0
+    published: int = 0
+    stale_dropped: int = 0
+    infer_errors: int = 0
+    decode_errors: int = 0
+    last_infer_ms: float = 0.0
+    last_age_ms: float = 0.0
+    fps: RateMeter = field(default_factory=RateMeter)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "fps"}
+        d["fps"] = round(self.fps.rate(), 2)
+        return d
+
+
+@dataclass
+class _Batch:
+    slot: int  # which preallocated buffer set holds the input
+    frames: list[Frame]
+    transforms: list[Any]
+    outputs: list[np.ndarray] | None = None
+    infer_ms: float = 0.0
+    error: str | None = None
+
+
+class PublishGate:
+    """Counts published frames across all models and says when --max-frames is reached."""
+
+    def __init__(self, max_frames: int | None):
+        self.max_frames = max_frames
+        self.count = 0
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self.max_frames is not None and self.count >= self.max_frames:
+                return False
+            self.count += 1
+            if self.max_frames is not None and self.count >= self.max_frames:
+                self.done.set()
+            return True
+
+
+class ModelWorker:
+    def __init__(self, config: ModelConfig, backend: Backend, outputs: list[Output], slots: FrameSlots,
+                 reporter: HealthReporter, gate: PublishGate):
+        self.config = config
+        self.id = config.id
+        self.backend = backend
+        self.outputs = outputs
+        self.slots = slots
+        self.reporter = reporter
+        self.gate = gate
+        self.stats = ModelStats()
+        self.finished = threading.Event()
+        self._stop = threading.Event()
+        self._rlog = RateLimitedLog(log)
+
+        spec = backend.inputs[0]
+        if len(backend.inputs) != 1:
+            raise PipelineError(f"model '{self.id}': {len(backend.inputs)} inputs; image models take one")
+        model_batch = backend.max_batch
+        if model_batch is not None and config.max_batch > model_batch:
+            raise PipelineError(f"models.{self.id}.max_batch={config.max_batch} but the model's batch "
+                                f"dimension is fixed at {model_batch}")
+        self.batch = model_batch or config.max_batch
+        self._fixed_batch = model_batch is not None
+        self.input_name = spec.name
+        shape = _input_shape(config, spec.shape, self.batch)
+        self._buffers = [Preprocessor(config.preprocess, shape, spec.dtype) for _ in range(BUFFER_SETS)]
+        self._free: queue.Queue[int] = queue.Queue()
+        for i in range(BUFFER_SETS):
+            self._free.put(i)
+        self._ready: queue.Queue[Any] = queue.Queue(maxsize=BUFFER_SETS)
+        self._done: queue.Queue[Any] = queue.Queue(maxsize=2)
+        labels = load_labels(config.labels) if config.labels else []
+        self.decoder = create_decoder(config.decoder, labels, [tuple(o.shape) for o in backend.outputs])
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._prepare_loop,), name=f"prepare:{self.id}",
+                             daemon=True),
+            threading.Thread(target=self._guard, args=(self._infer_loop,), name=f"infer:{self.id}", daemon=True),
+            threading.Thread(target=self._guard, args=(self._publish_loop,), name=f"publish:{self.id}",
+                             daemon=True),
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.slots.close()
+
+    def join(self, deadline: float) -> bool:
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _guard(self, loop) -> None:
+        try:
+            loop()
+        except Exception:  # a bug in a loop must be loud, and must not leave the pipeline waiting forever
+            log.exception("model '%s': %s crashed", self.id, threading.current_thread().name)
+            self.reporter.fault(self.id, f"{threading.current_thread().name} crashed")
+            self.finished.set()
+
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue) -> Any:
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    # -- stage 1: frames into preallocated input buffers -------------------------------------------------
+    def _prepare_loop(self) -> None:
+        while not self._stop.is_set():
+            frames = self.slots.take(self.batch, timeout=0.1)
+            if not frames:
+                if self.slots.finished:
+                    self._put(self._ready, _END)
+                    return
+                continue
+            slot = self._get(self._free)
+            if slot is None:
+                return
+            prep = self._buffers[slot]
+            kept, transforms = [], []
+            for frame in frames:
+                self.stats.taken += 1
+                self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
+                try:
+                    transforms.append(prep.write(len(kept), frame.image))
+                    kept.append(frame)
+                except PreprocessError as exc:
+                    self.stats.bad_frames += 1
+                    self.reporter.fault(self.id, f"bad frame from {frame.source}: {exc}")
+                    self._rlog.warning(f"bad:{frame.source}", "model '%s': dropped bad frame %d from '%s': %s",
+                                       self.id, frame.seq, frame.source, exc)
+            if not kept:
+                self._free.put(slot)
+                continue
+            if not self._put(self._ready, _Batch(slot, kept, transforms)):
+                return
+
+    # -- stage 2: the backend --------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        while True:
+            batch = self._get(self._ready)
+            if batch is None:
+                return
+            if batch is _END:
+                self._put(self._done, _END)
+                return
+            prep = self._buffers[batch.slot]
+            feed = prep.batch(self.batch if self._fixed_batch else len(batch.frames))
+            self.reporter.begin(self.id)
+            t0 = time.perf_counter()
+            try:
+                batch.outputs = self.backend.infer({self.input_name: feed})
+            except Exception as exc:  # backend errors are runtime faults: count, report, carry on
+                batch.error = f"inference failed: {exc}"
+                self.stats.infer_errors += 1
+                self.reporter.fault(self.id, batch.error)
+                self._rlog.error("infer", "model '%s': %s", self.id, batch.error)
+            finally:
+                self.reporter.end(self.id)
+                self._free.put(batch.slot)  # outputs are the backend's own arrays: the input set is free
+            batch.infer_ms = (time.perf_counter() - t0) * 1e3
+            self.stats.last_infer_ms = batch.infer_ms
+            if batch.error is None:
+                self.stats.inferred += len(batch.frames)
+                for frame in batch.frames:
+                    self.reporter.checkpoint(self.id, "infer", (frame.source, frame.seq))
+            if not self._put(self._done, batch):
+                return
+
+    # -- stage 3: decode and publish -----------------------------------------------------------------
+    def _publish_loop(self) -> None:
+        while True:
+            batch = self._get(self._done)
+            if batch is None:
+                return
+            if batch is _END:
+                self.finished.set()
+                return
+            for index, (frame, transform) in enumerate(zip(batch.frames, batch.transforms)):
+                self._publish_one(batch, index, frame, transform)
+
+    def _publish_one(self, batch: _Batch, index: int, frame: Frame, transform: Any) -> None:
+        status, detections, error = "ok", [], batch.error
+        if error is None:
+            try:
+                detections = [d.to_dict() for d in self.decoder.decode(batch.outputs, index, transform)]
+            except Exception as exc:  # a decoder bug must not stop the stream: count it, say it, go on
+                error = f"decoding failed: {type(exc).__name__}: {exc}"
+                self.stats.decode_errors += 1
+                self.reporter.fault(self.id, error)
+                self._rlog.error("decode", "model '%s': %s", self.id, error)
+        if error is not None:
+            status = "error"
+        age_ms = (time.monotonic() - frame.mono) * 1e3
+        if self.config.max_age_ms is not None and age_ms > self.config.max_age_ms:
+            # stale perception must not be published as fresh: drop it, count it
+            self.stats.stale_dropped += 1
+            self._rlog.warning("stale", "model '%s': dropped frame %d of '%s': %.0f ms old > max_age_ms %.0f",
+                               self.id, frame.seq, frame.source, age_ms, self.config.max_age_ms)
+            return
+        if not self.gate.claim():
+            return
+        record = {
+            "type": "detections",
+            "source": frame.source,
+            "frame": frame.seq,
+            "stamp": round(frame.wall, 6),
+            "age_ms": round(age_ms, 2),
+            "model": self.id,
+            "status": status,
+            "infer_ms": round(batch.infer_ms, 2),
+            "detections": detections,
+        }
+        if error is not None:
+            record["error"] = error
+        for output in self.outputs:
+            try:
+                output.publish(record)
+                self.reporter.alive(output.id)
+            except Exception as exc:
+                output.errors += 1
+                self.reporter.fault(output.id, f"publish failed: {exc}")
+                self._rlog.error(f"out:{output.id}", "output '%s': publish failed: %s", output.id, exc)
+        self.reporter.checkpoint(self.id, "publish", (frame.source, frame.seq))
+        self.stats.published += 1
+        self.stats.last_age_ms = age_ms
+        self.stats.fps.tick()
+
+
+def _input_shape(config: ModelConfig, model_shape: tuple, batch: int) -> tuple[int, ...]:
+    """The 4-D buffer shape: the model's, with dynamic sizes filled from the config."""
+    if len(model_shape) != 4:
+        raise PipelineError(f"model '{config.id}': input has rank {len(model_shape)}; expected 4 (image batch)")
+    layout = config.preprocess.layout
+    h_axis, w_axis = (2, 3) if layout == "nchw" else (1, 2)
+    c_axis = 1 if layout == "nchw" else 3
+    if model_shape[c_axis] not in (None, 3):
+        raise PipelineError(f"models.{config.id}.preprocess.layout={layout} but the model's input shape "
+                            f"{model_shape} has {model_shape[c_axis]} channels on that axis")
+    size = config.preprocess.size
+    hw = [model_shape[h_axis], model_shape[w_axis]]
+    if size is not None:
+        for name, want, have in (("height", size[0], hw[0]), ("width", size[1], hw[1])):
+            if have is not None and have != want:
+                raise PipelineError(f"models.{config.id}.preprocess.size {name} {want} differs from the "
+                                    f"model's fixed input {name} {have}")
+        hw = list(size)
+    if None in hw:
+        raise PipelineError(f"model '{config.id}' has a dynamic input height/width: set "
+                            f"models.{config.id}.preprocess.size: [H, W]")
+    shape = [batch, 3, hw[0], hw[1]] if layout == "nchw" else [batch, hw[0], hw[1], 3]
+    return tuple(shape)
+
+
+class Pipeline:
+    """Owns every source, worker and output of one config; `start`, `wait`, `stop`."""
+
+    def __init__(self, config: Config, reporter: HealthReporter | None = None, max_frames: int | None = None):
+        self.config = config
+        self.reporter = reporter or NullReporter()
+        self.gate = PublishGate(max_frames)
+        self.outputs: list[Output] = []
+        self.backends: list[Backend] = []
+        self.workers: list[ModelWorker] = []
+        self.sources: list[Any] = []
+        self.started_at = time.monotonic()
+
+    def start(self) -> None:
+        """Open outputs, load and warm up every model, then start the sources (in that order, so no frame
+        waits on a model that is still loading)."""
+        from .sources import create_source
+
+        for out_cfg in self.config.outputs:
+            output = create_output(out_cfg)
+            output.open()
+            self.outputs.append(output)
+        slots_by_source: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
+        for model_cfg in self.config.models:
+            backend = create_backend(model_cfg.id, model_cfg.backend, model_cfg.path, model_cfg.backend_options)
+            backend.activate(warmup_batch=model_cfg.max_batch)
+            self.backends.append(backend)
+            slots = FrameSlots(model_cfg.sources)
+            for name in model_cfg.sources:
+                slots_by_source[name].append(slots)
+            self.workers.append(ModelWorker(model_cfg, backend, self.outputs, slots, self.reporter, self.gate))
+        for worker in self.workers:
+            worker.start()
+        for src_cfg in self.config.sources:
+            targets = slots_by_source[src_cfg.id]
+            if not targets:
+                log.warning("source '%s' is read by no model; not started", src_cfg.id)
+                continue
+            source = create_source(src_cfg, FanOut(targets), self.reporter)
+            self.sources.append(source)
+        for source in self.sources:
+            source.start()
+
+    def wait(self, stop: threading.Event, poll_s: float = 0.05) -> str:
+        """Block until stopped, --max-frames reached, or every finite source is drained."""
+        while True:
+            if stop.wait(poll_s):
+                return "stopped"
+            if self.gate.done.is_set():
+                return "max-frames"
+            if all(w.finished.is_set() for w in self.workers):
+                return "end-of-input"
+
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        """Stop sources, then workers, then close outputs; True when every thread ended in time."""
+        deadline = time.monotonic() + timeout_s
+        for source in self.sources:
+            source.request_stop()  # all at once, so blocked reads time out in parallel
+        for worker in self.workers:
+            worker.stop()  # closes the frame slots: wakes sources waiting for a free slot
+        clean = all([s.join(max(0.0, deadline - time.monotonic())) for s in self.sources])
+        clean = all([w.join(deadline) for w in self.workers]) and clean
+        for backend in self.backends:
+            backend.deactivate()
+        for output in self.outputs:
+            output.close()
+        return clean
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "published": self.gate.count,
+            "models": {w.id: w.stats.as_dict() | {"drops": dict(w.slots.drops)} for w in self.workers},
+            "sources": {s.id: s.stats() for s in self.sources},
+            "outputs": {o.id: {"published": o.published, "errors": o.errors} for o in self.outputs},
+        }
+
+    def newest_age_ms(self) -> float | None:
+        ages = [w.stats.last_age_ms for w in self.workers if w.stats.published]
+        return min(ages) if ages else None

@@ -1,0 +1,154 @@
+"""A network stream (RTSP, or HTTP(S) such as MJPEG or HLS) read through OpenCV's FFmpeg backend.
+
+Two things learned the hard way (see FACTS.md): without a read timeout a frozen server blocks `read()` for
+~30 s, and once the server went away the capture never recovers, so a failed read means: release, then
+open a new capture (the base class does that with backoff).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+from pydantic import ConfigDict, Field, field_validator
+
+from ..health import HealthReporter
+from ..mailbox import FrameSink
+from .base import Source, SourceConfigBase, SourceError
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+class RtspSourceConfig(SourceConfigBase):
+    # URLs may hold a password: validation errors must not echo the input.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    type: Literal["rtsp"] = "rtsp"
+    url: str
+    open_timeout_ms: int = Field(5000, ge=100, le=60000)
+    read_timeout_ms: int = Field(2000, ge=100, le=60000)  # also bounds how long stop() may wait on a read
+    transport: Literal["tcp", "udp"] = "tcp"  # RTSP only; tcp survives lossy Wi-Fi without smeared frames
+
+    @field_validator("url")
+    @classmethod
+    def _stream_url(cls, url: str) -> str:
+        parts = urlsplit(url.strip())
+        if parts.scheme.lower() not in STREAM_SCHEMES:
+            raise ValueError(f"'{redact_url(url)}' must start with one of "
+                             + ", ".join(f"{s}://" for s in STREAM_SCHEMES))
+        if not parts.hostname:
+            raise ValueError(f"'{redact_url(url)}' names no host")
+        try:
+            parts.port  # noqa: B018 -- raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"'{redact_url(url)}': {exc}") from None
+        return url.strip()
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _options_with_transport(base: str | None, transport: str) -> str:
+    # FFmpeg option string: "key;value|key;value". Keep what the user set, replace rtsp_transport.
+    pairs = [p for p in (base or "").split("|") if p and not p.startswith("rtsp_transport;")]
+    return "|".join([*pairs, f"rtsp_transport;{transport}"])
+
+
+class _CaptureOptionsGate:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS is process-global and read while a capture opens. Opens that need the
+    same value may overlap; an open that needs another value waits until those finish, so an RTSP/udp
+    source never opens with a tcp source's options (or the other way round)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._user_options = os.environ.get(FFMPEG_OPTIONS_ENV)
+        self._value: str | None = None
+        self._opening = 0
+
+    @contextmanager
+    def options(self, transport: str) -> Iterator[None]:
+        value = _options_with_transport(self._user_options, transport)
+        with self._cond:
+            while self._opening and self._value != value:
+                self._cond.wait()
+            if self._value != value:
+                os.environ[FFMPEG_OPTIONS_ENV] = value
+                self._value = value
+            self._opening += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._opening -= 1
+                if not self._opening:
+                    self._cond.notify_all()
+
+
+_options_gate = _CaptureOptionsGate()
+
+
+class RtspSource(Source):
+    def __init__(self, config: RtspSourceConfig, sink: FrameSink, reporter: HealthReporter | None = None):
+        super().__init__(config, sink, reporter)
+        self.config: RtspSourceConfig = config
+        self._cap: cv2.VideoCapture | None = None
+        self._stalled_after_s = 0.98 * config.read_timeout_ms / 1000
+
+    @property
+    def finite(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return redact_url(self.config.url)
+
+    def preflight(self) -> list[str]:
+        if not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+            return ["url: this OpenCV has no FFmpeg backend, needed for network streams"]
+        return []
+
+    def _open(self) -> None:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.config.open_timeout_ms,
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.config.read_timeout_ms]
+        if urlsplit(self.config.url).scheme.lower().startswith("rtsp"):
+            with _options_gate.options(self.config.transport):
+                cap = cv2.VideoCapture(self.config.url, cv2.CAP_FFMPEG, params)
+        else:
+            cap = cv2.VideoCapture(self.config.url, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"no stream at {self.describe()} (server down, wrong path, or timed out after "
+                              f"{self.config.open_timeout_ms} ms)")
+        self._cap = cap
+
+    def _read(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        started = time.monotonic()
+        ok, image = self._cap.read()
+        if not ok:
+            return None  # server gone: reopen
+        if time.monotonic() - started >= self._stalled_after_s:
+            # The read timeout fired. OpenCV may still hand out a buffered frame for the next two reads or
+            # so (3x read_timeout_ms before it says False): call the stream lost now.
+            raise TimeoutError(f"no data for {self.config.read_timeout_ms} ms (server hung?)")
+        return image
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

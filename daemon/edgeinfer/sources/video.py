@@ -1,0 +1,120 @@
+"""A video file, read in order (every frame) or paced at the file's frame rate like a camera."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from ..health import HealthReporter
+from ..mailbox import FrameSink
+from .base import Source, SourceConfigBase, SourceError
+
+log = logging.getLogger(__name__)
+
+# Used for pacing when the container does not state a usable frame rate.
+FALLBACK_FPS = 25.0
+
+
+class VideoSourceConfig(SourceConfigBase):
+    type: Literal["video"] = "video"
+    path: Path
+    loop: bool = False
+    realtime: bool = False  # false: every frame, as fast as consumed; true: at the file's fps, newest wins
+
+
+def _file_problems(path: Path) -> list[str]:
+    if not path.exists():
+        return [f"path: no such file: {path}"]
+    if not path.is_file():
+        return [f"path: not a file: {path}"]
+    if not os.access(path, os.R_OK):
+        return [f"path: no permission to read {path}"]
+    if path.stat().st_size == 0:
+        return [f"path: file is empty: {path}"]
+    return []
+
+
+def _open_capture(path: Path) -> tuple[cv2.VideoCapture, np.ndarray]:
+    """An open capture and its first frame: a file that opens but decodes nothing fails here, at start."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"OpenCV cannot open {path} as a video (unknown container or codec?)")
+    ok, first = cap.read()
+    if not ok or first is None:
+        cap.release()
+        raise SourceError(f"{path} opens as a video but no frame could be decoded")
+    return cap, first
+
+
+class VideoSource(Source):
+    def __init__(self, config: VideoSourceConfig, sink: FrameSink, reporter: HealthReporter | None = None):
+        super().__init__(config, sink, reporter)
+        self.config: VideoSourceConfig = config
+        self._cap: cv2.VideoCapture | None = None
+        self._first: np.ndarray | None = None
+        self._file_fps: float | None = None
+
+    @property
+    def finite(self) -> bool:
+        return True
+
+    @property
+    def loop(self) -> bool:
+        return self.config.loop
+
+    @property
+    def pace_fps(self) -> float | None:
+        return self._file_fps if self.config.realtime else None
+
+    @property
+    def file_fps(self) -> float | None:
+        """The frame rate the file states (known once opened)."""
+        return self._file_fps
+
+    def describe(self) -> str:
+        return f"video {self.config.path}"
+
+    def preflight(self) -> list[str]:
+        problems = _file_problems(self.config.path)
+        if problems:
+            return problems
+        try:
+            cap, _ = _open_capture(self.config.path)
+        except SourceError as exc:
+            return [f"path: {exc}"]
+        cap.release()
+        return []
+
+    def _open(self) -> None:
+        problems = _file_problems(self.config.path)
+        if problems:
+            raise SourceError(problems[0].removeprefix("path: "))
+        self._cap, self._first = _open_capture(self.config.path)
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        if not 0 < fps <= 1000:
+            if self.config.realtime and self._file_fps is None:
+                log.warning("source '%s': %s states no usable frame rate (%r); pacing at %.0f fps",
+                            self.id, self.config.path, fps, FALLBACK_FPS)
+            fps = FALLBACK_FPS
+        self._file_fps = fps
+
+    def _read(self) -> np.ndarray | None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        if self._cap is None:
+            return None
+        ok, image = self._cap.read()
+        return image if ok else None
+
+    def _close(self) -> None:
+        self._first = None
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
