@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -47,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
     from .lazy import MissingDependency
     from .outputs import OutputError
-    from .pipeline import Pipeline, PipelineError
+    from .pipeline import PipelineError
+    from .service import Daemon
     from .sources import SourceError
 
     try:
@@ -56,38 +57,61 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_config_error(exc)
         return EXIT_CONFIG
     setup_logging(args.log_level or config.log_level)
+    _quiet_opencv(args.log_level or config.log_level)
 
-    stop = threading.Event()
+    daemon = Daemon(config, max_frames=args.max_frames)
 
-    def on_signal(signum, _frame):
+    def on_stop_signal(signum, _frame):
         log.info("%s received, stopping", signal.Signals(signum).name)
-        stop.set()
+        daemon.stop_requested.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    def on_reset_signal(_signum, _frame):
+        # `systemctl kill -s USR1 edgeinfer`: leave a latched SAFE_STOP without restarting
+        daemon.supervisor.reset()
 
-    pipeline = Pipeline(config, max_frames=args.max_frames)
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGUSR1, on_reset_signal)
+
     t0 = time.monotonic()
     try:
-        pipeline.start()
+        daemon.start()
     except PipelineError as exc:
         log.error("%s", exc)
-        pipeline.stop()
+        daemon.stop()
         return EXIT_CONFIG
     except (BackendError, SourceError, OutputError, MissingDependency) as exc:
         log.error("cannot start: %s", exc)
-        pipeline.stop()
+        daemon.stop()
         return EXIT_RUNTIME
-    log.info("running: %d source(s), %d model(s)", len(pipeline.sources), len(pipeline.workers))
-    reason = pipeline.wait(stop)
+    log.info("running: %d source(s), %d model(s)", len(daemon.pipeline.sources), len(daemon.pipeline.workers))
+    reason, code = daemon.run()
     elapsed = time.monotonic() - t0
-    clean = pipeline.stop(timeout_s=2.0)
-    stats = pipeline.stats()
+    daemon.stop()
+    stats = daemon.pipeline.stats()
     log.info("stopped (%s) after %.1f s: %d frame(s) published, %.1f fps%s", reason, elapsed,
              stats["published"], stats["published"] / elapsed if elapsed > 0 else 0.0,
-             "" if clean else "; some threads did not stop in time")
+             "" if daemon.clean_stop else "; some threads did not stop in time")
     log.debug("final stats: %s", json.dumps(stats, default=str))
-    return EXIT_OK
+    if code:
+        log.critical("exiting with code %d after a watchdog safe stop", code)
+    if not daemon.clean_stop:
+        # A thread stuck inside a native call (a hung model) cannot be joined; leave without waiting for it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _quiet_opencv(level: str) -> None:
+    """OpenCV prints its own warnings (stream timeouts) to stderr; ours already say it, rate-limited."""
+    if level != "DEBUG":
+        import cv2
+
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:  # builds without the logging utilities: keep OpenCV's default
+            pass
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

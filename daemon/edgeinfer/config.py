@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
 from .decoders import DecoderConfig, YoloDecoderConfig
@@ -43,9 +43,20 @@ class ModelConfig(StrictModel):
     decoder: DecoderConfig = YoloDecoderConfig()
     max_batch: int = Field(default=1, ge=1, le=64, description="frames of several sources in one inference")
     budget_ms: float = Field(default=1000.0, gt=0, description="deadline of one inference (watchdog)")
+    min_fps: float | None = Field(default=None, gt=0, description="watchdog: inferences must finish this often")
     max_age_ms: float | None = Field(
-        default=None, gt=0, description="frames older than this at publish are dropped, not published"
+        default=None, gt=0, description="frames older than this at publish are dropped and counted, not "
+        "published as fresh (default: budget_ms); files processed in order are exempt"
     )
+
+
+    @field_validator("decoder", mode="before")
+    @classmethod
+    def _yolo_by_default(cls, value: Any) -> Any:
+        # the decoder union is tagged by `type`; a block without one means the default decoder
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "yolo", **value}
+        return value
 
 
 class Config(StrictModel):

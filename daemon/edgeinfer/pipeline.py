@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,12 +76,14 @@ class ModelStats:
     stale_dropped: int = 0
     infer_errors: int = 0
     decode_errors: int = 0
+    invalid_published: int = 0
     last_infer_ms: float = 0.0
     last_age_ms: float = 0.0
+    newest_capture: dict[str, float] = field(default_factory=dict)  # source -> monotonic capture stamp
     fps: RateMeter = field(default_factory=RateMeter)
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "fps"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("fps", "newest_capture")}
         d["fps"] = round(self.fps.rate(), 2)
         return d
 
@@ -116,7 +119,7 @@ class PublishGate:
 
 class ModelWorker:
     def __init__(self, config: ModelConfig, backend: Backend, outputs: list[Output], slots: FrameSlots,
-                 reporter: HealthReporter, gate: PublishGate):
+                 reporter: HealthReporter, gate: PublishGate, detections_valid: Callable[[], bool]):
         self.config = config
         self.id = config.id
         self.backend = backend
@@ -124,6 +127,12 @@ class ModelWorker:
         self.slots = slots
         self.reporter = reporter
         self.gate = gate
+        self.detections_valid = detections_valid
+        # Sources whose frames are processed in file order (no pacing): their age is queueing, not staleness,
+        # so the max-age drop does not apply to them. Filled in by the pipeline once sources exist.
+        self.in_order_sources: set[str] = set()
+        # max_age_ms defaults to the inference budget: perception older than that is not fresh
+        self.max_age_ms = config.max_age_ms if config.max_age_ms is not None else config.budget_ms
         self.stats = ModelStats()
         self.finished = threading.Event()
         self._stop = threading.Event()
@@ -283,12 +292,16 @@ class ModelWorker:
         if error is not None:
             status = "error"
         age_ms = (time.monotonic() - frame.mono) * 1e3
-        if self.config.max_age_ms is not None and age_ms > self.config.max_age_ms:
+        if age_ms > self.max_age_ms and frame.source not in self.in_order_sources:
             # stale perception must not be published as fresh: drop it, count it
             self.stats.stale_dropped += 1
             self._rlog.warning("stale", "model '%s': dropped frame %d of '%s': %.0f ms old > max_age_ms %.0f",
-                               self.id, frame.seq, frame.source, age_ms, self.config.max_age_ms)
+                               self.id, frame.seq, frame.source, age_ms, self.max_age_ms)
             return
+        if not self.detections_valid():
+            # watchdog SAFE_STOP: say so on the detection channel rather than publish boxes nobody may trust
+            status, detections, error = "invalid", [], "watchdog SAFE_STOP: detections are not valid"
+            self.stats.invalid_published += 1
         if not self.gate.claim():
             return
         record = {
@@ -315,6 +328,7 @@ class ModelWorker:
         self.reporter.checkpoint(self.id, "publish", (frame.source, frame.seq))
         self.stats.published += 1
         self.stats.last_age_ms = age_ms
+        self.stats.newest_capture[frame.source] = max(frame.mono, self.stats.newest_capture.get(frame.source, 0.0))
         self.stats.fps.tick()
 
 
@@ -346,9 +360,11 @@ def _input_shape(config: ModelConfig, model_shape: tuple, batch: int) -> tuple[i
 class Pipeline:
     """Owns every source, worker and output of one config; `start`, `wait`, `stop`."""
 
-    def __init__(self, config: Config, reporter: HealthReporter | None = None, max_frames: int | None = None):
+    def __init__(self, config: Config, reporter: HealthReporter | None = None, max_frames: int | None = None,
+                 detections_valid: Callable[[], bool] = lambda: True):
         self.config = config
         self.reporter = reporter or NullReporter()
+        self.detections_valid = detections_valid
         self.gate = PublishGate(max_frames)
         self.outputs: list[Output] = []
         self.backends: list[Backend] = []
@@ -373,7 +389,8 @@ class Pipeline:
             slots = FrameSlots(model_cfg.sources)
             for name in model_cfg.sources:
                 slots_by_source[name].append(slots)
-            self.workers.append(ModelWorker(model_cfg, backend, self.outputs, slots, self.reporter, self.gate))
+            self.workers.append(ModelWorker(model_cfg, backend, self.outputs, slots, self.reporter, self.gate,
+                                            self.detections_valid))
         for worker in self.workers:
             worker.start()
         for src_cfg in self.config.sources:
@@ -383,6 +400,9 @@ class Pipeline:
                 continue
             source = create_source(src_cfg, FanOut(targets), self.reporter)
             self.sources.append(source)
+            if source.wait_for_consumer:
+                for worker in self.workers:
+                    worker.in_order_sources.add(source.id)
         for source in self.sources:
             source.start()
 
@@ -419,6 +439,15 @@ class Pipeline:
             "outputs": {o.id: {"published": o.published, "errors": o.errors} for o in self.outputs},
         }
 
-    def newest_age_ms(self) -> float | None:
-        ages = [w.stats.last_age_ms for w in self.workers if w.stats.published]
-        return min(ages) if ages else None
+    def frame_ages_ms(self, now: float | None = None) -> dict[str, float]:
+        """Per source: how old (now, since capture) the newest frame published from it is. Grows while a
+        source or model is stuck, which is what a consumer of the heartbeat must see."""
+        now = time.monotonic() if now is None else now
+        newest: dict[str, float] = {}
+        for worker in self.workers:
+            for source, mono in list(worker.stats.newest_capture.items()):
+                newest[source] = max(mono, newest.get(source, 0.0))
+        return {source: round((now - mono) * 1e3, 1) for source, mono in newest.items()}
+
+    def fps(self) -> dict[str, float]:
+        return {w.id: round(w.stats.fps.rate(), 2) for w in self.workers}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +12,7 @@ from edgeinfer.frame import Frame
 from edgeinfer.health import NullReporter
 from edgeinfer.mailbox import FrameSlots
 from edgeinfer.sources import ReconnectConfig, RtspSourceConfig, create_source
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rtsp_server import RtspServerProcess, rtsp_server_unavailable  # noqa: E402
+from support.rtsp_server import RtspServerProcess, rtsp_server_unavailable
 
 pytestmark = pytest.mark.rtsp
 

@@ -16,6 +16,7 @@ from edgeinfer.preprocess import (
     PreprocessError,
     Preprocessor,
     Transform,
+    cpu,
     fit_transform,
     normalisation_coefficients,
 )
@@ -265,16 +266,23 @@ def test_stretch_fills_the_whole_input() -> None:
     assert np.all(preprocessor.buffer[0, 0] == 3) and np.all(preprocessor.buffer[0, 2] == 1)
 
 
-def test_float16_buffer_holds_normalised_values() -> None:
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("opencv_cast", [True, False], ids=["cv2-cast", "numpy-cast"])
+def test_float16_buffer_holds_normalised_values(layout: str, opencv_cast: bool, monkeypatch) -> None:
+    if not opencv_cast:
+        monkeypatch.setattr(cpu, "_CONVERT_FP16", None)
     image = ramp_image(4, 6)
-    preprocessor = Preprocessor(NORMALISING, (1, 3, 8, 6), np.float16)  # letterboxed: 2 pad rows each side
+    shape = (1, 3, 8, 6) if layout == "nchw" else (1, 8, 6, 3)  # letterboxed: 2 pad rows each side
+    preprocessor = Preprocessor(NORMALISING.model_copy(update={"layout": layout}), shape, np.float16)
     preprocessor.write(0, image)
     assert preprocessor.buffer.dtype == np.float16
+    slot = preprocessor.buffer[0].astype(np.float64)
+    if layout == "nhwc":
+        slot = slot.transpose(2, 0, 1)
     expected = expected_normalised(image, NORMALISING).transpose(2, 0, 1)
-    region = preprocessor.buffer[0, :, 2:6].astype(np.float64)
-    np.testing.assert_allclose(region, expected, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(slot[:, 2:6], expected, rtol=2e-3, atol=2e-3)
     pad_red = (114 / 255 - 0.1) / 0.5
-    np.testing.assert_allclose(preprocessor.buffer[0, 0, :2].astype(np.float64), pad_red, rtol=2e-3)
+    np.testing.assert_allclose(slot[0, :2], pad_red, rtol=2e-3)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
@@ -299,6 +307,25 @@ def test_slot_reuse_with_changing_source_sizes_repaints_padding() -> None:
     preprocessor.write(1, solid(4, 2, (60, 60, 60)))  # tall image: pad columns 0 and 3 in slot 1 only
     assert np.all(preprocessor.buffer[1, :, :, 0] == 114) and np.all(preprocessor.buffer[1, :, :, 1:3] == 60)
     assert np.all(preprocessor.buffer[0, :, 1:3] == 50)
+
+
+def test_invalidate_repaints_padding_after_outside_writes() -> None:
+    preprocessor = Preprocessor(PreprocessConfig(scale=1.0), (1, 3, 4, 4))
+    image = solid(2, 4, (50, 50, 50))
+    preprocessor.write(0, image)
+    preprocessor.buffer[0] = -1.0  # someone else scribbles over the whole slot
+    preprocessor.invalidate()
+    preprocessor.write(0, image)
+    assert np.all(preprocessor.buffer[0, :, 0] == 114) and np.all(preprocessor.buffer[0, :, 3] == 114)
+
+
+def test_caller_supplied_buffer_is_used_in_place() -> None:
+    owned = np.full((2, 3, 4, 4), -1.0, np.float32)
+    preprocessor = Preprocessor(PreprocessConfig(scale=1.0), (2, 3, 4, 4), buffer=owned)
+    preprocessor.write(1, solid(4, 4, (1, 2, 3)))
+    assert preprocessor.buffer is owned and np.all(owned[1, 0] == 3) and np.all(owned[0] == -1.0)
+    with pytest.raises(ValueError, match=r"float16\[2, 3, 4, 4\]; this model needs float32\[2, 3, 4, 4\]"):
+        Preprocessor(PreprocessConfig(), (2, 3, 4, 4), buffer=np.zeros((2, 3, 4, 4), np.float16))
 
 
 def test_non_contiguous_image_view_is_accepted() -> None:

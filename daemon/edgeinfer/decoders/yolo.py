@@ -114,6 +114,8 @@ def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Lay
 
 
 class YoloDecoder(Decoder):
+    """Decodes output 0 of a YOLO model. Keeps scratch arrays between calls: one instance per thread."""
+
     def __init__(
         self, config: YoloDecoderConfig, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]]
     ) -> None:
@@ -123,9 +125,6 @@ class YoloDecoder(Decoder):
         self.config = config
         self.declared_shape = normalize_shape(output_shapes[0])
         self.layout: Layout = resolve_layout(config.layout, output_shapes[0], len(self.labels))
-        # The feature axis (per-box values) must match on every frame; the box count may vary if dynamic.
-        self._feature_axis = 1 if self.layout == "v8" else 2
-        self._features = self.declared_shape[self._feature_axis]
         self._classes = None if config.classes is None else np.asarray(sorted(set(config.classes)), np.int64)
         self._scratch: dict[tuple[str, int, np.dtype], np.ndarray] = {}
 
@@ -162,6 +161,7 @@ class YoloDecoder(Decoder):
         if not isinstance(output, np.ndarray) or output.ndim != 3:
             got = tuple(output.shape) if isinstance(output, np.ndarray) else type(output).__name__
             raise DecodeError(f"YOLO {self.layout} output 0: expected a 3-D array, got {got}")
+        # Every declared size must hold on each frame; dynamic ones (the box count, the batch) may vary.
         for axis in (1, 2):
             declared = self.declared_shape[axis]
             if declared is not None and output.shape[axis] != declared:

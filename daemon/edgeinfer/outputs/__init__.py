@@ -8,11 +8,12 @@ from pydantic import Field
 
 from .base import Output, OutputConfigBase, OutputError
 from .jsonl import JsonlOutput, JsonlOutputConfig
+from .zmq import ZmqOutput, ZmqOutputConfig  # imports pyzmq only in ZmqOutput.open()
 
-OUTPUT_TYPES: dict[str, type[Output]] = {"jsonl": JsonlOutput}
+OUTPUT_TYPES: dict[str, type[Output]] = {"jsonl": JsonlOutput, "zmq": ZmqOutput}
 
-# a Union of one member still gets the discriminator, so an unknown `type` names the allowed values
-OutputConfig = Annotated[Union[JsonlOutputConfig], Field(discriminator="type")]  # noqa: UP007
+# the discriminator makes an unknown `type` name the allowed values, and errors point into the right model
+OutputConfig = Annotated[Union[JsonlOutputConfig, ZmqOutputConfig], Field(discriminator="type")]  # noqa: UP007
 
 
 def create_output(config: OutputConfigBase) -> Output:

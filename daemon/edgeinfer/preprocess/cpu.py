@@ -1,10 +1,12 @@
 """CPU preprocessing: resize (letterbox or stretch), colour order, normalisation and layout, written straight
 into one preallocated input buffer.
 
-Per frame the work is: one `cv2.resize` into a scratch image kept per source size, one `cv2.split` into
-kept planes, and one fused multiply-add per channel (`cv2.addWeighted`) that writes float32 straight into the
-buffer's region. Padding is filled only when a slot's geometry changes, because the padded band of a slot
-stays valid as long as the same source size keeps landing in it.
+Per frame (NCHW float32) the work is: one `cv2.resize` into a scratch image kept per source size, one
+`cv2.split` into kept planes, and one fused multiply-add per channel (`cv2.addWeighted`) that writes float32
+straight into the buffer's region. NHWC swaps colours with `cv2.cvtColor` and normalises in one or two
+OpenCV passes; float16 adds OpenCV's half-float cast. Padding is filled only when a slot's geometry changes,
+because the padded band of a slot stays valid as long as the same source size keeps landing in it.
+Measured 640x272 -> 416x416 letterbox NCHW float32: ~200 us/frame on a 2-core EPYC VM, ~135 us of it resize.
 """
 
 from __future__ import annotations
@@ -191,10 +193,19 @@ class Preprocessor:
     `input_shape` is the model's 4-D input (batch first; `config.layout` says where C/H/W are). A dynamic
     batch means 1; dynamic H/W need `config.size`. `dtype` is the model's input element type when known
     (it wins: the buffer must be what the backend feeds); None falls back to `config.dtype`.
+    `buffer` lets a backend hand in memory it owns (e.g. pinned host memory) instead of a fresh array.
+
+    The padding bands of a slot are painted only when the source size landing in it changes; whoever else
+    writes into the buffer must call `invalidate()` afterwards.
     """
 
     def __init__(
-        self, config: PreprocessConfig, input_shape: tuple[Any, ...], dtype: Any | None = None
+        self,
+        config: PreprocessConfig,
+        input_shape: tuple[Any, ...],
+        dtype: Any | None = None,
+        *,
+        buffer: np.ndarray | None = None,
     ) -> None:
         self.config = config
         self.dtype = self._resolve_dtype(config, dtype)
@@ -204,7 +215,15 @@ class Preprocessor:
             slot_shape: tuple[int, ...] = (3, self.height, self.width)
         else:
             slot_shape = (self.height, self.width, 3)
-        self.buffer = np.zeros((self.max_batch, *slot_shape), self.dtype)
+        full_shape = (self.max_batch, *slot_shape)
+        if buffer is None:
+            buffer = np.zeros(full_shape, self.dtype)
+        elif buffer.shape != full_shape or buffer.dtype != self.dtype:
+            raise ValueError(
+                f"the given buffer is {buffer.dtype}{list(buffer.shape)}; this model needs "
+                f"{self.dtype}{list(full_shape)}"
+            )
+        self.buffer = buffer
 
         multiply, add = normalisation_coefficients(config)
         self._normalise = self.dtype != np.uint8
@@ -220,7 +239,7 @@ class Preprocessor:
             self._pad_fill = [float(config.pad_value)] * 3
         # Output channel c is fed by BGR input channel _source_channel[c].
         self._source_channel = (2, 1, 0) if config.color == "rgb" else (0, 1, 2)
-        # float16 is computed in float32 (OpenCV has no fp16 arithmetic) and cast region-wise.
+        # float16 is computed in float32 (OpenCV arithmetic has no fp16 output) and cast region-wise.
         self._staging = np.empty(slot_shape, np.float32) if self.dtype == np.float16 else None
         self._geometries: dict[tuple[int, int], _Geometry] = {}
         self._slot_geometry: list[_Geometry | None] = [None] * self.max_batch
@@ -270,6 +289,10 @@ class Preprocessor:
         if height is None or width is None:
             raise ValueError(f"model input {input_shape} has a dynamic height/width: set preprocess.size")
         return batch or 1, height, width
+
+    def invalidate(self) -> None:
+        """Forget which padding each slot holds, so the next write to every slot repaints it."""
+        self._slot_geometry = [None] * self.max_batch
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -347,8 +370,8 @@ class Preprocessor:
                 plane, self._multiply[channel], plane, 0.0, self._add[channel],
                 dst=target[channel, rows, cols], dtype=cv2.CV_32F,
             )
-        if self._staging is not None:
-            np.copyto(slot[:, rows, cols], self._staging[:, rows, cols], casting="unsafe")
+            if self._staging is not None:
+                _copy_to_half(self._staging[channel, rows, cols], slot[channel, rows, cols])
 
     def _inverse_channels(self) -> list[int]:
         """For each BGR input channel, the output channel it lands in (cv2.split writes in input order)."""
@@ -378,7 +401,20 @@ class Preprocessor:
             cv2.multiply(ordered, self._multiply_scalar, dst=target, dtype=cv2.CV_32F)
             cv2.add(target, self._add_scalar, dst=target)
         if self._staging is not None:
-            np.copyto(region, target, casting="unsafe")
+            _copy_to_half(target, region)
+
+
+# numpy's float32 -> float16 cast runs ~20x slower than OpenCV's (measured 340 vs 16 us for 416x177);
+# cv2.convertFp16 writes the half-float bits into an int16 view. Kept optional in case OpenCV drops it.
+_CONVERT_FP16 = getattr(cv2, "convertFp16", None)
+
+
+def _copy_to_half(source: np.ndarray, target: np.ndarray) -> None:
+    """float32 image/plane -> the float16 array `target`, in place."""
+    if _CONVERT_FP16 is not None:
+        _CONVERT_FP16(source, dst=target.view(np.int16))
+    else:
+        np.copyto(target, source, casting="unsafe")
 
 
 def _check_image(image: Any) -> None:

@@ -73,6 +73,11 @@ class VideoSource(Source):
         return self._file_fps if self.config.realtime else None
 
     @property
+    def wait_for_consumer(self) -> bool:
+        # decided by the config, not by pace_fps, which is only known once the file is open
+        return not self.config.realtime
+
+    @property
     def file_fps(self) -> float | None:
         """The frame rate the file states (known once opened)."""
         return self._file_fps

@@ -114,8 +114,8 @@ def build_specs(
 
     sources: (id, min_fps); min_fps None or 0 switches alive supervision off for that source.
     models: (id, budget_ms) or (id, budget_ms, min_fps). The budget becomes the deadline; budget None switches
-      the deadline off. Without min_fps a model must be alive (finish an inference) at least as often as the
-      slowest supervised source delivers frames - a lenient bound, since a model always reads some source.
+      the deadline off. With min_fps the model must also finish inferences at least that often; without it the
+      model has no alive check, so a dead camera shows as that source's failure, not as a failing model.
     outputs: ids; each must publish at least every `output_alive_s`.
     Each model also gets a flow entity, `flow_id(model)`, for the order capture -> infer -> publish; it is
     safety-relevant when its model is (or when listed itself).
@@ -123,7 +123,6 @@ def build_specs(
     """
     period = config.period_ms
     source_alive = {sid: (cycles_for(1.0 / fps, period) if fps else None) for sid, fps in sources}
-    slowest_source = max((c for c in source_alive.values() if c is not None), default=None)
     relevant = set(config.safety_relevant) if config.safety_relevant is not None else None
 
     def is_relevant(entity_id: str, kind: str, model_id: str | None = None) -> bool:
@@ -138,7 +137,7 @@ def build_specs(
     for entry in models:
         mid, budget_ms = entry[0], entry[1]
         min_fps = entry[2] if len(entry) > 2 else None
-        alive = cycles_for(1.0 / min_fps, period) if min_fps else slowest_source
+        alive = cycles_for(1.0 / min_fps, period) if min_fps else None
         deadline = cycles_for(budget_ms / 1000.0, period) if budget_ms else None
         specs.append(
             EntitySpec(mid, "model", alive_cycles=alive, deadline_cycles=deadline,

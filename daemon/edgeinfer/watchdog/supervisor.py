@@ -12,24 +12,38 @@ Timeline (P = period_ms, t0 = start time on the monotonic clock)
 
 Checks, runs and tolerances
   Each entity has up to four checks; a check either passes or fails at each step. Its "run" counts
-  consecutive failing steps; with the check's tolerance t (from WatchdogConfig) the check is
+  consecutive failing steps. A check's tolerance t (from WatchdogConfig) has the meaning of AUTOSAR's
+  watchdog manager: the number of failed cycles tolerated before EXPIRED. The check is
       OK       run == 0
-      FAILED   1 <= run <= t + 1
-      EXPIRED  run >= t + 2
-  i.e. first failing at cycle k -> FAILED at k, still failing at k + t + 1 -> EXPIRED there. One passing
-  step brings the run back to 0. The entity's status is the worst of its checks.
+      FAILED   1 <= run <= t
+      EXPIRED  run >= t + 1
+  i.e. first failing at cycle k -> FAILED at k .. k + t - 1, EXPIRED at k + t if it is still failing there;
+  with t = 0 the first failing step is already EXPIRED (no FAILED step in between). One passing step brings
+  the run back to 0. The entity's status is the worst of its checks.
 
   alive (alive_cycles A, tolerance alive_tolerance_cycles)
       `alive` or `end` reported at cycle c marks the entity alive at c. The check fails at step k when
       k - L > A, L being the last alive cycle; supervision starts as if alive at cycle -1 (and at r - 1
-      after a reset taking effect at step r). Last alive at L: FAILED at L + A + 1, EXPIRED at
-      L + A + t + 2. One violation is counted per stall (each time the check starts failing).
-  deadline (deadline_cycles D, tolerance deadline_tolerance_cycles)
+      after a reset taking effect at step r). Last alive at L: first failing at L + A + 1, so FAILED at
+      L + A + 1 (for t >= 1) and EXPIRED at L + A + 1 + t. One violation is counted per stall (each time
+      the check starts failing).
+  deadline (deadline_cycles D = budget / P rounded up, tolerance deadline_tolerance_cycles)
       `begin` at cycle b opens work; each `end` closes the oldest open work (two inferences may be in
-      flight). Work still open at step k > b + D makes that step fail - a hung inference is FAILED at the
-      step of cycle b + D + 1 and every step after it while it hangs. An `end` at e > b + D for work not
-      yet seen overdue makes the step that receives it fail. Each overdue piece of work is one violation.
-      An `end` with nothing open is counted as a fault.
+      flight). Each overdue piece of work is one violation. An `end` with nothing open is counted as a
+      fault. `open_since_cycle` (heartbeat) is the earliest begin cycle of the work still open, else None.
+      Hung work: work still open at step k with k - b >= D makes that step fail - a hung inference fails
+      at the step of cycle b + D and at every step after it while it hangs, so with tolerance t it is
+      EXPIRED at the step of b + D + t. When the step of b + D runs (at t0 + (b+D+1)*P) the begin is more
+      than D*P >= budget ago, because it happened before the end of cycle b: work is never flagged before
+      its budget has run out. And it is at most (D+1)*P ago: with tolerance 0 a hung safety-relevant model is SAFE_STOP
+      within (D+1)*P of its begin, which is budget + one period when the budget is a multiple of P (less
+      than budget + two periods otherwise), as long as the supervisor steps on time.
+      Late end: an `end` at cycle e with e - b > D, for work not yet counted as overdue, makes the step
+      that receives it fail. Such an end came more than D*P >= budget after its begin, so completed work
+      never raises a false alarm; an end at e = b + D is in time although it may come almost (D+1)*P after
+      its begin, so an overrun of less than one period beyond D*P goes unnoticed. Live, every event
+      reaches the step of its own cycle, so work ending at e > b + D was already open - and counted - at
+      the step of b + D; this rule catches the overrun when events arrive late (replayed logs).
   logical (flow entities, `<model>/flow`, tolerance logical_tolerance_cycles)
       `checkpoint(model, point, token)` with point capture -> infer -> publish. A step fails when one of
       its checkpoints is a violation: infer of a token never captured, publish of a token never inferred,
@@ -113,6 +127,7 @@ class EntityStatus:
     faults: int
     failed_cycles: int
     last_alive_cycle: int | None
+    open_since_cycle: int | None  # earliest begin cycle of unfinished work (deadline-supervised entities)
     last_fault: str | None
     last_violation: str | None
 
@@ -126,6 +141,7 @@ class EntityStatus:
             "faults": self.faults,
             "failed_cycles": self.failed_cycles,
             "last_alive_cycle": self.last_alive_cycle,
+            "open_since_cycle": self.open_since_cycle,
             "last_fault": self.last_fault,
             "last_violation": self.last_violation,
         }
@@ -370,7 +386,7 @@ class SupervisorCore:
             failing.add("alive")
         if spec.deadline_cycles is not None:
             for work in tracker.open_work:
-                if cycle - work[0] > spec.deadline_cycles:
+                if cycle - work[0] >= spec.deadline_cycles:
                     failing.add("deadline")
                     if not work[1]:
                         work[1] = True
@@ -386,7 +402,7 @@ class SupervisorCore:
             tracker.runs[check] = run
             if run == 0:
                 check_status = EntityState.OK
-            elif run <= self._tolerance[check] + 1:
+            elif run <= self._tolerance[check]:
                 check_status = EntityState.FAILED
             else:
                 check_status = EntityState.EXPIRED
@@ -421,6 +437,7 @@ class SupervisorCore:
                 faults=t.faults,
                 failed_cycles=t.failed_cycles,
                 last_alive_cycle=t.last_alive,
+                open_since_cycle=min((work[0] for work in t.open_work), default=None),
                 last_fault=t.last_fault,
                 last_violation=t.last_violation,
             )
