@@ -325,7 +325,8 @@ class ModelWorker:
                 output.errors += 1
                 self.reporter.fault(output.id, f"publish failed: {exc}")
                 self._rlog.error(f"out:{output.id}", "output '%s': publish failed: %s", output.id, exc)
-        self.reporter.checkpoint(self.id, "publish", (frame.source, frame.seq))
+        if batch.error is None:  # a frame whose inference failed never passed "infer": no order to check
+            self.reporter.checkpoint(self.id, "publish", (frame.source, frame.seq))
         self.stats.published += 1
         self.stats.last_age_ms = age_ms
         self.stats.newest_capture[frame.source] = max(frame.mono, self.stats.newest_capture.get(frame.source, 0.0))

@@ -47,7 +47,7 @@ class Daemon:
         self.pipeline.start()
         for output in self.pipeline.outputs:
             if hasattr(output, "set_control_handler"):
-                output.set_control_handler(self.handle_command)
+                output.set_control_handler(self.handle_command, commands=("reset", "status"))
         self.supervisor.start()
         self.notifier.ready(status=f"running: {len(self.pipeline.workers)} model(s), "
                                    f"{len(self.pipeline.sources)} source(s)")

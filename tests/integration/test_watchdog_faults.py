@@ -125,12 +125,12 @@ def test_rtsp_camera_killed_degrades_then_recovers(tmp_path):
         "sources": [{"id": "cam", "type": "rtsp", "url": server.url, "min_fps": 5, "read_timeout_ms": 1000,
                      "reconnect": {"initial_s": 0.2, "max_s": 1.0}}],
         "models": [model_entry(model, budget_ms=1000)],
-        "watchdog": {"period_ms": PERIOD_MS},
+        "watchdog": {"period_ms": PERIOD_MS, "startup_grace_ms": 500},
     }
     daemon = DaemonProcess(tmp_path, config)
     try:
-        daemon.wait_for(lambda lines: first(lines, lambda r: r.get("state") == "OK" and r.get("frame_age_ms")),
-                        30, "an OK heartbeat with frames")
+        daemon.wait_for(lambda lines: first(lines, lambda r: r.get("state") == "OK" and r.get("frame_age_ms")
+                                            and r["cycle"] > 10), 30, "an OK heartbeat with frames after the grace")
         killed_at = time.time()
         server.kill()
         degraded = daemon.wait_for(
@@ -138,23 +138,32 @@ def test_rtsp_camera_killed_degrades_then_recovers(tmp_path):
             20, "a DEGRADED heartbeat")
         assert degraded["entities"]["cam"]["status"] in ("FAILED", "EXPIRED")
         assert degraded["entities"]["det"]["status"] == "OK", "a dead camera is not the model's fault"
+        expired = daemon.wait_for(
+            lambda lines: first(lines, lambda r: r.get("state") == "DEGRADED" and r["stamp"] > killed_at
+                                and r["entities"]["cam"]["status"] == "EXPIRED"
+                                and "no alive indication" in (r["entities"]["cam"]["last_violation"] or "")),
+            20, "the camera EXPIRED for want of frames")
         stale = daemon.wait_for(
             lambda lines: first(lines, lambda r: r["type"] == "heartbeat" and r["stamp"] > killed_at
                                 and r["frame_age_ms"].get("cam", 0) > 1000), 20, "a heartbeat saying stale")
         restarted_at = time.time()
         server.start()
         recovered = daemon.wait_for(
-            lambda lines: first(lines, lambda r: r.get("state") == "OK" and r["stamp"] > restarted_at), 30,
-            "an OK heartbeat after the restart")
+            lambda lines: first(lines, lambda r: r.get("state") == "OK" and r["stamp"] > restarted_at
+                                and r["entities"]["cam"]["last_alive_cycle"] > expired["cycle"]), 30,
+            "an OK heartbeat with new frames after the restart")
         fresh = daemon.wait_for(
             lambda lines: first(lines, lambda r: r["type"] == "detections" and r["stamp"] > restarted_at), 10,
             "a record after the restart")
         assert fresh["status"] == "ok" and len(fresh["detections"]) == 1
-        assert recovered["frame_age_ms"]["cam"] < 1000
+        daemon.wait_for(
+            lambda lines: first(lines, lambda r: r["type"] == "heartbeat" and r["stamp"] > restarted_at
+                                and r["frame_age_ms"].get("cam", 1e9) < 500), 10, "a heartbeat saying fresh")
         assert all(b["state"] in ("OK", "DEGRADED") for b in daemon.heartbeats())
     finally:
         daemon.stop()
         server.stop()
-    print(f"\n[rtsp] DEGRADED {degraded['stamp'] - killed_at:.3f} s after the kill; stale heartbeat "
+    print(f"\n[rtsp] DEGRADED {degraded['stamp'] - killed_at:.3f} s after the kill (read error), camera EXPIRED "
+          f"(no frames) at {expired['stamp'] - killed_at:.3f} s; stale heartbeat "
           f"(frame age {stale['frame_age_ms']['cam']:.0f} ms) at {stale['stamp'] - killed_at:.3f} s; OK again "
           f"{recovered['stamp'] - restarted_at:.3f} s after the server restart")

@@ -369,6 +369,8 @@ def test_handler_exception_and_bad_replies_become_error_replies(make_output):
             return ["not", "an", "object"]
         if cmd == "odd":
             return {"value": object()}
+        if cmd == "refuse":
+            return {"ok": False, "error": "not now"}
         return None
 
     output.set_control_handler(handler)
@@ -377,8 +379,9 @@ def test_handler_exception_and_bad_replies_become_error_replies(make_output):
     assert "not an object" in command(output.bound_endpoints["control"], "status")["error"]
     assert "not JSON-serializable" in command(output.bound_endpoints["control"], "odd")["error"]
     assert "unknown command 'other'" in command(output.bound_endpoints["control"], "other")["error"]
+    assert command(output.bound_endpoints["control"], "refuse") == {"ok": False, "error": "not now"}
     assert command(output.bound_endpoints["control"], "ping")["ok"] is True
-    assert output.control_errors == 4
+    assert output.control_errors == 5 and output.control_requests == 6
 
 
 def test_a_request_beyond_the_hard_limit_drops_only_that_client(make_output):

@@ -9,10 +9,15 @@ import uuid
 
 import pytest
 
-# The virtual clock lives with the supervisor tests (pytest puts this directory on sys.path).
-from test_supervisor import PERIOD, VirtualTime
-
 from edgeinfer.watchdog import EntitySpec, Supervisor, SystemdNotifier, WatchdogConfig
+from support.virtual_time import VirtualTime
+
+PERIOD = WatchdogConfig().period_ms / 1000  # seconds, the default period (0.05)
+
+
+def no_grace(**fields) -> WatchdogConfig:
+    """These tests count cycles from 0, so the start-up grace (tested on its own) is switched off."""
+    return WatchdogConfig(**{"startup_grace_ms": 0, **fields})
 
 
 @pytest.fixture
@@ -122,7 +127,7 @@ def test_supervisor_stops_pinging_in_safe_stop(listener):
     time = VirtualTime()
     t0 = time.clock()
     spec = EntitySpec("cam", "source", alive_cycles=2, safety_relevant=True)
-    supervisor = Supervisor(WatchdogConfig(alive_tolerance_cycles=1), [spec], notifier=notifier,
+    supervisor = Supervisor(no_grace(alive_tolerance_cycles=1), [spec], notifier=notifier,
                             clock=time.clock, sleep=time.sleep)
     supervisor.start()
     per_cycle: list[list[bytes]] = []
@@ -138,13 +143,12 @@ def test_supervisor_stops_pinging_in_safe_stop(listener):
     finally:
         time.release()
         supervisor.stop()
-    # last alive 2: FAILED at 5 (FAULT), EXPIRED at 7 (SAFE_STOP)
+    # last alive 2: first failing at 2 + 2 + 1 = 5, FAILED there (FAULT), EXPIRED at 5 + 1 = 6 (SAFE_STOP)
     for n in range(5):
         assert per_cycle[n] == [b"WATCHDOG=1"], n
     assert per_cycle[5] == [b"STATUS=FAULT: cam FAILED", b"WATCHDOG=1"]
-    assert per_cycle[6] == [b"WATCHDOG=1"]
-    assert per_cycle[7] == [b"STATUS=SAFE_STOP: cam EXPIRED"]
-    assert per_cycle[8:] == [[]] * 4  # silence: systemd's WatchdogSec now runs out
+    assert per_cycle[6] == [b"STATUS=SAFE_STOP: cam EXPIRED"]
+    assert per_cycle[7:] == [[]] * 5  # silence: systemd's WatchdogSec now runs out
 
 
 def test_supervisor_keeps_pinging_when_configured_to(listener):
@@ -152,14 +156,16 @@ def test_supervisor_keeps_pinging_when_configured_to(listener):
     notifier = SystemdNotifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "60000"})
     time = VirtualTime()
     spec = EntitySpec("cam", "source", alive_cycles=1, safety_relevant=True)
-    config = WatchdogConfig(alive_tolerance_cycles=0, on_safe_stop=["publish_status", "exit"])
+    config = no_grace(alive_tolerance_cycles=0, on_safe_stop=["publish_status", "exit"])
     supervisor = Supervisor(config, [spec], notifier=notifier, clock=time.clock)
     supervisor.start(background=False)
     for _ in range(6):
         time.advance(PERIOD)
         supervisor.poll()
-    assert supervisor.state.value == "SAFE_STOP"
+    assert (supervisor.snapshot.cycle, supervisor.state.value) == (5, "SAFE_STOP")
     messages = drain(sock)
-    assert messages.count(b"WATCHDOG=1") == 6
-    assert b"STATUS=SAFE_STOP: cam EXPIRED" in messages
+    # tolerance 0: the first failing step (cycle 1: two cycles without alive > 1) is already SAFE_STOP, and
+    # the status goes out between the pings of steps 0 and 1
+    assert messages == [b"WATCHDOG=1", b"STATUS=SAFE_STOP: cam EXPIRED", b"WATCHDOG=1", b"WATCHDOG=1",
+                        b"WATCHDOG=1", b"WATCHDOG=1", b"WATCHDOG=1"]
     assert supervisor.exit_code == 3

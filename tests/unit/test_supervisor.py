@@ -26,18 +26,24 @@ from edgeinfer.watchdog import (
     flow_id,
 )
 from edgeinfer.watchdog.supervisor import FLOW_MEMORY
+from support.virtual_time import VirtualTime
 
 OK, FAILED, EXPIRED = EntityState.OK, EntityState.FAILED, EntityState.EXPIRED
 G_OK, DEGRADED, FAULT, SAFE_STOP = (GlobalState.OK, GlobalState.DEGRADED, GlobalState.FAULT,
                                     GlobalState.SAFE_STOP)
-PERIOD = 0.05  # seconds, the default period
+PERIOD = WatchdogConfig().period_ms / 1000  # seconds, the default period (0.05)
+
+
+def no_grace(**fields) -> WatchdogConfig:
+    """These tests count cycles from 0, so the start-up grace (tested on its own) is switched off."""
+    return WatchdogConfig(**{"startup_grace_ms": 0, **fields})
 
 
 class Driver:
     """Steps a SupervisorCore, tagging each report with the cycle being stepped, and keeps the history."""
 
     def __init__(self, specs: list[EntitySpec], **config):
-        self.core = SupervisorCore(WatchdogConfig(**config), specs)
+        self.core = SupervisorCore(no_grace(**config), specs)
         self.history: list[Snapshot] = []
 
     def step(self, *reports: tuple) -> Snapshot:
@@ -81,6 +87,10 @@ def flow(relevant: bool = True) -> EntitySpec:
     return EntitySpec(flow_id("yolo"), "flow", safety_relevant=relevant)
 
 
+def passes(seq: int, *points: str) -> list[tuple]:
+    return [("checkpoint", "yolo", point, ("cam", seq)) for point in points]
+
+
 # -- alive supervision --------------------------------------------------------------------------------------
 
 
@@ -88,9 +98,9 @@ def test_source_stall_fails_then_expires_at_exact_cycles():
     d = Driver([source(alive=2)], alive_tolerance_cycles=2)
     d.run(10, ("alive", "cam"))  # last alive at cycle 10
     d.run(20)
-    # FAILED at L + A + 1 = 13; EXPIRED at 13 + tolerance + 1 = 16
-    assert d.entity_changes("cam") == [(13, FAILED), (16, EXPIRED)]
-    assert d.state_changes() == [(13, FAULT), (16, SAFE_STOP)]
+    # first failing at L + A + 1 = 13: FAILED at 13 and 14 (tolerance 2), EXPIRED at 13 + 2 = 15
+    assert d.entity_changes("cam") == [(13, FAILED), (15, EXPIRED)]
+    assert d.state_changes() == [(13, FAULT), (15, SAFE_STOP)]
     cam = d.history[-1].entities["cam"]
     assert cam.last_alive_cycle == 10
     assert cam.violations == 1  # one stall, one violation
@@ -110,18 +120,58 @@ def test_alive_at_the_margin_never_fails():
 def test_startup_counts_as_alive_just_before_cycle_zero():
     d = Driver([source(alive=2)], alive_tolerance_cycles=1)
     d.run(6)
-    assert d.entity_changes("cam") == [(2, FAILED), (4, EXPIRED)]
+    # as if alive at -1: first failing at -1 + 2 + 1 = 2, EXPIRED at 2 + 1 = 3
+    assert d.entity_changes("cam") == [(2, FAILED), (3, EXPIRED)]
     assert d.history[-1].entities["cam"].last_alive_cycle is None
 
 
 def test_alive_within_tolerance_recovers():
     d = Driver([source(alive=2)], alive_tolerance_cycles=2)
     d.run(10, ("alive", "cam"))
-    d.run(14)  # FAILED at 13 and 14
-    d.step(("alive", "cam"))  # cycle 15 = 13 + 2: the last tolerated failing cycle would have been now
+    d.run(14)  # FAILED at 13 and 14: the two tolerated failing cycles
+    d.step(("alive", "cam"))  # cycle 15 = 13 + 2: without this report the check would expire now
     d.run(20, ("alive", "cam"))
     assert d.entity_changes("cam") == [(13, FAILED), (15, OK)]
     assert d.state_changes() == [(13, FAULT), (15, G_OK)]
+
+
+def test_alive_one_cycle_after_the_tolerance_is_too_late():
+    d = Driver([source(alive=2)], alive_tolerance_cycles=2)
+    d.run(10, ("alive", "cam"))
+    d.run(15)  # FAILED at 13 and 14, EXPIRED at 15
+    d.run(20, ("alive", "cam"))
+    assert d.entity_changes("cam") == [(13, FAILED), (15, EXPIRED)]
+    assert d.history[-1].state is SAFE_STOP  # latched
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 2, 3, 5])
+def test_tolerance_is_the_number_of_failed_cycles_before_expired(tolerance):
+    d = Driver([source(alive=2)], alive_tolerance_cycles=tolerance)
+    d.run(4, ("alive", "cam"))  # last alive 4: first failing at 7
+    d.run(7 + tolerance + 2)
+    statuses = [s.entities["cam"].status for s in d.history]
+    assert statuses == [OK] * 7 + [FAILED] * tolerance + [EXPIRED] * 3
+    assert d.history[-1].entities["cam"].failed_cycles == tolerance + 3
+
+
+@pytest.mark.parametrize(
+    "check, config, reports, first_failing",
+    [
+        ("alive", {"alive_tolerance_cycles": 0}, {}, 2),  # never alive: 2 - (-1) > A = 2
+        ("deadline", {"deadline_tolerance_cycles": 0}, {1: [("begin", "yolo")]}, 3),  # b + D = 1 + 2
+        ("fault", {"fault_tolerance_cycles": 0}, {4: [("fault", "yolo", "x")]}, 4),
+        ("logical", {"logical_tolerance_cycles": 0}, {5: passes(1, "infer")}, 5),  # infer without capture
+    ],
+)
+def test_tolerance_zero_expires_at_the_first_failing_step(check, config, reports, first_failing):
+    specs = [model(deadline=2, alive=2 if check == "alive" else None), flow()]
+    d = Driver(specs, **config)
+    for cycle in range(first_failing + 3):
+        d.step(*reports.get(cycle, []))
+    entity = flow_id("yolo") if check == "logical" else "yolo"
+    assert d.entity_changes(entity) == [(first_failing, EXPIRED)], check  # no FAILED step in between
+    assert d.state_changes() == [(first_failing, SAFE_STOP)], check
+    assert d.history[first_failing].entities[entity].failed_cycles == 1
 
 
 def test_only_non_safety_relevant_failures_degrade():
@@ -129,7 +179,7 @@ def test_only_non_safety_relevant_failures_degrade():
     d.run(10, ("alive", "cam"))
     d.run(20)
     d.run(25, ("alive", "cam"))
-    assert d.entity_changes("cam") == [(13, FAILED), (16, EXPIRED), (21, OK)]
+    assert d.entity_changes("cam") == [(13, FAILED), (15, EXPIRED), (21, OK)]
     assert d.state_changes() == [(13, DEGRADED), (21, G_OK)]
     assert not d.history[20].entities["cam"].latched  # only safety-relevant entities latch
 
@@ -147,22 +197,42 @@ def test_end_counts_as_alive():
 
 
 def test_hung_inference_is_detected_while_it_hangs():
-    d = Driver([model(deadline=2)], deadline_tolerance_cycles=0)
+    d = Driver([model(deadline=2)], deadline_tolerance_cycles=1)
     d.run(4)
     d.step(("begin", "yolo"))  # cycle 5, never ends
     d.run(12)
-    # b + D + 1 = 8: FAILED; still hung at 9 with no tolerance: EXPIRED
-    assert d.entity_changes("yolo") == [(8, FAILED), (9, EXPIRED)]
-    assert d.state_changes() == [(8, FAULT), (9, SAFE_STOP)]
-    assert d.history[-1].entities["yolo"].violations == 1  # one piece of work, counted once
+    # b + D = 7: FAILED (one tolerated failing cycle); still hung at 8: EXPIRED
+    assert d.entity_changes("yolo") == [(7, FAILED), (8, EXPIRED)]
+    assert d.state_changes() == [(7, FAULT), (8, SAFE_STOP)]
+    yolo = d.history[-1].entities["yolo"]
+    assert yolo.violations == 1  # one piece of work, counted once
+    assert yolo.failed_cycles == 12 - 7 + 1  # every step while it hangs fails
+    assert yolo.last_violation == "work begun at cycle 5 still running at cycle 7, deadline 2 cycles"
+    assert [s.entities["yolo"].open_since_cycle for s in d.history] == [None] * 5 + [5] * 8
+
+
+@pytest.mark.parametrize("deadline", [1, 2, 3, 7])
+@pytest.mark.parametrize("begin", [0, 4])
+def test_hung_inference_is_safe_stop_at_exactly_b_plus_d(deadline, begin):
+    d = Driver([model(relevant=True, deadline=deadline)], deadline_tolerance_cycles=0)
+    d.run(begin - 1)
+    d.step(("begin", "yolo"))  # cycle b, never ends
+    d.run(begin + deadline + 3)
+    assert d.state_changes() == [(begin + deadline, SAFE_STOP)]
+    assert d.entity_changes("yolo") == [(begin + deadline, EXPIRED)]
+    safe = d.history[begin + deadline]
+    assert safe.entities["yolo"].open_since_cycle == begin  # the heartbeat shows the hang and since when
+    assert safe.cycle - safe.entities["yolo"].open_since_cycle == deadline
+    assert d.history[begin + deadline - 1].state is G_OK
+    assert [s.entities["yolo"].open_since_cycle for s in d.history[:begin]] == [None] * begin
 
 
 def test_deadline_tolerance_delays_expiry():
     d = Driver([model(deadline=2)], deadline_tolerance_cycles=3)
     d.run(4)
-    d.step(("begin", "yolo"))
+    d.step(("begin", "yolo"))  # 5
     d.run(15)
-    assert d.entity_changes("yolo") == [(8, FAILED), (12, EXPIRED)]
+    assert d.entity_changes("yolo") == [(7, FAILED), (10, EXPIRED)]  # b + D = 7; 7 + 3 = 10
 
 
 def test_end_exactly_at_the_deadline_is_in_time():
@@ -170,48 +240,61 @@ def test_end_exactly_at_the_deadline_is_in_time():
     d.run(4)
     d.step(("begin", "yolo"))  # 5
     d.run(6)
-    d.step(("end", "yolo"))  # 7 = b + D
+    d.step(("end", "yolo"))  # 7 = b + D: the step of 7 sees the end before it looks for open work
     d.run(12)
     assert d.entity_changes("yolo") == []
     assert d.history[-1].entities["yolo"].violations == 0
+    assert [s.entities["yolo"].open_since_cycle for s in d.history[4:9]] == [None, 5, 5, None, None]
 
 
-def test_late_end_fails_the_cycle_it_arrives_in():
-    d = Driver([model(deadline=2)], deadline_tolerance_cycles=0)
+def test_work_ending_after_b_plus_d_was_found_hung_at_b_plus_d():
+    d = Driver([model(deadline=2)], deadline_tolerance_cycles=1)
     d.run(4)
     d.step(("begin", "yolo"))  # 5
-    d.run(7)
-    d.step(("end", "yolo"))  # 8 = b + D + 1: late
+    d.run(7)  # still open at the step of 7 = b + D
+    d.step(("end", "yolo"))  # 8 = b + D + 1: late, but already counted at 7
     d.run(12)
-    assert d.entity_changes("yolo") == [(8, FAILED), (9, OK)]
-    assert d.history[-1].entities["yolo"].violations == 1
+    assert d.entity_changes("yolo") == [(7, FAILED), (8, OK)]
+    yolo = d.history[-1].entities["yolo"]
+    assert yolo.violations == 1
+    assert yolo.last_violation == "work begun at cycle 5 still running at cycle 7, deadline 2 cycles"
 
 
-def test_late_end_reported_late_still_counts():
-    # Both events reach the core at one step, tagged with the cycles they were made in (replayed logs).
-    core = SupervisorCore(WatchdogConfig(), [model(deadline=2)])
+@pytest.mark.parametrize("deadline", [1, 2, 5])
+@pytest.mark.parametrize("late, status", [(False, OK), (True, EXPIRED)])
+def test_late_end_reported_late_is_late_only_after_b_plus_d(deadline, late, status):
+    # Both events reach the core at one step, tagged with the cycles they were made in (replayed logs), so
+    # only the end rule can judge the work: an end at b + D is in time, at b + D + 1 it is late.
+    begin, end = 3, 3 + deadline + int(late)
+    core = SupervisorCore(no_grace(deadline_tolerance_cycles=0), [model(deadline=deadline)])
     for _ in range(10):
         core.step([])
-    snapshot = core.step([Event(3, "begin", "yolo"), Event(6, "end", "yolo")])
+    snapshot = core.step([Event(begin, "begin", "yolo"), Event(end, "end", "yolo")])
+    yolo = snapshot.entities["yolo"]
     assert snapshot.cycle == 10
-    assert snapshot.entities["yolo"].status is FAILED
-    assert snapshot.entities["yolo"].violations == 1
+    assert (yolo.status, yolo.violations, yolo.open_since_cycle) == (status, int(late), None)
+    if late:
+        assert yolo.last_violation == f"work begun at cycle 3 ended at cycle {end}, deadline {deadline} cycles"
 
 
 def test_two_inferences_in_flight_pair_first_in_first_out():
-    d = Driver([model(deadline=2)])
+    d = Driver([model(deadline=2)], deadline_tolerance_cycles=1)
     d.run(4)
     d.step(("begin", "yolo"))  # 5
     d.step(("begin", "yolo"))  # 6
-    d.step(("end", "yolo"))  # 7 closes the work of 5: in time
-    d.step()  # 8
-    d.step(("end", "yolo"))  # 9 closes the work of 6: 3 cycles > D
+    d.step(("end", "yolo"))  # 7 closes the work of 5: in time (closing 6 instead would leave 5 hung at 7)
+    d.step()  # 8: the work of 6 is still open at 6 + D
+    d.step(("end", "yolo"))  # 9 closes the work of 6, already counted at 8
     d.run(12)
-    assert d.entity_changes("yolo") == [(9, FAILED), (10, OK)]
+    assert d.entity_changes("yolo") == [(8, FAILED), (9, OK)]
+    yolo = d.history[-1].entities["yolo"]
+    assert (yolo.violations, yolo.faults) == (1, 0)
+    assert yolo.last_violation == "work begun at cycle 6 still running at cycle 8, deadline 2 cycles"
+    assert [s.entities["yolo"].open_since_cycle for s in d.history[4:11]] == [None, 5, 5, 6, 6, None, None]
 
 
 def test_end_without_begin_is_a_fault():
-    d = Driver([model(deadline=2)], fault_tolerance_cycles=0)
+    d = Driver([model(deadline=2)], fault_tolerance_cycles=1)
     d.run(2)
     d.step(("end", "yolo"))
     d.run(5)
@@ -221,10 +304,6 @@ def test_end_without_begin_is_a_fault():
 
 
 # -- logical supervision ------------------------------------------------------------------------------------
-
-
-def passes(seq: int, *points: str) -> list[tuple]:
-    return [("checkpoint", "yolo", point, ("cam", seq)) for point in points]
 
 
 def test_order_capture_infer_publish_is_ok():
@@ -245,7 +324,7 @@ def test_order_capture_infer_publish_is_ok():
     ],
 )
 def test_order_violation_fails_that_cycle(bad, why):
-    d = Driver([flow()], logical_tolerance_cycles=0)
+    d = Driver([flow()], logical_tolerance_cycles=1)
     d.step(*passes(4, "capture", "infer", "publish"))  # 0
     d.step(*passes(5, "capture", "infer"))  # 1
     d.step(*passes(5, "publish"), *bad)  # 2: 5 was inferred, so only `bad` is a violation
@@ -255,14 +334,14 @@ def test_order_violation_fails_that_cycle(bad, why):
 
 
 def test_publish_before_infer_is_a_violation():
-    d = Driver([flow()])
+    d = Driver([flow()])  # default logical tolerance 0: the first violation expires
     d.step(*passes(1, "capture", "publish", "infer"))
-    assert d.history[-1].entities[flow_id("yolo")].status is FAILED
+    assert d.history[-1].entities[flow_id("yolo")].status is EXPIRED
     assert "without infer" in d.history[-1].entities[flow_id("yolo")].last_violation
 
 
 def test_order_violations_in_consecutive_cycles_expire():
-    d = Driver([flow()], logical_tolerance_cycles=0)
+    d = Driver([flow()], logical_tolerance_cycles=1)
     d.step(*passes(1, "capture"))
     d.step(*passes(7, "infer"))  # 1
     d.step(*passes(8, "infer"))  # 2
@@ -271,7 +350,7 @@ def test_order_violations_in_consecutive_cycles_expire():
 
 
 def test_flow_memory_is_bounded():
-    d = Driver([flow()])
+    d = Driver([flow()], logical_tolerance_cycles=1)
     d.step(("checkpoint", "yolo", "capture", ("rear", 0)))
     d.step(*[p for seq in range(10 * FLOW_MEMORY) for p in passes(seq, "capture")])
     tracker = d.core._trackers[flow_id("yolo")]
@@ -308,31 +387,33 @@ def test_faults_in_every_cycle_expire_after_the_tolerance():
     d = Driver([source(alive=100)], fault_tolerance_cycles=2)
     d.run(3)
     d.run(10, ("fault", "cam", "read error"))
-    assert d.entity_changes("cam") == [(4, FAILED), (7, EXPIRED)]
+    assert d.entity_changes("cam") == [(4, FAILED), (6, EXPIRED)]  # FAILED at 4 and 5, EXPIRED at 4 + 2
 
 
 # -- global state, latching, reset --------------------------------------------------------------------------
 
 
 def test_safety_relevant_failed_outranks_other_expired():
-    d = Driver([source(relevant=False, alive=2), model(deadline=2)], alive_tolerance_cycles=0)
-    d.run(3)  # cam: FAILED at 2, EXPIRED at 3
+    d = Driver([source(relevant=False, alive=2), model(deadline=2)], alive_tolerance_cycles=0,
+               deadline_tolerance_cycles=1)
+    d.run(3)  # cam: EXPIRED at 2 (tolerance 0)
     d.step(("begin", "yolo"))  # 4
-    d.run(7)  # yolo FAILED at 7
-    assert d.state_changes() == [(2, DEGRADED), (7, FAULT)]
+    d.run(6)  # yolo FAILED at 4 + 2 = 6
+    assert d.state_changes() == [(2, DEGRADED), (6, FAULT)]
+    assert (d.history[6].entities["cam"].status, d.history[6].entities["yolo"].status) == (EXPIRED, FAILED)
 
 
 def test_safe_stop_latches_until_reset():
     d = Driver([source(alive=2)], alive_tolerance_cycles=2, latch_safe_stop=True)
     d.run(10, ("alive", "cam"))
-    d.run(19)  # SAFE_STOP at 16
+    d.run(19)  # SAFE_STOP at 15
     d.run(30, ("alive", "cam"))  # the camera is back, the latch holds
     assert d.history[30].state is SAFE_STOP
     assert d.history[30].entities["cam"].latched
     d.core.reset()
     d.run(35, ("alive", "cam"))
-    assert d.entity_changes("cam") == [(13, FAILED), (16, EXPIRED), (31, OK)]
-    assert d.state_changes() == [(13, FAULT), (16, SAFE_STOP), (31, G_OK)]
+    assert d.entity_changes("cam") == [(13, FAILED), (15, EXPIRED), (31, OK)]
+    assert d.state_changes() == [(13, FAULT), (15, SAFE_STOP), (31, G_OK)]
     assert d.history[-1].entities["cam"].violations == 1  # counters survive the reset
 
 
@@ -342,16 +423,17 @@ def test_reset_restarts_the_alive_window():
     d.run(20)
     d.core.reset()  # effective at step 21: as if alive at 20
     d.run(30)
-    assert d.entity_changes("cam") == [(13, FAILED), (16, EXPIRED), (21, OK), (23, FAILED), (26, EXPIRED)]
+    assert d.entity_changes("cam") == [(13, FAILED), (15, EXPIRED), (21, OK), (23, FAILED), (25, EXPIRED)]
 
 
 def test_reset_finds_a_still_hung_inference_at_once():
-    d = Driver([model(deadline=2)], deadline_tolerance_cycles=0)
+    d = Driver([model(deadline=2)], deadline_tolerance_cycles=1)
     d.step(("begin", "yolo"))  # 0
-    d.run(5)  # FAILED at 3, EXPIRED at 4
-    d.core.reset()
+    d.run(5)  # FAILED at 2, EXPIRED at 3, latched
+    d.core.reset()  # effective at 6, where the work is still open: failing again at once
     d.run(8)
-    assert d.entity_changes("yolo") == [(3, FAILED), (4, EXPIRED), (6, FAILED), (7, EXPIRED)]
+    assert d.entity_changes("yolo") == [(2, FAILED), (3, EXPIRED), (6, FAILED), (7, EXPIRED)]
+    assert d.history[-1].entities["yolo"].violations == 1  # the same work, counted once
 
 
 def test_without_latch_safe_stop_recovers():
@@ -359,18 +441,20 @@ def test_without_latch_safe_stop_recovers():
     d.run(10, ("alive", "cam"))
     d.run(19)
     d.run(25, ("alive", "cam"))
-    assert d.entity_changes("cam") == [(13, FAILED), (16, EXPIRED), (20, OK)]
-    assert d.state_changes() == [(13, FAULT), (16, SAFE_STOP), (20, G_OK)]
+    assert d.entity_changes("cam") == [(13, FAILED), (15, EXPIRED), (20, OK)]
+    assert d.state_changes() == [(13, FAULT), (15, SAFE_STOP), (20, G_OK)]
 
 
 def test_events_from_the_future_are_rejected():
-    core = SupervisorCore(WatchdogConfig(), [source()])
+    core = SupervisorCore(no_grace(), [source()])
     with pytest.raises(ValueError, match="after the cycle"):
         core.step([Event(1, "alive", "cam")])
 
 
 def test_snapshot_dict_is_json_with_stable_keys():
-    d = Driver([source(alive=2), model(), flow()], alive_tolerance_cycles=0)
+    d = Driver([source(alive=2), model(), flow()], alive_tolerance_cycles=1)
+    d.step()
+    d.step(("begin", "yolo"))  # 1
     d.run(3)
     body = d.history[2].as_dict()
     assert json.loads(json.dumps(body)) == body
@@ -378,9 +462,18 @@ def test_snapshot_dict_is_json_with_stable_keys():
     assert list(body["entities"]) == ["cam", "yolo", "yolo/flow"]
     assert body["entities"]["cam"] == {
         "kind": "source", "status": "FAILED", "safety_relevant": True, "latched": False, "violations": 1,
-        "faults": 0, "failed_cycles": 1, "last_alive_cycle": None, "last_fault": None,
+        "faults": 0, "failed_cycles": 1, "last_alive_cycle": None, "open_since_cycle": None, "last_fault": None,
         "last_violation": "no alive indication since start",
     }
+    assert body["entities"]["yolo"] == {
+        "kind": "model", "status": "OK", "safety_relevant": True, "latched": False, "violations": 0,
+        "faults": 0, "failed_cycles": 0, "last_alive_cycle": None, "open_since_cycle": 1, "last_fault": None,
+        "last_violation": None,
+    }
+    assert list(body["entities"]["cam"]) == [
+        "kind", "status", "safety_relevant", "latched", "violations", "faults", "failed_cycles",
+        "last_alive_cycle", "open_since_cycle", "last_fault", "last_violation",
+    ]
     assert body["changed"] == [{"entity": "cam", "from": "OK", "to": "FAILED"}]
     assert (body["cycle"], body["state"]) == (2, "FAULT")
 
@@ -402,7 +495,7 @@ SPECS = [source(alive=2), model(deadline=2, alive=3),
 
 
 def replay(plan, **config) -> list[Snapshot]:
-    core = SupervisorCore(WatchdogConfig(**config), SPECS)
+    core = SupervisorCore(no_grace(**config), SPECS)
     history = []
     for step_reports, reset in plan:
         cycle = core.next_cycle
@@ -413,18 +506,23 @@ def replay(plan, **config) -> list[Snapshot]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(plan=steps, latch=st.booleans(), tolerance=st.integers(0, 2))
+@given(plan=steps, latch=st.booleans(), tolerance=st.integers(0, 3))
 def test_same_events_give_the_same_snapshots(plan, latch, tolerance):
-    config = dict(latch_safe_stop=latch, alive_tolerance_cycles=tolerance, fault_tolerance_cycles=tolerance)
+    config = dict(latch_safe_stop=latch, alive_tolerance_cycles=tolerance, fault_tolerance_cycles=tolerance,
+                  deadline_tolerance_cycles=tolerance, logical_tolerance_cycles=tolerance)
     first, second = replay(plan, **config), replay(plan, **config)
     assert first == second
     assert [s.as_dict() for s in first] == [s.as_dict() for s in second]
-    previous = {e.id: OK for e in SPECS}
+    statuses: dict[str, list[EntityState]] = {e.id: [] for e in SPECS}
     for snapshot in first:
         for entity in snapshot.entities.values():
-            # an entity passes through FAILED on its way to EXPIRED, never skips it
-            assert not (previous[entity.id] is OK and entity.status is EXPIRED)
-            previous[entity.id] = entity.status
+            seen = statuses[entity.id]
+            if entity.status is EXPIRED and (not seen or seen[-1] is not EXPIRED):
+                # a check expires after exactly `tolerance` failed cycles, all of them steps just before
+                assert len(seen) >= tolerance and OK not in seen[len(seen) - tolerance:], (entity.id, seen)
+            if tolerance == 0:
+                assert entity.status is not FAILED  # nothing is tolerated: OK or EXPIRED
+            seen.append(entity.status)
         relevant = [e.status for e in snapshot.entities.values() if e.safety_relevant]
         expected = (SAFE_STOP if EXPIRED in relevant else FAULT if FAILED in relevant
                     else DEGRADED if snapshot.not_ok() else G_OK)
@@ -435,14 +533,14 @@ def test_same_events_give_the_same_snapshots(plan, latch, tolerance):
 
 
 def test_build_specs_converts_rates_and_budgets_to_cycles():
-    config = WatchdogConfig(period_ms=50, output_alive_s=5.0)
+    config = no_grace(period_ms=50, output_alive_s=5.0)
     specs = build_specs(config, [("front", 10.0), ("rear", 3.0), ("lidar", None)],
                         [("yolo", 40.0), ("detr", 100.0, 20.0), ("slow", 101.0)], ["jsonl"])
     by_id = {s.id: s for s in specs}
     assert by_id["front"].alive_cycles == 2  # 100 ms: exactly two cycles, not three
     assert by_id["rear"].alive_cycles == 7  # 333 ms
     assert by_id["lidar"].alive_cycles is None
-    assert (by_id["yolo"].deadline_cycles, by_id["yolo"].alive_cycles) == (1, 7)  # slowest source
+    assert (by_id["yolo"].deadline_cycles, by_id["yolo"].alive_cycles) == (1, None)  # no min_fps: no alive check
     assert (by_id["detr"].deadline_cycles, by_id["detr"].alive_cycles) == (2, 1)
     assert by_id["slow"].deadline_cycles == 3
     assert by_id["jsonl"].alive_cycles == 100
@@ -452,13 +550,13 @@ def test_build_specs_converts_rates_and_budgets_to_cycles():
 
 
 def test_build_specs_with_explicit_safety_list():
-    config = WatchdogConfig(safety_relevant=["front", "yolo"])
+    config = no_grace(safety_relevant=["front", "yolo"])
     specs = build_specs(config, [("front", 10.0)], [("yolo", 40.0), ("aux", 40.0)], ["jsonl"])
     assert [s.id for s in specs if s.safety_relevant] == ["front", "yolo", "yolo/flow"]
     with pytest.raises(ValueError, match="no such entity: lidar"):
-        build_specs(WatchdogConfig(safety_relevant=["lidar"]), [("front", 10.0)], [], [])
+        build_specs(no_grace(safety_relevant=["lidar"]), [("front", 10.0)], [], [])
     with pytest.raises(ValueError, match="more than once: x"):
-        build_specs(WatchdogConfig(), [("x", 10.0)], [("x", 40.0)], [])
+        build_specs(no_grace(), [("x", 10.0)], [("x", 40.0)], [])
 
 
 def test_cycles_for_rounds_up():
@@ -472,7 +570,7 @@ def test_cycles_for_rounds_up():
 ])
 def test_config_rejects(bad):
     with pytest.raises(ValidationError):
-        WatchdogConfig(**bad)
+        no_grace(**bad)
 
 
 def test_entity_spec_rejects_bad_values():
@@ -485,53 +583,6 @@ def test_entity_spec_rejects_bad_values():
 # -- the threaded Supervisor with a virtual clock -----------------------------------------------------------
 
 
-class VirtualTime:
-    """A clock the test moves by hand, and a sleep that blocks until the clock reaches its wake time."""
-
-    def __init__(self, start: float = 1000.0):
-        self._now = start
-        self._cond = threading.Condition()
-        self._wake_at: float | None = None
-        self._released = False
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        with self._cond:
-            return self._now
-
-    def sleep(self, seconds: float) -> None:
-        with self._cond:
-            self.sleeps.append(seconds)
-            self._wake_at = self._now + seconds
-            self._cond.notify_all()
-            while not self._released and self._now < self._wake_at - 1e-9:
-                self._cond.wait()
-            self._wake_at = None
-            self._cond.notify_all()
-
-    def set(self, now: float) -> None:
-        with self._cond:
-            self._now = now
-            self._cond.notify_all()
-
-    def advance(self, seconds: float) -> None:
-        with self._cond:
-            self._now += seconds
-            self._cond.notify_all()
-
-    def wait_until_asleep(self, timeout: float = 5.0) -> None:
-        """Block until the supervisor thread sleeps for a time still ahead: the due steps are done."""
-        with self._cond:
-            asleep = self._cond.wait_for(
-                lambda: self._wake_at is not None and self._now < self._wake_at - 1e-9, timeout)
-        assert asleep, "supervisor thread did not go back to sleep"
-
-    def release(self) -> None:
-        with self._cond:
-            self._released = True
-            self._cond.notify_all()
-
-
 class Harness:
     """A started, threaded Supervisor on virtual time; `cycle(n, reports)` plays cycle n."""
 
@@ -539,7 +590,7 @@ class Harness:
         self.time = VirtualTime()
         self.t0 = self.time.clock()
         self.snapshots: list[Snapshot] = []
-        self.supervisor = Supervisor(WatchdogConfig(**config), specs, notifier=notifier,
+        self.supervisor = Supervisor(no_grace(**config), specs, notifier=notifier,
                                      clock=self.time.clock, sleep=self.time.sleep,
                                      on_cycle=[self.snapshots.append, *callbacks])
         self.supervisor.start()
@@ -579,7 +630,7 @@ def test_threaded_supervisor_transitions_at_exact_cycles():
     finally:
         h.close()
     assert [s.cycle for s in h.snapshots] == list(range(20))
-    assert h.changes("cam") == [(13, FAILED), (16, EXPIRED)]
+    assert h.changes("cam") == [(13, FAILED), (15, EXPIRED)]
     assert h.supervisor.state is SAFE_STOP
     assert not h.supervisor.healthy
     assert not h.supervisor.detections_valid
@@ -599,9 +650,40 @@ def test_threaded_supervisor_matches_a_replay_of_its_events():
             recorded.extend(to_event(n, r) for r in plan.get(n, []))
     finally:
         h.close()
-    core = SupervisorCore(WatchdogConfig(latch_safe_stop=False), [source(alive=2), model(deadline=2), flow()])
+    core = SupervisorCore(no_grace(latch_safe_stop=False), [source(alive=2), model(deadline=2), flow()])
     replayed = [core.step([e for e in recorded if e.cycle == n]) for n in range(15)]
     assert h.snapshots == replayed
+
+
+@pytest.mark.parametrize("budget_ms", [50, 100, 150])
+@pytest.mark.parametrize("at", [0.0, 0.5, 0.999])  # where in its cycle the hung inference begins
+def test_threaded_hung_inference_is_safe_stop_within_budget_plus_one_period(budget_ms, at):
+    specs = build_specs(no_grace(), [], [("yolo", float(budget_ms))], [])
+    deadline = specs[0].deadline_cycles
+    assert deadline * PERIOD == pytest.approx(budget_ms / 1000)
+    stepped_at: dict[int, float] = {}
+    h = Harness(specs, callbacks=[lambda snapshot: stepped_at.setdefault(snapshot.cycle, h.time.clock())])
+    begin = 3
+    try:
+        for n in range(begin):
+            h.cycle(n)
+        h.cycle(begin, ("begin", "yolo"), at=at)  # never ends
+        for n in range(begin + 1, begin + deadline + 3):
+            h.cycle(n)
+    finally:
+        h.close()
+    begun_at = h.t0 + (begin + at) * PERIOD
+    states = [(s.cycle, s.state) for s in h.snapshots if s.state_changed]
+    assert states == [(begin + deadline, SAFE_STOP)]
+    safe = h.snapshots[begin + deadline]
+    assert safe.entities["yolo"].open_since_cycle == begin
+    reaction = stepped_at[safe.cycle] - begun_at
+    assert reaction == pytest.approx((deadline + 1 - at) * PERIOD)
+    assert budget_ms / 1000 < reaction <= budget_ms / 1000 + PERIOD + 1e-9
+    # the step before looked at the work no later than `budget` after its begin, and found it in time
+    assert stepped_at[safe.cycle - 1] - begun_at <= budget_ms / 1000 + 1e-9
+    assert h.supervisor.heartbeat()["entities"]["yolo"]["open_since_cycle"] == begin
+    assert h.supervisor.wait_for_exit(0) == 3
 
 
 def test_ticks_follow_absolute_deadlines_without_drift():
@@ -626,7 +708,7 @@ def test_ticks_follow_absolute_deadlines_without_drift():
 def test_late_supervisor_catches_up_and_keeps_report_cycles():
     time = VirtualTime()
     t0 = time.clock()
-    supervisor = Supervisor(WatchdogConfig(alive_tolerance_cycles=0), [source(alive=1)], clock=time.clock)
+    supervisor = Supervisor(no_grace(alive_tolerance_cycles=0), [source(alive=1)], clock=time.clock)
     supervisor.start(background=False)
     for n in range(8):  # the supervisor does not run during cycles 0..7, the camera reports in every one
         time.set(t0 + (n + 0.5) * PERIOD)
@@ -642,7 +724,7 @@ def test_late_supervisor_catches_up_and_keeps_report_cycles():
 def test_cycle_boundaries_do_not_suffer_float_noise():
     time = VirtualTime(start=1234.567)
     t0 = time.clock()
-    supervisor = Supervisor(WatchdogConfig(), [source(alive=1)], clock=time.clock)
+    supervisor = Supervisor(no_grace(), [source(alive=1)], clock=time.clock)
     supervisor.start(background=False)
     time.set(t0 + 3 * PERIOD)  # 0.15 / 0.05 is 2.9999999999999996 in floats
     supervisor.alive("cam")
@@ -669,11 +751,11 @@ def test_failing_callback_is_counted_and_supervision_goes_on(caplog):
 
 
 def test_supervisor_reset_and_exit_request():
-    h = Harness([source(alive=1)], alive_tolerance_cycles=0, on_safe_stop=["publish_status"])
+    h = Harness([source(alive=1)], alive_tolerance_cycles=1, on_safe_stop=["publish_status"])
     try:
         h.cycle(0)
         h.cycle(1)  # FAILED: two cycles (0, 1) without alive > alive_cycles 1
-        h.cycle(2)  # EXPIRED
+        h.cycle(2)  # EXPIRED: the one tolerated failed cycle is used up
         assert h.supervisor.state is SAFE_STOP
         assert h.supervisor.detections_valid  # invalidate_detections is not configured
         assert h.supervisor.exit_code is None  # nor is exit
@@ -691,7 +773,7 @@ def test_supervisor_reset_and_exit_request():
 
 def test_reports_are_thread_safe():
     time = VirtualTime()
-    supervisor = Supervisor(WatchdogConfig(), [source(alive=1), model(deadline=5)], clock=time.clock,
+    supervisor = Supervisor(no_grace(), [source(alive=1), model(deadline=5)], clock=time.clock,
                             max_pending=100_000)
     supervisor.start(background=False)
 
@@ -715,7 +797,7 @@ def test_reports_are_thread_safe():
 
 def test_event_queue_is_bounded():
     time = VirtualTime()
-    supervisor = Supervisor(WatchdogConfig(), [source()], clock=time.clock, max_pending=10)
+    supervisor = Supervisor(no_grace(), [source()], clock=time.clock, max_pending=10)
     supervisor.start(background=False)
     for _ in range(15):
         supervisor.alive("cam")
@@ -727,3 +809,18 @@ def test_supervisor_implements_the_health_reporter_protocol():
     for name in ("alive", "begin", "end", "checkpoint", "fault"):
         expected = inspect.signature(getattr(HealthReporter, name))
         assert inspect.signature(getattr(Supervisor, name)) == expected, name
+
+
+def test_startup_grace_delays_the_first_alive_failure_exactly():
+    # 3000 ms at 50 ms = 60 cycles of grace: a source that never reports, A = 2, tolerance 0, first fails at 62
+    core = SupervisorCore(WatchdogConfig(alive_tolerance_cycles=0), [source(alive=2)])
+    states = [core.step([]).entities["cam"].status for _ in range(64)]
+    assert states[:62] == [EntityState.OK] * 62
+    assert states[62:] == [EntityState.EXPIRED] * 2
+
+
+def test_startup_grace_does_not_delay_deadlines():
+    core = SupervisorCore(WatchdogConfig(), [model(deadline=2)])
+    assert core.step([Event(0, "begin", "yolo")]).state is GlobalState.OK
+    assert core.step([]).state is GlobalState.OK
+    assert core.step([]).state is GlobalState.SAFE_STOP  # step b + D = 2, grace or not

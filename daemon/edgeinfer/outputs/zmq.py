@@ -160,6 +160,8 @@ class ControlProtocol:
             return self._error(f"command {cmd!r}: handler returned {type(reply).__name__}, not an object")
         if "ok" not in reply:
             reply = {"ok": True, **reply}
+        elif reply["ok"] is False:
+            self.errors += 1  # the handler refused it: as much an error for the client as our own refusals
         return reply
 
     def _unknown(self, cmd: str, commands: Iterable[str] | None) -> dict[str, Any]:
@@ -210,7 +212,6 @@ class ZmqOutput(Output):
         self._context = zmq.Context(io_threads=1)  # our own, so close() can end it without touching others'
         try:
             self._pub = self._make_socket(zmq.PUB, self.config.endpoint, self.config.bind, "PUB")
-            self._pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
             self.bound_endpoints["pub"] = self._last_endpoint(self._pub)
             if self.config.control_endpoint is not None:
                 rep = self._make_socket(zmq.REP, self.config.control_endpoint, True, "control (REP)")
@@ -232,7 +233,10 @@ class ZmqOutput(Output):
         zmq = self._zmq
         sock = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)  # unsent records are stale at shutdown: never hold close() for them
-        if kind == zmq.REP:
+        # options before bind/connect: ZeroMQ applies them to the connections made afterwards
+        if kind == zmq.PUB:
+            sock.setsockopt(zmq.SNDHWM, self.config.sndhwm)
+        else:
             sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_REQUEST_BYTES)
         try:
             if bind:

@@ -30,16 +30,20 @@ CONFIG_ERROR_EXIT_CODE = 2  # what the CLI returns for a bad config; the safe-st
 class WatchdogConfig(StrictModel):
     period_ms: int = Field(50, ge=20, le=100, description="supervision cycle on the monotonic clock")
     alive_tolerance_cycles: int = Field(
-        2, ge=0, description="failed alive cycles tolerated after the first one before EXPIRED"
+        2, ge=0, description="failed alive cycles tolerated before EXPIRED (0: the first failed cycle expires)"
     )
     deadline_tolerance_cycles: int = Field(
-        0, ge=0, description="failed deadline cycles tolerated after the first one before EXPIRED"
+        0, ge=0, description="failed deadline cycles tolerated before EXPIRED (0: the first failed cycle expires)"
     )
     logical_tolerance_cycles: int = Field(
-        0, ge=0, description="cycles with order violations tolerated after the first one before EXPIRED"
+        0, ge=0, description="cycles with order violations tolerated before EXPIRED (0: the first one expires)"
     )
     fault_tolerance_cycles: int = Field(
-        2, ge=0, description="cycles with reported faults tolerated after the first one before EXPIRED"
+        2, ge=0, description="cycles with reported faults tolerated before EXPIRED (0: the first one expires)"
+    )
+    startup_grace_ms: int = Field(
+        3000, ge=0, le=600_000, description="alive checks start failing only after this long: a camera or RTSP "
+        "stream may take a few seconds to open, and that is not a stall"
     )
     safety_relevant: list[str] | None = Field(
         None, description="entity ids whose failure is a FAULT / SAFE_STOP; None means every model"

@@ -23,8 +23,9 @@ Checks, runs and tolerances
 
   alive (alive_cycles A, tolerance alive_tolerance_cycles)
       `alive` or `end` reported at cycle c marks the entity alive at c. The check fails at step k when
-      k - L > A, L being the last alive cycle; supervision starts as if alive at cycle -1 (and at r - 1
-      after a reset taking effect at step r). Last alive at L: first failing at L + A + 1, so FAILED at
+      k - L > A, L being the last alive cycle; supervision starts as if alive at cycle G - 1, G being the
+      start-up grace in cycles (startup_grace_ms / P rounded up; a camera may take seconds to open), and
+      at r - 1 after a reset taking effect at step r. Last alive at L: first failing at L + A + 1, so FAILED at
       L + A + 1 (for t >= 1) and EXPIRED at L + A + 1 + t. One violation is counted per stall (each time
       the check starts failing).
   deadline (deadline_cycles D = budget / P rounded up, tolerance deadline_tolerance_cycles)
@@ -65,6 +66,7 @@ Events for unknown entities are counted (`unknown_events`) and otherwise ignored
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -248,6 +250,10 @@ class SupervisorCore:
         }
         self._next_cycle = 0
         self._unknown_events = 0
+        # Alive windows start after the start-up grace: as if every entity was alive at its last cycle.
+        grace_cycles = math.ceil(config.startup_grace_ms / config.period_ms - 1e-9)
+        for tracker in self._trackers.values():
+            tracker.alive_ref = grace_cycles - 1
         self._snapshot = self._make_snapshot(-1, GlobalState.OK, GlobalState.OK, ())
 
     @property
