@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from edgeinfer.config import parse_config
+from edgeinfer.decoders import YoloDecoder
 from edgeinfer.pipeline import Pipeline
 from support.tiny_models import constant_detector
 
@@ -133,19 +134,19 @@ def test_files_processed_in_order_are_not_dropped_for_age(tmp_path):
 def test_decoder_exception_is_counted_and_the_stream_goes_on(tmp_path, monkeypatch):
     video = make_video(tmp_path / "clip.avi", frames=12)
     config = config_for(tmp_path, [{"id": "clip", "type": "video", "path": str(video)}])
-    pipeline = Pipeline(config)
-    pipeline.start()
-    decoder = pipeline.workers[0].decoder
-    real = decoder.decode
+    real = YoloDecoder.decode
     calls = {"n": 0}
 
-    def flaky(outputs, index, transform):
+    def flaky(self, outputs, index, transform):
         calls["n"] += 1
         if calls["n"] in (3, 4):
             raise ValueError("injected decoder bug")
-        return real(outputs, index, transform)
+        return real(self, outputs, index, transform)
 
-    monkeypatch.setattr(decoder, "decode", flaky)
+    # patched on the class before start, so that no frame is decoded before the patch is in place
+    monkeypatch.setattr(YoloDecoder, "decode", flaky)
+    pipeline = Pipeline(config)
+    pipeline.start()
     stop = threading.Event()
     threading.Timer(20, stop.set).start()
     assert pipeline.wait(stop) == "end-of-input"

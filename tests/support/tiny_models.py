@@ -15,28 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 def constant_detector(path: Path, rows: np.ndarray, size: int = 64, opset: int = 17) -> Path:
     """rows: [K, 5+nc] in input pixels (cx, cy, w, h, obj, class probs). Output [N, K, 5+nc], dynamic N."""
-    rows = np.asarray(rows, dtype=np.float32)[None]
-    graph = helper.make_graph(
-        nodes=[
-            helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),  # [N,1,1,1]
-            helper.make_node("Squeeze", ["mean", "axes3"], ["mean3"]),  # [N,1,1]
-            helper.make_node("Mul", ["mean3", "zero"], ["zeros"]),
-            helper.make_node("Add", ["zeros", "rows"], ["detections"]),  # broadcast to [N,K,C]
-        ],
-        name="constant_detector",
-        inputs=[helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size])],
-        outputs=[helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["N", *rows.shape[1:]])],
-        initializer=[
-            numpy_helper.from_array(rows, "rows"),
-            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
-            numpy_helper.from_array(np.array([3], dtype=np.int64), "axes3"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+    rows, nodes, inits, inputs = _detector_graph_parts(rows, size)
+    nodes.append(helper.make_node("Identity", ["normal"], ["detections"]))
+    return _save(path, helper.make_graph(nodes, "constant_detector", inputs, [_detections_output(rows)], inits))
 
 
 def _detector_graph_parts(rows: np.ndarray, size: int):
@@ -56,6 +37,29 @@ def _detector_graph_parts(rows: np.ndarray, size: int):
     ]
     inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size])]
     return rows, nodes, inits, inputs
+
+
+def _detections_output(rows: np.ndarray):
+    return helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["N", *rows.shape[1:]])
+
+
+def _pass_through_branch():
+    """An If branch that returns the normal output unchanged."""
+    return helper.make_graph(
+        nodes=[helper.make_node("Identity", ["normal"], ["pass_out"])],
+        name="pass", inputs=[],
+        outputs=[helper.make_tensor_value_info("pass_out", TensorProto.FLOAT, None)],
+    )
+
+
+def _white_switch(nodes: list, inits: list, then_branch, white_above: float) -> None:
+    """detections = then_branch if the brightest input value exceeds white_above, else the normal output."""
+    nodes += [
+        helper.make_node("Greater", ["brightest", "threshold"], ["is_white"]),
+        helper.make_node("If", ["is_white"], ["detections"], then_branch=then_branch,
+                         else_branch=_pass_through_branch()),
+    ]
+    inits.append(numpy_helper.from_array(np.array(white_above, dtype=np.float32), "threshold"))
 
 
 def _save(path: Path, graph) -> Path:
@@ -101,20 +105,8 @@ def hanging_detector(path: Path, rows: np.ndarray, size: int = 64, white_above: 
             numpy_helper.from_array(np.array(True), "true"),
         ],
     )
-    pass_branch = helper.make_graph(
-        nodes=[helper.make_node("Identity", ["normal"], ["pass_out"])],
-        name="pass", inputs=[],
-        outputs=[helper.make_tensor_value_info("pass_out", TensorProto.FLOAT, None)],
-    )
-    nodes += [
-        helper.make_node("Greater", ["brightest", "threshold"], ["is_white"]),
-        helper.make_node("If", ["is_white"], ["detections"], then_branch=hang_branch, else_branch=pass_branch),
-    ]
-    inits.append(numpy_helper.from_array(np.array(white_above, dtype=np.float32), "threshold"))
-    graph = helper.make_graph(
-        nodes, "hanging_detector", inputs,
-        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["N", *rows.shape[1:]])], inits)
-    return _save(path, graph)
+    _white_switch(nodes, inits, hang_branch, white_above)
+    return _save(path, helper.make_graph(nodes, "hanging_detector", inputs, [_detections_output(rows)], inits))
 
 
 def malformed_on_white_detector(path: Path, rows: np.ndarray, size: int = 64, white_above: float = 0.9) -> Path:
@@ -131,17 +123,6 @@ def malformed_on_white_detector(path: Path, rows: np.ndarray, size: int = 64, wh
             numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
         ],
     )
-    pass_branch = helper.make_graph(
-        nodes=[helper.make_node("Identity", ["normal"], ["pass_out"])],
-        name="pass", inputs=[],
-        outputs=[helper.make_tensor_value_info("pass_out", TensorProto.FLOAT, None)],
-    )
-    nodes += [
-        helper.make_node("Greater", ["brightest", "threshold"], ["is_white"]),
-        helper.make_node("If", ["is_white"], ["detections"], then_branch=broken_branch, else_branch=pass_branch),
-    ]
-    inits.append(numpy_helper.from_array(np.array(white_above, dtype=np.float32), "threshold"))
-    graph = helper.make_graph(
-        nodes, "malformed_on_white_detector", inputs,
-        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["N", *rows.shape[1:]])], inits)
-    return _save(path, graph)
+    _white_switch(nodes, inits, broken_branch, white_above)
+    return _save(path, helper.make_graph(nodes, "malformed_on_white_detector", inputs, [_detections_output(rows)],
+                                         inits))

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 
 from ..frame import Frame
 from ..health import HealthReporter, NullReporter
+from ..logutil import RateLimitedLog
 from ..mailbox import FrameSink
 from ..schema import StrictModel
 
@@ -69,28 +70,6 @@ class SourceError(RuntimeError):
 class BadFrame(Exception):
     """Raised by a plugin's `_read` for one unusable frame when the stream itself goes on (e.g. a corrupt
     image in a folder). The base class counts it and reads the next one."""
-
-
-class RateLimitedLog:
-    """Logs each kind of message at most once per interval and says how many were held back."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0):
-        self._logger = logger
-        self._interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._held_back: dict[str, int] = {}
-
-    def __call__(self, level: int, kind: str, message: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval_s:
-            self._held_back[kind] = self._held_back.get(kind, 0) + 1
-            return
-        held_back = self._held_back.pop(kind, 0)
-        if held_back:
-            message += f" ({held_back} similar message(s) in the last {now - last:.0f} s not shown)"
-        self._last[kind] = now
-        self._logger.log(level, "%s", message)
 
 
 class _Pacer:
@@ -158,7 +137,7 @@ class Source(ABC):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._log = RateLimitedLog(log)
+        self._log = RateLimitedLog(log, interval_s=10.0)
         self._seq = 0
         self._frames = 0
         self._bad_frames = 0
@@ -440,13 +419,13 @@ class Source(ABC):
             self._bad_frames += 1
             self._last_error = f"bad frame {seq}: {problem}"
         self._reporter.fault(self.id, f"bad frame {seq}: {problem}")
-        self._log(logging.WARNING, "bad_frame",
+        self._log.log(logging.WARNING, "bad_frame",
                   f"source '{self.id}' ({self.describe()}): dropped bad frame {seq}: {problem}")
 
     def _live_problem(self, kind: str, message: str, retry_in_s: float) -> None:
         self._set_state("reconnecting", message)
         self._reporter.fault(self.id, message)
-        self._log(logging.WARNING, kind,
+        self._log.log(logging.WARNING, kind,
                   f"source '{self.id}' ({self.describe()}): {message}; retrying in {retry_in_s:.1f} s")
 
     def _fail(self, message: str) -> None:
