@@ -37,6 +37,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_CONFIG
+    if not args.no_models:
+        from .config import Problem
+        from .pipeline import check_models
+
+        problems = [Problem(f"models[{i}]", message) for i, message in check_models(config)]
+        if problems:
+            _print_config_error(ConfigError(args.config, problems))
+            return EXIT_CONFIG
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.models)} model(s), "
           f"{len(config.outputs)} output(s))")
     return EXIT_OK
@@ -155,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a config; exit 0 when valid, 2 when not")
     check.add_argument("config")
+    check.add_argument("--no-models", action="store_true",
+                       help="skip loading the models (schema, references and files only)")
     check.set_defaults(func=cmd_check)
 
     doctor = sub.add_parser("doctor", help="say what this box has: runtimes, GPU, DLA, ROS 2, ZeroMQ")

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, create_backend
+from .backends import Backend, BackendError, create_backend
 from .config import Config, ModelConfig
-from .decoders import create_decoder, load_labels
+from .decoders import DecodeError, create_decoder, load_labels
 from .frame import Frame
 from .health import HealthReporter, NullReporter
 from .logutil import RateLimitedLog
@@ -149,14 +149,23 @@ class ModelWorker:
         self._fixed_batch = model_batch is not None
         self.input_name = spec.name
         shape = _input_shape(config, spec.shape, self.batch)
-        self._buffers = [Preprocessor(config.preprocess, shape, spec.dtype) for _ in range(BUFFER_SETS)]
+        try:
+            self._buffers = [Preprocessor(config.preprocess, shape, spec.dtype) for _ in range(BUFFER_SETS)]
+        except ValueError as exc:  # e.g. preprocess.dtype disagrees with the model's input type
+            raise PipelineError(f"models.{self.id}.preprocess does not fit the model: {exc}") from exc
         self._free: queue.Queue[int] = queue.Queue()
         for i in range(BUFFER_SETS):
             self._free.put(i)
         self._ready: queue.Queue[Any] = queue.Queue(maxsize=BUFFER_SETS)
         self._done: queue.Queue[Any] = queue.Queue(maxsize=2)
-        labels = load_labels(config.labels) if config.labels else []
-        self.decoder = create_decoder(config.decoder, labels, [tuple(o.shape) for o in backend.outputs])
+        try:
+            labels = load_labels(config.labels) if config.labels else []
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"models.{self.id}.labels: {exc}") from exc
+        try:
+            self.decoder = create_decoder(config.decoder, labels, [tuple(o.shape) for o in backend.outputs])
+        except DecodeError as exc:
+            raise PipelineError(f"models.{self.id}.decoder does not fit the model's outputs: {exc}") from exc
         self._threads = [
             threading.Thread(target=self._guard, args=(self._prepare_loop,), name=f"prepare:{self.id}",
                              daemon=True),
@@ -452,3 +461,20 @@ class Pipeline:
 
     def fps(self) -> dict[str, float]:
         return {w.id: round(w.stats.fps.rate(), 2) for w in self.workers}
+
+
+def check_models(config: Config) -> list[tuple[int, str]]:
+    """Load every model and fit it to its config (input shape, preprocessing, decoder), as `run` would,
+    without starting anything. Returns (model index, problem) pairs."""
+    problems = []
+    for index, model_cfg in enumerate(config.models):
+        backend = create_backend(model_cfg.id, model_cfg.backend, model_cfg.path, model_cfg.backend_options)
+        try:
+            backend.activate(warmup_batch=model_cfg.max_batch)
+            ModelWorker(model_cfg, backend, [], FrameSlots(model_cfg.sources), NullReporter(), PublishGate(None),
+                        lambda: True)
+        except (PipelineError, BackendError) as exc:
+            problems.append((index, str(exc)))
+        finally:
+            backend.deactivate()
+    return problems

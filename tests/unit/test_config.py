@@ -126,3 +126,19 @@ def test_every_problem_is_reported_at_once(config_dir):
         load_config(write(config_dir, data))
     paths = {p.path for p in info.value.problems}
     assert {"models[0].decoder.conf_threshold", "models[0].max_batch", "sources[0].id"} <= paths
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"models.0.decoder": {"type": "yolo", "layout": "v8"}}, ["decoder", "v8"]),
+    ({"models.0.preprocess": {"size": [32, 32]}}, ["preprocess.size", "64"]),
+    ({"models.0.preprocess": {"layout": "nhwc"}}, ["layout=nhwc", "channels"]),
+], ids=["decoder layout", "input size", "input layout"])
+def test_check_loads_the_model_and_refuses_a_config_that_does_not_fit_it(config_dir, capsys, change, words):
+    path = write(config_dir, mutate(**change))
+    load_config(path)  # the file alone is valid...
+    assert main(["check", "--no-models", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(path)]) == 2  # ...but not with this model
+    err = capsys.readouterr().err
+    assert "models[0]" in err and all(w in err for w in words), err
+    assert main(["run", str(path)]) == 2  # and run refuses it before any source starts
