@@ -96,6 +96,9 @@ class Daemon:
             self.notifier.status(f"{snapshot.state.value}: {fps}")
         if self.supervisor.exit_code is not None:
             self.stop_requested.set()
+        if all(o.closed_by_peer for o in self.pipeline.outputs) and not self.stop_requested.is_set():
+            log.info("every output was closed by its reader; stopping")
+            self.stop_requested.set()
 
     def heartbeat(self, snapshot: Snapshot) -> dict[str, Any]:
         ages = self.pipeline.frame_ages_ms()

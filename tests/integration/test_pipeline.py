@@ -176,3 +176,21 @@ def test_sigterm_stops_the_daemon_within_two_seconds(tmp_path):
     elapsed = time.monotonic() - t0
     assert code == 0, proc.stderr.read()
     assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+
+
+def test_stdout_closed_by_its_reader_stops_the_daemon(tmp_path):
+    # `edgeinfer run cfg.yaml | head -3` must end, not run on writing into a closed pipe
+    config = config_for(tmp_path, [{"id": "cam", "type": "synthetic", "width": 64, "height": 64, "fps": 50}],
+                        outputs=[{"type": "jsonl", "path": "-"}])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(json.loads(config.model_dump_json())))
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer", "run", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first_lines = [proc.stdout.readline() for _ in range(3)]
+    assert all(json.loads(line)["type"] in ("detections", "heartbeat") for line in first_lines)
+    proc.stdout.close()
+    code = proc.wait(timeout=15)
+    stderr = proc.stderr.read()
+    assert code == 0, stderr
+    assert "closed by its reader; stopping" in stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr

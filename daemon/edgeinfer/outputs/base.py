@@ -25,6 +25,7 @@ class Output(ABC):
         self.id = output_id
         self.published = 0
         self.errors = 0
+        self.closed_by_peer = False  # the reader went away for good (e.g. stdout piped into `head`)
 
     def open(self) -> None:
         """Acquire sockets/files. Called before any source starts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -41,10 +42,24 @@ class JsonlOutput(Output):
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             if self._stream is None:
+                if self.closed_by_peer:
+                    raise OutputError(f"output '{self.id}': stdout was closed by its reader")
                 return
-            self._stream.write(line)
-            self._stream.flush()
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except BrokenPipeError as exc:
+                self._stdout_closed()
+                raise OutputError(f"output '{self.id}': stdout was closed by its reader") from exc
             self.published += 1
+
+    def _stdout_closed(self) -> None:
+        # Point fd 1 at /dev/null so that Python's own flush at exit does not fail a second time.
+        self.closed_by_peer = True
+        self._stream = None
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
     def close(self) -> None:
         with self._lock:
