@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from edgeinfer.frame import Frame
 from edgeinfer.health import NullReporter
 from edgeinfer.mailbox import FrameSlots
 from edgeinfer.sources import ReconnectConfig, RtspSourceConfig, create_source
+from support.frames import Consumer
 from support.rtsp_server import RtspServerProcess, rtsp_server_unavailable
 
 pytestmark = pytest.mark.rtsp
@@ -35,31 +34,6 @@ def rtsp_server(rtsp_available: None) -> Iterator[RtspServerProcess]:
         server.stop()
 
 
-class Collector:
-    """Takes frames from the real mailbox as a model worker would, keeping only what the test needs."""
-
-    def __init__(self, slots: FrameSlots):
-        self.slots = slots
-        self.frames: list[Frame] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for frame in self.slots.take(1, timeout=0.05):
-                self.frames.append(Frame(frame.source, frame.seq, frame.image[:1, :1].copy(), frame.mono,
-                                         frame.wall))
-
-    def count_after(self, mono: float) -> int:
-        return sum(1 for f in self.frames if f.mono > mono)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.slots.close()
-        self._thread.join(2)
-
-
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,7 +45,7 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 def test_frames_arrive_and_survive_a_server_crash_and_restart(rtsp_server, record_property, capsys) -> None:
     slots = FrameSlots(["cam"])
-    collector = Collector(slots)
+    collector = Consumer(slots, keep_pixels=False)
     config = RtspSourceConfig(id="cam", url=rtsp_server.url, open_timeout_ms=3000, read_timeout_ms=1000,
                               reconnect=ReconnectConfig(initial_s=0.2, max_s=1.0))
     source = create_source(config, slots, NullReporter())
@@ -118,7 +92,7 @@ def test_frames_arrive_and_survive_a_server_crash_and_restart(rtsp_server, recor
 
 def test_a_hung_server_is_noticed_by_the_read_timeout(rtsp_server, capsys) -> None:
     slots = FrameSlots(["cam"])
-    collector = Collector(slots)
+    collector = Consumer(slots, keep_pixels=False)
     config = RtspSourceConfig(id="cam", url=rtsp_server.url, open_timeout_ms=1500, read_timeout_ms=1000,
                               reconnect=ReconnectConfig(initial_s=0.2, max_s=0.5))
     source = create_source(config, slots, NullReporter())

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from edgeinfer.frame import Frame
 from edgeinfer.mailbox import FrameSlots
 from edgeinfer.sources import (
     SOURCE_TYPES,
@@ -37,69 +36,12 @@ from edgeinfer.sources import (
     create_source,
 )
 from edgeinfer.sources.stream import _CaptureOptionsGate, _options_with_transport, redact_url
+from support.frames import Consumer, RecordingReporter
 
 SOURCE_CONFIGS = TypeAdapter(SourceConfig)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
-
-
-class RecordingReporter:
-    def __init__(self) -> None:
-        self.alive_count = 0
-        self.faults: list[tuple[str, str]] = []
-
-    def alive(self, entity: str) -> None:
-        self.alive_count += 1
-
-    def begin(self, entity: str) -> None:
-        pass
-
-    def end(self, entity: str) -> None:
-        pass
-
-    def checkpoint(self, entity: str, point: str, token: object) -> None:
-        pass
-
-    def fault(self, entity: str, message: str) -> None:
-        self.faults.append((entity, message))
-
-
-class Consumer:
-    """A model worker stand-in: takes frames from the real mailbox, optionally slowly."""
-
-    def __init__(self, slots: FrameSlots, delay_s: float = 0.0):
-        self.slots = slots
-        self.delay_s = delay_s
-        self.frames: list[Frame] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            taken = self.slots.take(1, timeout=0.05)
-            if taken:
-                self.frames.extend(taken)
-                if self.delay_s:
-                    time.sleep(self.delay_s)
-            elif self.slots.finished:
-                return
-
-    def wait_for(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while len(self.frames) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return len(self.frames) >= count
-
-    def wait_finished(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.slots.close()
-        self._thread.join(2)
 
 
 @pytest.fixture

@@ -1,0 +1,67 @@
+"""Test stand-ins around the real frame mailbox: a consumer that takes frames as a model worker would, and a
+reporter that records what sources report."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from edgeinfer.frame import Frame
+from edgeinfer.health import NullReporter
+from edgeinfer.mailbox import FrameSlots
+
+
+class RecordingReporter(NullReporter):
+    def __init__(self) -> None:
+        self.alive_count = 0
+        self.faults: list[tuple[str, str]] = []
+
+    def alive(self, entity: str) -> None:
+        self.alive_count += 1
+
+    def fault(self, entity: str, message: str) -> None:
+        self.faults.append((entity, message))
+
+
+class Consumer:
+    """Takes frames from the real mailbox, optionally slowly. `keep_pixels=False` keeps a 1x1 crop only, for
+    long live streams."""
+
+    def __init__(self, slots: FrameSlots, delay_s: float = 0.0, keep_pixels: bool = True):
+        self.slots = slots
+        self.delay_s = delay_s
+        self.keep_pixels = keep_pixels
+        self.frames: list[Frame] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            taken = self.slots.take(1, timeout=0.05)
+            if taken:
+                for f in taken:
+                    image = f.image if self.keep_pixels else f.image[:1, :1].copy()
+                    self.frames.append(Frame(f.source, f.seq, image, f.mono, f.wall))
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+            elif self.slots.finished:
+                return
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self.frames) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(self.frames) >= count
+
+    def wait_finished(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def count_after(self, mono: float) -> int:
+        return sum(1 for f in self.frames if f.mono > mono)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.slots.close()
+        self._thread.join(2)
