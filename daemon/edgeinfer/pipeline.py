@@ -148,7 +148,7 @@ class ModelWorker:
         self.batch = model_batch or config.max_batch
         self._fixed_batch = model_batch is not None
         self.input_name = spec.name
-        shape = _input_shape(config, spec.shape, self.batch)
+        shape = (self.batch, *spec.shape[1:])  # the Preprocessor checks the rest against the config
         try:
             self._buffers = [Preprocessor(config.preprocess, shape, spec.dtype) for _ in range(BUFFER_SETS)]
         except ValueError as exc:  # e.g. preprocess.dtype disagrees with the model's input type
@@ -340,31 +340,6 @@ class ModelWorker:
         self.stats.last_age_ms = age_ms
         self.stats.newest_capture[frame.source] = max(frame.mono, self.stats.newest_capture.get(frame.source, 0.0))
         self.stats.fps.tick()
-
-
-def _input_shape(config: ModelConfig, model_shape: tuple, batch: int) -> tuple[int, ...]:
-    """The 4-D buffer shape: the model's, with dynamic sizes filled from the config."""
-    if len(model_shape) != 4:
-        raise PipelineError(f"model '{config.id}': input has rank {len(model_shape)}; expected 4 (image batch)")
-    layout = config.preprocess.layout
-    h_axis, w_axis = (2, 3) if layout == "nchw" else (1, 2)
-    c_axis = 1 if layout == "nchw" else 3
-    if model_shape[c_axis] not in (None, 3):
-        raise PipelineError(f"models.{config.id}.preprocess.layout={layout} but the model's input shape "
-                            f"{model_shape} has {model_shape[c_axis]} channels on that axis")
-    size = config.preprocess.size
-    hw = [model_shape[h_axis], model_shape[w_axis]]
-    if size is not None:
-        for name, want, have in (("height", size[0], hw[0]), ("width", size[1], hw[1])):
-            if have is not None and have != want:
-                raise PipelineError(f"models.{config.id}.preprocess.size {name} {want} differs from the "
-                                    f"model's fixed input {name} {have}")
-        hw = list(size)
-    if None in hw:
-        raise PipelineError(f"model '{config.id}' has a dynamic input height/width: set "
-                            f"models.{config.id}.preprocess.size: [H, W]")
-    shape = [batch, 3, hw[0], hw[1]] if layout == "nchw" else [batch, hw[0], hw[1], 3]
-    return tuple(shape)
 
 
 class Pipeline:

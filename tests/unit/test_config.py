@@ -131,7 +131,7 @@ def test_every_problem_is_reported_at_once(config_dir):
 @pytest.mark.parametrize("change, words", [
     ({"models.0.decoder": {"type": "yolo", "layout": "v8"}}, ["decoder", "v8"]),
     ({"models.0.preprocess": {"size": [32, 32]}}, ["preprocess.size", "64"]),
-    ({"models.0.preprocess": {"layout": "nhwc"}}, ["layout=nhwc", "channels"]),
+    ({"models.0.preprocess": {"layout": "nhwc"}}, ["layout nhwc", "channels"]),
 ], ids=["decoder layout", "input size", "input layout"])
 def test_check_loads_the_model_and_refuses_a_config_that_does_not_fit_it(config_dir, capsys, change, words):
     path = write(config_dir, mutate(**change))
