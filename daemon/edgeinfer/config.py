@@ -25,7 +25,7 @@ from .outputs import JsonlOutputConfig, OutputConfig
 from .preprocess import PreprocessConfig
 from .schema import StrictModel
 from .sources import SourceConfig
-from .watchdog import WatchdogConfig
+from .watchdog import WatchdogConfig, flow_id
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,11 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise ConfigError(source, [Problem("", f"the config must be a mapping with keys "
                                                f"{', '.join(Config.model_fields)}; got {got}")])
+    problems = cross_reference_problems(data)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, schema_problems(exc, data)) from exc
-    problems = cross_reference_problems(config)
+        raise ConfigError(source, schema_problems(exc, data) + problems) from exc
     if problems:
         raise ConfigError(source, problems)
     if base_dir is not None:
@@ -148,12 +148,23 @@ def format_path(loc: tuple) -> str:
     return out
 
 
+def _union_tags() -> set[str]:
+    from .decoders import DECODERS
+    from .outputs import OUTPUT_TYPES
+    from .sources import SOURCE_TYPES
+
+    return set(SOURCE_TYPES) | set(DECODERS) | set(OUTPUT_TYPES)
+
+
 def _strip_union_tags(loc: tuple, data: Any) -> tuple:
-    """pydantic puts the discriminator's value into the path (sources.0.video.path); users wrote no such key."""
+    """pydantic puts the discriminator's value into the path (sources.0.video.path); users wrote no such key.
+    A block without `type` got its default tag from us (decoder: yolo), so that tag is stripped too."""
+    tags = _union_tags()
     out: list = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("type") == part:
+        if (isinstance(node, dict) and isinstance(part, str) and part not in node and part in tags
+                and node.get("type", part) == part):
             continue
         out.append(part)
         try:
@@ -207,34 +218,49 @@ def _pick_model(annotation: Any, node: Any) -> type[BaseModel] | None:
     return None
 
 
-def cross_reference_problems(config: Config) -> list[Problem]:
+def cross_reference_problems(data: dict) -> list[Problem]:
+    """Checks between sections, on the raw YAML so they are reported together with schema problems.
+    Entries the schema rejects (not mappings, ids missing) are skipped here: the schema names them."""
     problems: list[Problem] = []
 
-    def unique(kind: str, ids: list[str]) -> None:
-        seen: set[str] = set()
-        for i, entity_id in enumerate(ids):
-            if entity_id in seen:
-                problems.append(Problem(f"{kind}[{i}].id", f"duplicate id '{entity_id}'"))
-            seen.add(entity_id)
+    def entries(section: str) -> list[tuple[int, dict]]:
+        items = data.get(section)
+        return [(i, e) for i, e in enumerate(items) if isinstance(e, dict)] if isinstance(items, list) else []
 
-    source_ids = [s.id for s in config.sources]
-    unique("sources", source_ids)
-    unique("models", [m.id for m in config.models])
-    unique("outputs", [o.id or o.type for o in config.outputs])
-    for i, model in enumerate(config.models):
-        for j, name in enumerate(model.sources):
-            if name not in source_ids:
+    def ids(section: str, default_key: str | None = None) -> list[str]:
+        found, seen = [], set()
+        for i, entry in entries(section):
+            entity_id = entry.get("id") or (entry.get(default_key) if default_key else None)
+            if not isinstance(entity_id, str):
+                continue
+            if entity_id in seen:
+                problems.append(Problem(f"{section}[{i}].id", f"duplicate id '{entity_id}'"))
+            seen.add(entity_id)
+            found.append(entity_id)
+        return found
+
+    source_ids = ids("sources")
+    model_ids = ids("models")
+    output_ids = ids("outputs", default_key="type") if "outputs" in data else ["jsonl"]
+    for i, model in entries("models"):
+        names = model.get("sources")
+        for j, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in source_ids:
                 problems.append(Problem(f"models[{i}].sources[{j}]",
                                         f"unknown source '{name}'; defined sources: {', '.join(source_ids)}"))
-        backend = BACKENDS[resolve_backend_type(model.backend, model.path)]
-        try:
-            backend.options_model.model_validate(model.backend_options)
-        except ValidationError as exc:
-            for p in schema_problems(exc, model.backend_options, backend.options_model):
-                problems.append(Problem(f"models[{i}].backend_options.{p.path}".rstrip("."), p.message))
-    entity_ids = set(source_ids) | {m.id for m in config.models} | {o.id or o.type for o in config.outputs}
-    for i, name in enumerate(config.watchdog.safety_relevant or []):
-        if name not in entity_ids:
+        requested, options = model.get("backend", "auto"), model.get("backend_options", {})
+        if requested in BACKEND_CHOICES and isinstance(options, dict):
+            backend = BACKENDS[resolve_backend_type(requested, Path(str(model.get("path", ""))))]
+            try:
+                backend.options_model.model_validate(options)
+            except ValidationError as exc:
+                for p in schema_problems(exc, options, backend.options_model):
+                    problems.append(Problem(f"models[{i}].backend_options.{p.path}".rstrip("."), p.message))
+    watchdog = data.get("watchdog")
+    relevant = watchdog.get("safety_relevant") if isinstance(watchdog, dict) else None
+    entity_ids = set(source_ids) | set(model_ids) | set(output_ids) | {flow_id(m) for m in model_ids}
+    for i, name in enumerate(relevant if isinstance(relevant, list) else []):
+        if isinstance(name, str) and name not in entity_ids:
             problems.append(Problem(f"watchdog.safety_relevant[{i}]",
                                     f"unknown entity '{name}'; known: {', '.join(sorted(entity_ids))}"))
     return problems

@@ -235,7 +235,7 @@ class ModelWorker:
                     kept.append(frame)
                 except PreprocessError as exc:
                     self.stats.bad_frames += 1
-                    self.reporter.fault(self.id, f"bad frame from {frame.source}: {exc}")
+                    self.reporter.fault(frame.source, f"bad frame for model {self.id}: {exc}")
                     self._rlog.warning(f"bad:{frame.source}", "model '%s': dropped bad frame %d from '%s': %s",
                                        self.id, frame.seq, frame.source, exc)
             if not kept:

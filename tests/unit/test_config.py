@@ -84,6 +84,8 @@ BAD_CONFIGS = [
      ["nchw", "nhwc"]),
     ("threshold out of range", mutate(**{"models.0.decoder.conf_threshold": 1.5}),
      "models[0].decoder.conf_threshold", ["1"]),
+    ("decoder without type", mutate(**{"models.0.decoder": {"conf_threshold": 2}}), "models[0].decoder.conf_threshold",
+     ["less than or equal to 1"]),
     ("unknown decoder type", mutate(**{"models.0.decoder": {"type": "ssd"}}), "models[0].decoder",
      ["ssd", "yolo"]),
     ("unknown backend", mutate(**{"models.0.backend": "tensorflow"}), "models[0].backend",
@@ -121,11 +123,13 @@ def test_bad_config_names_key_and_allowed_values(config_dir, capsys, what, data,
 
 
 def test_every_problem_is_reported_at_once(config_dir):
-    data = mutate(**{"models.0.decoder.conf_threshold": 7, "models.0.max_batch": 0, "sources.0.id": "9x"})
+    data = mutate(**{"models.0.decoder.conf_threshold": 7, "models.0.max_batch": 0, "sources.0.id": "9x",
+                     "models.0.sources": ["cam0", "nope"]})
     with pytest.raises(ConfigError) as info:
         load_config(write(config_dir, data))
     paths = {p.path for p in info.value.problems}
-    assert {"models[0].decoder.conf_threshold", "models[0].max_batch", "sources[0].id"} <= paths
+    assert {"models[0].decoder.conf_threshold", "models[0].max_batch", "sources[0].id",
+            "models[0].sources[1]"} <= paths
 
 
 @pytest.mark.parametrize("change, words", [
