@@ -7,6 +7,8 @@ Reaction times are printed (pytest -s) for the notes; the assertions are about c
 from __future__ import annotations
 
 import math
+import signal
+import socket
 import time
 from pathlib import Path
 
@@ -171,3 +173,64 @@ def test_rtsp_camera_killed_degrades_then_recovers(tmp_path):
           f"(no frames) at {expired['stamp'] - killed_at:.3f} s; stale heartbeat "
           f"(frame age {stale['frame_age_ms']['cam']:.0f} ms) at {stale['stamp'] - killed_at:.3f} s; OK again "
           f"{recovered['stamp'] - restarted_at:.3f} s after the server restart")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_latched_safe_stop_holds_until_sigusr1_or_the_zmq_reset_command(tmp_path):
+    zmq = pytest.importorskip("zmq")
+    model = malformed_on_white_detector(tmp_path / "malformed.onnx", ROWS)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    white = {10, 11, 12, 100, 101, 102}  # three in a row: a paced source may drop one, never all three
+    for i in range(200):
+        cv2.imwrite(str(folder / f"frame_{i:03d}.png"), np.full((64, 64, 3), 255 if i in white else 20, np.uint8))
+    control = f"tcp://127.0.0.1:{free_port()}"
+    config = {
+        "sources": [{"id": "cam", "type": "images", "path": str(folder), "realtime": True, "fps": 25}],
+        "models": [model_entry(model, budget_ms=1000)],
+        "watchdog": {"period_ms": PERIOD_MS, "fault_tolerance_cycles": 0, "latch_safe_stop": True,
+                     "on_safe_stop": ["publish_status", "invalidate_detections"]},
+    }
+    zmq_output = {"type": "zmq", "endpoint": "tcp://127.0.0.1:*", "control_endpoint": control}
+    daemon = DaemonProcess(tmp_path, config, extra_outputs=[zmq_output])
+    context = zmq.Context()
+    try:
+        first_stop = daemon.wait_for(lambda lines: first(lines, lambda r: r.get("state") == "SAFE_STOP"), 30,
+                                     "the first SAFE_STOP")
+        # latched: later clean frames are published as invalid, and the state stays until a reset
+        daemon.wait_for(lambda lines: first(lines, lambda r: r["type"] == "detections" and r["frame"] is not None
+                                            and r["frame"] >= 20 and r["status"] == "invalid"), 10,
+                        "a clean frame published as invalid while latched")
+        assert all(b["state"] == "SAFE_STOP" for b in daemon.heartbeats() if b["cycle"] >= first_stop["cycle"])
+        reset_at = time.time()
+        daemon.proc.send_signal(signal.SIGUSR1)
+        daemon.wait_for(lambda lines: first(lines, lambda r: r.get("state") == "OK" and r["stamp"] > reset_at), 10,
+                        "OK after SIGUSR1")
+        daemon.wait_for(lambda lines: first(lines, lambda r: r["type"] == "detections" and r["stamp"] > reset_at
+                                            and r["status"] == "ok"), 10, "valid records after SIGUSR1")
+
+        second_stop = daemon.wait_for(
+            lambda lines: first(lines, lambda r: r.get("state") == "SAFE_STOP" and r["stamp"] > reset_at), 30,
+            "the second SAFE_STOP")
+        daemon.wait_for(lambda lines: first(lines, lambda r: r["type"] == "detections" and r["frame"] is not None
+                                            and r["frame"] >= 110 and r["status"] == "invalid"), 10,
+                        "clean frames after the second white run, published as invalid")
+        client = context.socket(zmq.REQ)
+        client.setsockopt(zmq.LINGER, 0)
+        client.setsockopt(zmq.RCVTIMEO, 5000)
+        client.connect(control)
+        client.send_json({"cmd": "status"})
+        status = client.recv_json()
+        assert status["ok"] and status["heartbeat"]["state"] == "SAFE_STOP"
+        client.send_json({"cmd": "reset"})
+        assert client.recv_json()["ok"]
+        daemon.wait_for(lambda lines: first(lines, lambda r: r.get("state") == "OK"
+                                            and r["cycle"] > second_stop["cycle"]), 10, "OK after the ZMQ reset")
+    finally:
+        context.destroy(linger=0)
+        daemon.stop()

@@ -47,9 +47,10 @@ class NotifyListener:
 
 
 class DaemonProcess:
-    def __init__(self, tmp_path: Path, config: dict, watchdog_usec: int | None = 200_000):
+    def __init__(self, tmp_path: Path, config: dict, watchdog_usec: int | None = 200_000,
+                 extra_outputs: list[dict] = ()):
         self.out = tmp_path / "out.jsonl"
-        config = dict(config, outputs=[{"type": "jsonl", "path": str(self.out)}])
+        config = dict(config, outputs=[{"type": "jsonl", "path": str(self.out)}, *extra_outputs])
         self.config_path = tmp_path / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.notify = NotifyListener(tmp_path / "notify.sock")

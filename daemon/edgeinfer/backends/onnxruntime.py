@@ -38,6 +38,9 @@ class OnnxRuntimeOptions(StrictModel):
     intra_op_threads: int | None = Field(default=None, ge=0, description="0/null = ONNX Runtime's default")
     inter_op_threads: int | None = Field(default=None, ge=0)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    log_warnings: bool = Field(
+        default=False, description="let ONNX Runtime print its own warnings (per run: they can flood a journal)"
+    )
 
 
 def _load_ort():
@@ -66,6 +69,7 @@ class OnnxRuntimeBackend(Backend):
                 f"onnxruntime; available: {', '.join(available)}"
             )
         so = ort.SessionOptions()
+        so.log_severity_level = 2 if self.options.log_warnings else 3  # 3: errors only
         if self.options.intra_op_threads:
             so.intra_op_num_threads = self.options.intra_op_threads
         if self.options.inter_op_threads:
