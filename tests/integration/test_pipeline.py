@@ -194,3 +194,21 @@ def test_stdout_closed_by_its_reader_stops_the_daemon(tmp_path):
     assert code == 0, stderr
     assert "closed by its reader; stopping" in stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+def test_two_models_on_one_file_each_get_every_frame(tmp_path):
+    video = make_video(tmp_path / "clip.avi", frames=30)
+    config = config_for(tmp_path, [{"id": "clip", "type": "video", "path": str(video)}])
+    data = json.loads(config.model_dump_json())
+    second = dict(data["models"][0], id="det2", preprocess=dict(data["models"][0]["preprocess"], resize="stretch"))
+    data["models"].append(second)
+    config = parse_config(yaml.safe_dump(data), base_dir=tmp_path)
+    reason, _ = run_pipeline(config)
+    assert reason == "end-of-input"
+    records = [r for r in read_records(tmp_path / "out.jsonl") if r["type"] == "detections"]
+    for model in ("det", "det2"):
+        assert [r["frame"] for r in records if r["model"] == model] == list(range(30)), model
+    # the same box, mapped back through each model's own resize: letterbox pads, stretch does not
+    by_model = {r["model"]: r["detections"][0]["bbox"] for r in records if r["frame"] == 0}
+    assert by_model["det"] == pytest.approx([48.0, 0.0, 80.0, 8.0], abs=0.6)
+    assert by_model["det2"] == pytest.approx([48.0, 12.0, 80.0, 20.0], abs=0.6)  # x scaled 2, y 1
