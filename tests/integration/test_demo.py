@@ -123,4 +123,5 @@ def test_detections_agree_with_opencv_darknet(demo_records, demo_model, demo_vid
             best = max((iou(r["bbox"], o["bbox"]) for o in ours if o["label"] == r["label"]), default=0.0)
             assert best >= 0.9, f"frame {index}: {r} matched at IoU {best:.3f}"
             compared += 1
+    print(f"\n[opencv] {compared} reference detections on {len(range(0, len(frames), 5))} frames matched")
     assert compared >= 20, "too few detections compared to mean anything"
