@@ -8,8 +8,13 @@ EDGE   := $(VENV)/bin/edgeinfer
 
 setup: $(VENV)/.installed
 
+# Debian/Ubuntu (and JetPack) ship python3 without venv: install python3-venv once with apt-get if needed.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "edgeinfer needs Python >= 3.10; $(PYTHON) is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+		echo "python venv support missing: installing python3-venv with apt-get" >&2; \
+		$$( [ "$$(id -u)" -eq 0 ] || echo sudo ) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
