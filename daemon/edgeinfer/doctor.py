@@ -81,7 +81,7 @@ def probe() -> dict[str, dict[str, Any]]:
     rclpy, err = _try_import("rclpy")
     found["ros2"] = ({"ok": True, "detail": f"rclpy ({os.environ.get('ROS_DISTRO', 'distro unknown')})"}
                      if rclpy else {"ok": False, "detail": "rclpy not importable: source /opt/ros/<distro>/"
-                                    "setup.bash or pip install ros-rclpy (see README)"})
+                                    "setup.bash, or pip install ros-rclpy ros-rmw-fastrtps-cpp (ROS 2 Kilted wheels)"})
     zmq, err = _try_import("zmq")
     found["zmq"] = ({"ok": True, "detail": f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"}
                     if zmq else {"ok": False, "detail": "pyzmq missing: pip install 'edgeinfer[zmq]'"})
