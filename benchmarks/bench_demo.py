@@ -30,17 +30,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pipeline_run(realtime: bool = False) -> dict:
+def bench_config(realtime: bool, backend_options: dict) -> Path:
+    """The demo config, or a variant of it written beside the models (so its relative paths still hold)."""
     config = ROOT / "configs/demo.yaml"
-    if realtime:
-        data = yaml.safe_load(config.read_text())
-        data["sources"][0]["realtime"] = True
-        data["outputs"][0]["heartbeat"] = False
-        config = ROOT / "models" / "bench-realtime.yaml"  # beside the model paths the demo config uses
-        data["sources"][0]["path"] = "media/bikes.mp4"
-        data["models"][0]["path"] = "yolov3-tiny/yolov3-tiny.onnx"
-        data["models"][0]["labels"] = "yolov3-tiny/coco.names"
-        config.write_text(yaml.safe_dump(data))
+    if not realtime and not backend_options:
+        return config
+    data = yaml.safe_load(config.read_text())
+    data["sources"][0].update(realtime=realtime, path="media/bikes.mp4")
+    data["models"][0].update(path="yolov3-tiny/yolov3-tiny.onnx", labels="yolov3-tiny/coco.names",
+                             backend_options=backend_options)
+    data["outputs"][0]["heartbeat"] = False
+    variant = ROOT / "models" / f"bench-{'realtime' if realtime else 'ordered'}.yaml"
+    variant.write_text(yaml.safe_dump(data))
+    return variant
+
+
+def pipeline_run(realtime: bool = False, backend_options: dict | None = None) -> dict:
+    config = bench_config(realtime, backend_options or {})
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "edgeinfer", "run", str(config)],
                           capture_output=True, text=True, check=True)
@@ -84,10 +90,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--intra-op-threads", type=int, default=None,
+                        help="backend_options.intra_op_threads for the pipeline runs (default: ONNX Runtime's "
+                        "own choice, as in the bare loop)")
     args = parser.parse_args()
+    options = {"intra_op_threads": args.intra_op_threads} if args.intra_op_threads is not None else {}
     bare_before = bare_loop(args.frames)
-    pipe = pipeline_run()
-    live = pipeline_run(realtime=True)
+    pipe = pipeline_run(backend_options=options)
+    live = pipeline_run(realtime=True, backend_options=options)
     bare_after = bare_loop(args.frames)  # before and after, so drift of a shared machine shows
     bare_fps = (bare_before["fps"] + bare_after["fps"]) / 2
     result = {"pipeline": pipe, "pipeline_realtime": live, "bare_before": bare_before, "bare_after": bare_after,
