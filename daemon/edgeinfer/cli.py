@@ -29,16 +29,23 @@ def _print_config_error(exc) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _load_config(path: str):
+    """The validated config, or None after printing every problem (the caller exits 2)."""
     from .config import ConfigError, load_config
 
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         _print_config_error(exc)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    if config is None:
         return EXIT_CONFIG
     if not args.no_models:
-        from .config import Problem
+        from .config import ConfigError, Problem
         from .pipeline import check_models
 
         problems = [Problem(f"models[{i}]", message) for i, message in check_models(config)]
@@ -52,17 +59,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .backends import BackendError
-    from .config import ConfigError, load_config
     from .lazy import MissingDependency
     from .outputs import OutputError
     from .pipeline import PipelineError
     from .service import Daemon
     from .sources import SourceError
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_error(exc)
+    config = _load_config(args.config)
+    if config is None:
         return EXIT_CONFIG
     setup_logging(args.log_level or config.log_level)
     _quiet_opencv(args.log_level or config.log_level)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from edgeinfer.health import NullReporter
 from edgeinfer.mailbox import FrameSlots
 from edgeinfer.sources import ReconnectConfig, RtspSourceConfig, create_source
-from support.frames import Consumer
+from support.frames import Consumer, wait_until
 from support.rtsp_server import RtspServerProcess, rtsp_server_unavailable
 
 pytestmark = pytest.mark.rtsp
@@ -32,15 +32,6 @@ def rtsp_server(rtsp_available: None) -> Iterator[RtspServerProcess]:
     finally:
         server.thaw()
         server.stop()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_frames_arrive_and_survive_a_server_crash_and_restart(rtsp_server, record_property, capsys) -> None:

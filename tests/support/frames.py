@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from edgeinfer.frame import Frame
 from edgeinfer.health import NullReporter
@@ -65,3 +66,13 @@ class Consumer:
         self._stop.set()
         self.slots.close()
         self._thread.join(2)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()

@@ -36,7 +36,7 @@ from edgeinfer.sources import (
     create_source,
 )
 from edgeinfer.sources.stream import _CaptureOptionsGate, _options_with_transport, redact_url
-from support.frames import Consumer, RecordingReporter
+from support.frames import Consumer, RecordingReporter, wait_until
 
 SOURCE_CONFIGS = TypeAdapter(SourceConfig)
 
@@ -95,15 +95,6 @@ def make_video(path: Path, count: int, fps: float) -> Path:
     if decoded != list(range(count)) or abs(stated_fps - fps) > 0.01:
         raise RuntimeError(f"test video does not decode back: {decoded}, fps {stated_fps}")
     return path
-
-
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # ---- config ----------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from ..frame import Frame
 from ..health import HealthReporter, NullReporter
 from ..logutil import RateLimitedLog
-from ..mailbox import FrameSink
+from ..mailbox import FanOut, FrameSink
 from ..schema import StrictModel
 
 log = logging.getLogger(__name__)
@@ -114,16 +114,6 @@ def as_bgr(image: Any) -> tuple[np.ndarray | None, str]:
     return None, f"unsupported image shape {image.shape}"
 
 
-class _DiscardSink:
-    """For sources built only to run their preflight."""
-
-    def put(self, frame: Frame, wait: bool) -> bool:
-        return False
-
-    def end(self, source: str) -> None:
-        pass
-
-
 class Source(ABC):
     """One capture thread feeding one sink. See the module docstring for the behaviour it adds."""
 
@@ -208,7 +198,7 @@ class Source(ABC):
     @classmethod
     def preflight_config(cls, config: SourceConfigBase) -> list[str]:
         """`preflight` for a config alone (`edgeinfer check`): builds the source unstarted, without a sink."""
-        return cls(config, _DiscardSink()).preflight()
+        return cls(config, FanOut([])).preflight()  # a sink with no targets: discards
 
     def start(self) -> None:
         """Start the capture thread. A finite source is opened here, so that a file that cannot be read
