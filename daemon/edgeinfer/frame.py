@@ -9,13 +9,28 @@ import numpy as np
 
 @dataclass(slots=True)
 class Frame:
-    """One captured image and where/when it came from.
+    """One captured image and its header: where and when it came from.
 
-    `mono` (time.monotonic) is for budgets and ages; `wall` (time.time) is for messages.
+    `mono` (time.monotonic) is for budgets and ages; `wall` (time.time, or the sender's own capture stamp
+    when the frame arrived with one, e.g. a ROS image or a ZeroMQ frame) is the capture stamp for messages.
+    `frame_id` is the coordinate frame of the camera (ROS `header.frame_id`): the source's configured one,
+    or the one the frame arrived with.
     """
 
     source: str
-    seq: int  # per source, from 0, in capture (file) order
+    seq: int  # per source, from 0, in capture (file) order; or the sender's own sequence number
     image: np.ndarray  # H x W x 3, uint8, BGR (OpenCV order)
     mono: float
     wall: float
+    frame_id: str = ""
+
+
+@dataclass(slots=True)
+class Captured:
+    """What a source's `_read` may return instead of a bare image: the image with the header it arrived
+    with. Fields left None are filled by the source base (its own sequence number, the time of the read)."""
+
+    image: np.ndarray
+    wall: float | None = None  # the sender's capture stamp (wall-clock seconds)
+    seq: int | None = None  # the sender's sequence number
+    frame_id: str | None = None

@@ -34,6 +34,7 @@ from .logutil import RateLimitedLog
 from .mailbox import FanOut, FrameSlots
 from .outputs import Output, create_output
 from .preprocess import PreprocessError, Preprocessor
+from .results import Result
 
 log = logging.getLogger(__name__)
 _END = object()  # end-of-stream marker passed down a worker's queues
@@ -292,7 +293,7 @@ class ModelWorker:
         status, detections, error = "ok", [], batch.error
         if error is None:
             try:
-                detections = [d.to_dict() for d in self.decoder.decode(batch.outputs, index, transform)]
+                detections = self.decoder.decode(batch.outputs, index, transform)
             except Exception as exc:  # a decoder bug must not stop the stream: count it, say it, go on
                 error = f"decoding failed: {type(exc).__name__}: {exc}"
                 self.stats.decode_errors += 1
@@ -313,22 +314,11 @@ class ModelWorker:
             self.stats.invalid_published += 1
         if not self.gate.claim():
             return
-        record = {
-            "type": "detections",
-            "source": frame.source,
-            "frame": frame.seq,
-            "stamp": round(frame.wall, 6),
-            "age_ms": round(age_ms, 2),
-            "model": self.id,
-            "status": status,
-            "infer_ms": round(batch.infer_ms, 2),
-            "detections": detections,
-        }
-        if error is not None:
-            record["error"] = error
+        result = Result.for_frame(self.id, frame, status, detections=detections, age_ms=age_ms,
+                                  infer_ms=batch.infer_ms, error=error)
         for output in self.outputs:
             try:
-                output.publish(record)
+                output.publish_result(result)
                 self.reporter.alive(output.id)
             except Exception as exc:
                 output.errors += 1

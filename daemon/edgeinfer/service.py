@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import Config
 from .pipeline import Pipeline
+from .results import Result
 from .watchdog import GlobalState, Snapshot, Supervisor, SystemdNotifier, build_specs
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,15 @@ class Daemon:
         """A hung model publishes nothing, so its consumers get one explicit invalid record per source at the
         moment of the safe stop; later records are marked invalid by the workers themselves."""
         causes = ", ".join(f"{e.id} {e.status.value}" for e in snapshot.not_ok())
+        frame_ids = {s.id: s.frame_id or s.id for s in self.config.sources}
         for model in self.config.models:
             for source in model.sources:
-                record = {"type": "detections", "source": source, "frame": None, "stamp": round(time.time(), 6),
-                          "age_ms": None, "model": model.id, "status": "invalid", "detections": [],
-                          "error": f"watchdog SAFE_STOP: {causes}"}
+                result = Result(model=model.id, source=source, seq=None, stamp=time.time(),
+                                frame_id=frame_ids.get(source, source), status="invalid",
+                                error=f"watchdog SAFE_STOP: {causes}")
                 for output in self.pipeline.outputs:
                     try:
-                        output.publish(record)
+                        output.publish_result(result)
                     except Exception as exc:
                         output.errors += 1
                         log.error("output '%s': cannot publish the invalid marker: %s", output.id, exc)

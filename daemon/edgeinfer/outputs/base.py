@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from ..schema import StrictModel
+
+if TYPE_CHECKING:
+    from ..results import Result
 
 
 class OutputConfigBase(StrictModel):
@@ -30,9 +33,14 @@ class Output(ABC):
     def open(self) -> None:
         """Acquire sockets/files. Called before any source starts."""
 
+    def publish_result(self, result: Result) -> None:
+        """One result per processed frame (also with no detections). JSON outputs render `to_record()`;
+        an output that needs the float values or the image (ROS) overrides this."""
+        self.publish(result.to_record())
+
     @abstractmethod
     def publish(self, record: dict[str, Any]) -> None:
-        """One record per processed frame (also with no detections)."""
+        """A JSON-ready record (detections rendered by `publish_result`, or a heartbeat)."""
 
     def heartbeat(self, record: dict[str, Any]) -> None:
         if self.config.heartbeat:

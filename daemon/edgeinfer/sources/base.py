@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..frame import Frame
+from ..frame import Captured, Frame
 from ..health import HealthReporter, NullReporter
 from ..logutil import RateLimitedLog
 from ..mailbox import FanOut, FrameSink
@@ -36,6 +36,9 @@ STATES = ("starting", "running", "reconnecting", "ended", "failed", "stopped")
 
 # A live source that yields only unusable frames this many times in a row is treated as broken and reopened.
 MAX_CONSECUTIVE_BAD_FRAMES = 30
+# A frame that arrives with its own capture stamp at most this long ago (by our clock) is aged from that
+# stamp; beyond it (or in the future) the two clocks are taken to disagree and the frame is aged from arrival.
+MAX_TRUSTED_TRANSIT_S = 5.0
 # Window for the fps figure in stats().
 FPS_WINDOW_S = 5.0
 # A paced source later than this behind its schedule (consumer blocked, machine stalled) restarts the
@@ -60,6 +63,9 @@ class ReconnectConfig(StrictModel):
 class SourceConfigBase(StrictModel):
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)
     min_fps: float | None = Field(None, gt=0, description="the watchdog calls the source stale below this")
+    frame_id: str | None = Field(
+        None, max_length=256, description="coordinate frame of the images (ROS header.frame_id); default: the id"
+    )
     reconnect: ReconnectConfig = ReconnectConfig()
 
 
@@ -173,8 +179,9 @@ class Source(ABC):
         """Open the device/file/stream; raise (SourceError or anything) when it cannot be opened."""
 
     @abstractmethod
-    def _read(self) -> np.ndarray | None:
-        """The next image; None at the end of the stream (or when a live stream broke)."""
+    def _read(self) -> np.ndarray | Captured | None:
+        """The next image (or a `Captured` carrying the stamp, sequence number and frame id it arrived with);
+        None at the end of the stream (or when a live stream broke)."""
 
     @abstractmethod
     def _close(self) -> None:
@@ -185,6 +192,10 @@ class Source(ABC):
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def frame_id(self) -> str:
+        return self.config.frame_id or self.config.id
 
     @property
     def kind(self) -> str:
@@ -380,6 +391,9 @@ class Source(ABC):
             wall = time.time()
             if image is None:
                 return "end", ""
+            header: Captured | None = None
+            if isinstance(image, Captured):
+                header, image = image, image.image
             image, problem = as_bgr(image)
             if image is None:
                 self._count_bad_frame(problem)
@@ -388,7 +402,19 @@ class Source(ABC):
                     return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
                 continue
             consecutive_bad = 0
-            frame = Frame(self.id, self._seq, image, mono, wall)
+            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id)
+            if header is not None:  # keep the header the frame arrived with
+                if header.wall is not None:
+                    frame.wall = header.wall
+                    # ages count from capture: shift the monotonic stamp by the transit time, unless the
+                    # sender's clock plainly disagrees with ours (then the age counts from arrival)
+                    transit = wall - header.wall
+                    if 0.0 <= transit <= MAX_TRUSTED_TRANSIT_S:
+                        frame.mono = mono - transit
+                if header.seq is not None:
+                    frame.seq = header.seq
+                if header.frame_id:
+                    frame.frame_id = header.frame_id
             self._seq += 1
             if not self._sink.put(frame, wait):
                 log.info("source '%s': sink closed, stopping", self.id)
