@@ -28,7 +28,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from edgeinfer.decoders.base import DecodeError, Decoder, Detection, check_batch_item, normalize_shape
+from edgeinfer.decoders.base import (
+    DecodeError,
+    Decoder,
+    DecoderContext,
+    Detection,
+    check_batch_item,
+    normalize_shape,
+    resolve_class_filter,
+    validate_classes,
+)
 from edgeinfer.decoders.nms import nms
 from edgeinfer.preprocess.cpu import Transform
 from edgeinfer.schema import StrictModel
@@ -47,19 +56,12 @@ class YoloDecoderConfig(StrictModel):
     iou_threshold: float = Field(0.45, ge=0.0, le=1.0)  # suppressed when IoU > iou_threshold
     max_detections: int = Field(300, gt=0)
     class_agnostic: bool = False
-    classes: list[int] | None = None  # keep only these class ids; None keeps all
+    classes: list[int | str] | None = None  # keep only these class ids or names; None keeps all
 
     @field_validator("classes")
     @classmethod
-    def _classes_valid(cls, value: list[int] | None) -> list[int] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("classes is empty, which would drop every detection; leave it out to keep all")
-        negative = [class_id for class_id in value if class_id < 0]
-        if negative:
-            raise ValueError(f"class ids must be >= 0, got {negative}")
-        return value
+    def _classes_valid(cls, value: list[int | str] | None) -> list[int | str] | None:
+        return validate_classes(value)
 
 
 def _fits(layout: str, a: int | None, b: int | None) -> bool:
@@ -117,7 +119,8 @@ class YoloDecoder(Decoder):
     """Decodes output 0 of a YOLO model. Keeps scratch arrays between calls: one instance per thread."""
 
     def __init__(
-        self, config: YoloDecoderConfig, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]]
+        self, config: YoloDecoderConfig, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]],
+        context: DecoderContext | None = None,  # the YOLO layouts are told apart by output 0's shape alone
     ) -> None:
         super().__init__(labels)
         if not output_shapes:
@@ -125,8 +128,13 @@ class YoloDecoder(Decoder):
         self.config = config
         self.declared_shape = normalize_shape(output_shapes[0])
         self.layout: Layout = resolve_layout(config.layout, output_shapes[0], len(self.labels))
-        self._classes = None if config.classes is None else np.asarray(sorted(set(config.classes)), np.int64)
+        self.reason = ("set in the config" if config.layout != "auto" else
+                       f"auto: output shape {tuple(output_shapes[0])} with {len(self.labels)} label(s)")
+        self._classes = resolve_class_filter(config.classes, self.labels)
         self._scratch: dict[tuple[str, int, np.dtype], np.ndarray] = {}
+
+    def describe(self) -> str:
+        return f"yolo layout {self.layout} ({self.reason})"
 
     def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[Detection]:
         output = self._checked_output(outputs, index)
