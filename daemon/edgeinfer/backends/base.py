@@ -45,6 +45,7 @@ class Backend(ABC):
         self.options = options
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
+        self.metadata: dict[str, str] = {}  # what the exporter wrote into the model (ONNX metadata_props)
         self.is_active = False
         self.warmup_ms: float | None = None
 

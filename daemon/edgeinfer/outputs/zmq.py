@@ -279,8 +279,8 @@ class ZmqOutput(Output):
 
     def publish(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
-        if kind == "detections":
-            topic = "detections/" + str(record.get("source"))
+        if kind in ("detections", "classifications", "dense"):  # every result kind, per source
+            topic = f"{kind}/{record.get('source')}"
         else:
             topic = kind if isinstance(kind, str) and kind else "unknown"
         self._send(topic, record)
