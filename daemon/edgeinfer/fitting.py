@@ -114,12 +114,16 @@ def fit_model(config: Any, inputs: Sequence[Any], outputs: Sequence[Any], metada
                            "preprocess.size: [height, width]")
         preprocess_size = meta.imgsz
         notes.append(f"input size {meta.imgsz[0]}x{meta.imgsz[1]} (h x w) from the model's metadata (imgsz)")
+    # the preprocessor compares a configured size with fixed model dims itself; open dims take the size
+    model_h, model_w = height, width
     if preprocess_size is not None:
         height, width = preprocess_size
+    shape_h = model_h if model_h is not None else height
+    shape_w = model_w if model_w is not None else width
     if layout_nchw:
-        image_shape = (batch, image.shape[1], height, width)
+        image_shape = (batch, image.shape[1], shape_h, shape_w)
     else:
-        image_shape = (batch, height, width, image.shape[3])
+        image_shape = (batch, shape_h, shape_w, image.shape[3])
 
     size_inputs = None
     if others:

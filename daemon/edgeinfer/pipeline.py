@@ -27,7 +27,7 @@ import numpy as np
 
 from .backends import Backend, BackendError, create_backend
 from .config import Config, ModelConfig
-from .decoders import DecodeError, create_decoder, load_labels
+from .fitting import FitError, fit_model
 from .frame import Frame
 from .health import HealthReporter, NullReporter
 from .logutil import RateLimitedLog
@@ -139,19 +139,24 @@ class ModelWorker:
         self._stop = threading.Event()
         self._rlog = RateLimitedLog(log)
 
-        spec = backend.inputs[0]
-        if len(backend.inputs) != 1:
-            raise PipelineError(f"model '{self.id}': {len(backend.inputs)} inputs; image models take one")
         model_batch = backend.max_batch
         if model_batch is not None and config.max_batch > model_batch:
             raise PipelineError(f"models.{self.id}.max_batch={config.max_batch} but the model's batch "
                                 f"dimension is fixed at {model_batch}")
         self.batch = model_batch or config.max_batch
         self._fixed_batch = model_batch is not None
+        try:  # image input, size inputs, names, input size and decoder: from the config, else the model file
+            self.fitting = fit_model(config, backend.inputs, backend.outputs, backend.metadata, self.batch)
+        except FitError as exc:
+            raise PipelineError(f"models.{self.id}.{exc}") from exc
+        for note in self.fitting.notes:
+            log.info("model '%s': %s", self.id, note)
+        self.decoder = self.fitting.decoder
+        spec = self.fitting.image_input
         self.input_name = spec.name
-        shape = (self.batch, *spec.shape[1:])  # the Preprocessor checks the rest against the config
         try:
-            self._buffers = [Preprocessor(config.preprocess, shape, spec.dtype) for _ in range(BUFFER_SETS)]
+            self._buffers = [Preprocessor(config.preprocess, self.fitting.image_shape, spec.dtype)
+                             for _ in range(BUFFER_SETS)]
         except ValueError as exc:  # e.g. preprocess.dtype disagrees with the model's input type
             raise PipelineError(f"models.{self.id}.preprocess does not fit the model: {exc}") from exc
         self._free: queue.Queue[int] = queue.Queue()
@@ -159,14 +164,6 @@ class ModelWorker:
             self._free.put(i)
         self._ready: queue.Queue[Any] = queue.Queue(maxsize=BUFFER_SETS)
         self._done: queue.Queue[Any] = queue.Queue(maxsize=2)
-        try:
-            labels = load_labels(config.labels) if config.labels else []
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"models.{self.id}.labels: {exc}") from exc
-        try:
-            self.decoder = create_decoder(config.decoder, labels, [tuple(o.shape) for o in backend.outputs])
-        except DecodeError as exc:
-            raise PipelineError(f"models.{self.id}.decoder does not fit the model's outputs: {exc}") from exc
         self._threads = [
             threading.Thread(target=self._guard, args=(self._prepare_loop,), name=f"prepare:{self.id}",
                              daemon=True),
@@ -259,7 +256,7 @@ class ModelWorker:
             self.reporter.begin(self.id)
             t0 = time.perf_counter()
             try:
-                batch.outputs = self.backend.infer({self.input_name: feed})
+                batch.outputs = self.backend.infer(self.fitting.feeds(feed, feed.shape[0]))
             except Exception as exc:  # backend errors are runtime faults: count, report, carry on
                 batch.error = f"inference failed: {exc}"
                 self.stats.infer_errors += 1
@@ -290,10 +287,10 @@ class ModelWorker:
                 self._publish_one(batch, index, frame, transform)
 
     def _publish_one(self, batch: _Batch, index: int, frame: Frame, transform: Any) -> None:
-        status, detections, error = "ok", [], batch.error
+        status, fields, error = "ok", {}, batch.error
         if error is None:
-            try:
-                detections = self.decoder.decode(batch.outputs, index, transform)
+            try:  # {"detections": [...]}, or kind + classifications / dense
+                fields = self.decoder.result_fields(batch.outputs, index, transform)
             except Exception as exc:  # a decoder bug must not stop the stream: count it, say it, go on
                 error = f"decoding failed: {type(exc).__name__}: {exc}"
                 self.stats.decode_errors += 1
@@ -310,12 +307,14 @@ class ModelWorker:
             return
         if not self.detections_valid():
             # watchdog SAFE_STOP: say so on the detection channel rather than publish boxes nobody may trust
-            status, detections, error = "invalid", [], "watchdog SAFE_STOP: detections are not valid"
+            status, fields, error = "invalid", {}, "watchdog SAFE_STOP: detections are not valid"
             self.stats.invalid_published += 1
         if not self.gate.claim():
             return
-        result = Result.for_frame(self.id, frame, status, detections=detections, age_ms=age_ms,
-                                  infer_ms=batch.infer_ms, error=error)
+        if "kind" not in fields and self.decoder.kind != "detections":
+            fields["kind"] = self.decoder.kind  # an error or invalid record still says what it would carry
+        result = Result.for_frame(self.id, frame, status, age_ms=age_ms, infer_ms=batch.infer_ms, error=error,
+                                  **fields)
         for output in self.outputs:
             try:
                 output.publish_result(result)
@@ -428,16 +427,19 @@ class Pipeline:
         return {w.id: round(w.stats.fps.rate(), 2) for w in self.workers}
 
 
-def check_models(config: Config) -> list[tuple[int, str]]:
+def check_models(config: Config, notes: list[tuple[int, str]] | None = None) -> list[tuple[int, str]]:
     """Load every model and fit it to its config (input shape, preprocessing, decoder), as `run` would,
-    without starting anything. Returns (model index, problem) pairs."""
+    without starting anything. Returns (model index, problem) pairs; `notes` gets (model index, choice) pairs
+    saying what was read from the model and which decoder layout was picked, and why."""
     problems = []
     for index, model_cfg in enumerate(config.models):
         backend = create_backend(model_cfg.id, model_cfg.backend, model_cfg.path, model_cfg.backend_options)
         try:
             backend.activate(warmup_batch=model_cfg.max_batch)
-            ModelWorker(model_cfg, backend, [], FrameSlots(model_cfg.sources), NullReporter(), PublishGate(None),
-                        lambda: True)
+            worker = ModelWorker(model_cfg, backend, [], FrameSlots(model_cfg.sources), NullReporter(),
+                                 PublishGate(None), lambda: True)
+            if notes is not None:
+                notes.extend((index, note) for note in worker.fitting.notes)
         except (PipelineError, BackendError) as exc:
             problems.append((index, str(exc)))
         finally:

@@ -247,7 +247,8 @@ def test_dense_auto_refuses_saliency_versus_depth() -> None:
     depth = DenseDecoder(DenseDecoderConfig(type="dense", task="depth", png=True), [], [(1, 1, 64, 64)], meta)
     values = np.linspace(1.0, 5.0, 64 * 64, dtype=np.float32).reshape(1, 1, 64, 64)
     dense = depth.decode([values], 0, fit_transform(400, 400, 400, 400, "letterbox"))
-    assert dense.summary["min"] == pytest.approx(1.0, abs=0.01) and dense.summary["peak"] == pytest.approx(5.0, abs=0.01)
+    assert dense.summary["min"] == pytest.approx(1.0, abs=0.01)
+    assert dense.summary["peak"] == pytest.approx(5.0, abs=0.01)
     png = cv2.imdecode(np.frombuffer(dense.png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint16 and png.max() == 65535
 
