@@ -17,7 +17,8 @@ Layouts (B = batch, Q = queries, nc = classes):
                                           len(labels); without labels (or neither) the two share a shape, so
                                           the config must say which (a config error names both)
   three outputs                        -> triple (labels told from scores by integer type, else by name)
-Where the box output cannot be told from the logits (both end in 4), `outputs:` names them.
+Where the box output cannot be told from the logits by shape (both end in 4), the one output whose name holds
+"box" is taken; failing that, `outputs:` must name them.
 
 Box units: combined and split layouts are normalised to the network input. Triple boxes are in the pixels of
 the size the model was given: the pipeline fills `orig_target_sizes` with the network input size, so they are
@@ -154,6 +155,8 @@ class DetrDecoder(Decoder):
             return {"boxes": named["boxes"], "logits": named["logits"]}
         shapes = [normalize_shape(info.shape) for info in infos[:2]]
         four = [i for i, shape in enumerate(shapes) if len(shape) == 3 and shape[2] == 4]
+        if len(four) == 2:  # nc (+ no-object) == 4: the shapes are equal, only the names can tell
+            four = [i for i, info in enumerate(infos[:2]) if "box" in info.name.lower()]
         if len(four) != 1:
             raise DecodeError(f"cannot tell the boxes output from the logits: {described}; set decoder.outputs "
                               "{boxes: NAME, logits: NAME}")
