@@ -14,7 +14,7 @@ reason. The arrays depend only on the batch size, so they are built once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,16 @@ class Fitting:
         if self.size_inputs is not None:
             feeds.update(self.size_inputs.feeds(batch))
         return feeds
+
+    def stage_image_spec(self) -> Any:
+        """The image input with open height/width filled in (from preprocess.size or the metadata's imgsz),
+        batch left as the model declares it: what the input stage builds its buffers for."""
+        spec = self.image_input
+        return replace(spec, shape=(spec.shape[0], *self.image_shape[1:]))
+
+    def size_feeds(self) -> Any:
+        """A batch size -> {name: array} callable for the model's size inputs, or None when it has none."""
+        return None if self.size_inputs is None else self.size_inputs.feeds
 
 
 def _shape_text(shape: Sequence[Any]) -> str:
