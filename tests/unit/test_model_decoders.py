@@ -336,3 +336,9 @@ def test_fitting_fills_size_inputs_and_refuses_unknown_inputs(tmp_path) -> None:
 def test_yolo_classes_by_name_and_id_mixed() -> None:
     decoder = YoloDecoder(YoloDecoderConfig(classes=["dog", 0]), LABELS, [(1, 7, 10)])
     assert decoder._classes.tolist() == [0, 2]
+
+
+def test_yolo_auto_refuses_an_rtdetr_shaped_output_when_labels_tell() -> None:
+    with pytest.raises(DecodeError, match=r"RT-DETR.*decoder.type: detr"):
+        YoloDecoder(YoloDecoderConfig(), LABELS, [(1, 300, 7)])
+    assert YoloDecoder(YoloDecoderConfig(layout="v5"), LABELS, [(1, 300, 7)]).layout == "v5"

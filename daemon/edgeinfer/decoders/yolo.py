@@ -12,7 +12,8 @@ Layouts (B = batch, N = candidate boxes, nc = classes; boxes in network-input pi
      (a dynamic dim counts as larger, since only the box count is ever dynamic). If step 1 matched several
      layouts, the one of those that fits is taken; if step 1 matched none (the labels list may be shorter
      than the model's classes) or there are no labels, the only fitting layout is taken.
-  3. anything else (no candidate, or still several) is a DecodeError asking for an explicit `layout`.
+  3. anything else (no candidate, or still several) is a DecodeError asking for an explicit `layout`; so is
+     [B, Q, 4 + nc] with nc labels, the RT-DETR layout, which v5 would otherwise fit and misread.
 E.g. [1, 2535, 85] -> v5, [1, 84, 8400] -> v8, [1, 300, 6] with 80 labels -> v10; [1, 300, 6] without labels
 or with one label is ambiguous (v10 or a one-class v5), and so is [1, 25200, 6] with one label.
 
@@ -105,6 +106,11 @@ def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Lay
     ]
     if len(matching) == 1:
         return matching[0]  # type: ignore[return-value]
+    if not matching and num_labels > 0 and b == 4 + num_labels:
+        # [B, Q, 4 + nc] is the RT-DETR layout; read as v5 it would take class 0's score for objectness
+        raise DecodeError(f"output shape {tuple(shape)} is [B, Q, 4 + nc] for {num_labels} labels, the "
+                          "transformer (RT-DETR) layout, not a YOLO one; set decoder.type: detr (or "
+                          "decoder.layout if it is YOLO after all)")
     candidates = [layout for layout in matching if layout in fits] if matching else fits
     if len(candidates) == 1:
         return candidates[0]  # type: ignore[return-value]
