@@ -342,3 +342,4 @@ def test_yolo_auto_refuses_an_rtdetr_shaped_output_when_labels_tell() -> None:
     with pytest.raises(DecodeError, match=r"RT-DETR.*decoder.type: detr"):
         YoloDecoder(YoloDecoderConfig(), LABELS, [(1, 300, 7)])
     assert YoloDecoder(YoloDecoderConfig(layout="v5"), LABELS, [(1, 300, 7)]).layout == "v5"
+

@@ -97,7 +97,7 @@ class DenseDecoder(Decoder):
                 raise DecodeError(f"{self.task} map: expected one channel, got {item.shape[0]}")
             item = item[0]
         elif item.ndim == 3:
-            item = item.argmax(axis=0).astype(np.int32)  # class scores -> class ids at the model's resolution
+            item = item.argmax(axis=0)  # class scores -> class ids at the model's resolution
         if item.ndim != 2 or item.shape[0] < 1 or item.shape[1] < 1:
             raise DecodeError(f"dense output: expected [B, C, h, w] or [B, h, w], got {output.shape}")
         source_map = self._to_source(item, transform)
@@ -147,7 +147,10 @@ class DenseDecoder(Decoder):
         return summary, png
 
     def _segmentation(self, ids: np.ndarray) -> tuple[dict[str, Any], bytes | None]:
-        counts = np.bincount(ids.reshape(-1))
+        if ids.dtype == np.uint8:  # OpenCV's histogram is ~10x faster than bincount on a camera-sized map
+            counts = cv2.calcHist([ids], [0], None, [256], [0, 256]).reshape(-1).astype(np.int64)
+        else:
+            counts = np.bincount(ids.reshape(-1))
         present = np.flatnonzero(counts)
         order = present[np.argsort(-counts[present], kind="stable")][: self.config.max_classes]
         total = float(ids.size)
@@ -157,7 +160,9 @@ class DenseDecoder(Decoder):
 
 
 def _encode_png(image: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", image)
+    # level 1: the map is published per frame; a few percent bigger than the default and several times faster
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise DecodeError("PNG encoding of the map failed")
     return encoded.tobytes()
+
