@@ -142,7 +142,6 @@ def real_model_rows(frames: int, images: list[np.ndarray], name: str, model_path
         records = [json.loads(line) for line in lines]
         records = [r for r in records if r.get("model") == name]
     bare_fps = (before + bare()) / 2  # before and after the daemon run: the machine is shared, load drifts
-    del session
     # images are read as fast as the model consumes them (back-pressure), so capture stamps follow the model:
     # first to last capture is the steady-state rate, model loading excluded
     infer = [r["infer_ms"] for r in records]
