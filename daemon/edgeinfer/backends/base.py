@@ -30,6 +30,10 @@ from ..schema import StrictModel
 log = logging.getLogger(__name__)
 
 
+class UnsupportedInputs(ValueError):
+    """The model has inputs besides the image that this backend's input stage cannot feed (a config error)."""
+
+
 class BackendError(RuntimeError):
     """The model cannot be loaded or run; the message says which model and why."""
 
@@ -159,11 +163,13 @@ class Backend(ABC):
         if self.input_stage is not None:
             self.input_stage.close()
         self.image_input = image
-        if extra_feeds is not None and type(self)._open_input_stage_impl is not Backend._open_input_stage_impl:
-            raise ValueError(f"the {self.type} backend feeds the image input only; models with a second input "
-                             "(such as orig_target_sizes) run on onnxruntime")
         self.input_stage = self._open_input_stage_impl(config, batch, fixed_batch)
         if extra_feeds is not None:
+            if not isinstance(self.input_stage, CpuInputStage):  # a device stage binds the image buffer only
+                self.input_stage.close()
+                self.input_stage = None
+                raise UnsupportedInputs(f"the {self.type} backend feeds the image input only; models with a "
+                                        "second input (such as orig_target_sizes) run on onnxruntime")
             self.input_stage.extra_feeds = extra_feeds
         return self.input_stage
 
