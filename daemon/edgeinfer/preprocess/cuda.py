@@ -162,8 +162,8 @@ class PreprocessKernel:
         self.config = config
         self.nchw = config.layout == "nchw"
         cubin = compile_kernel(arch, _OUT_KIND[np.dtype(dtype).name], self.nchw, cache_dir)
-        self._cubin = np.frombuffer(cubin, np.uint8)  # keep the image alive while the module is loaded
-        self.module = cu.check(drv.cuModuleLoadData(self._cubin.ctypes.data), "cuModuleLoadData")
+        self._cubin = cubin  # keep the image alive while the module is loaded
+        self.module = cu.check(drv.cuModuleLoadData(cubin), "cuModuleLoadData")
         self.function = cu.check(drv.cuModuleGetFunction(self.module, b"edgeinfer_preprocess"),
                                  "cuModuleGetFunction")
         multiply, add = normalisation_coefficients(config)
@@ -187,8 +187,8 @@ class PreprocessKernel:
     def launch(self, arguments: np.ndarray, dst_w: int, dst_h: int, n: int, stream: cu.Stream) -> None:
         drv = cu.driver()
         grid = ((dst_w + BLOCK[0] - 1) // BLOCK[0], (dst_h + BLOCK[1] - 1) // BLOCK[1], n)
-        cu.check(drv.cuLaunchKernel(self.function, *grid, *BLOCK, 0, stream.handle, arguments.ctypes.data, 0),
-                 "cuLaunchKernel(edgeinfer_preprocess)")
+        cu.check(drv.cuLaunchKernel(self.function, *grid, *BLOCK, 0, stream.driver_handle, arguments.ctypes.data,
+                                    0), "cuLaunchKernel(edgeinfer_preprocess)")
 
     def close(self) -> None:
         if self.module is not None:
