@@ -186,6 +186,7 @@ class Stream:
     def __init__(self):
         rt = cudart()
         self.handle = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
+        self.driver_handle = driver().CUstream(int(self.handle))  # the same stream, typed for driver calls
 
     def synchronize(self) -> None:
         check(cudart().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
