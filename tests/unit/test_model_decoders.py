@@ -108,7 +108,8 @@ def test_detr_split_sigmoid_top_k_over_queries_and_classes() -> None:
         (1, "car", 0.95, SOURCE_A), (0, "person", 0.8, SOURCE_B), (2, "dog", 0.55, SOURCE_A)]
     top1 = detr(meta, max_detections=1).decode([logits, boxes], 0, LETTERBOX)
     assert triples(top1) == [(1, "car", 0.95, SOURCE_A)]
-    only_dogs = detr(meta, classes=["dog"]).decode([logits, boxes], 0, LETTERBOX)
+    # the filter applies before top-k: the one dog is found though two better boxes of other classes exist
+    only_dogs = detr(meta, classes=["dog"], max_detections=1).decode([logits, boxes], 0, LETTERBOX)
     assert triples(only_dogs) == [(2, "dog", 0.55, SOURCE_A)]
 
 

@@ -220,12 +220,18 @@ class DetrDecoder(Decoder):
             scores = real[np.arange(real.shape[0]), class_ids]
         elif self.layout == "split_sigmoid":
             boxes, logits = boxes_out[index], self._item(outputs, "logits", index)
+            columns = None
+            if self._classes is not None:  # rank only the wanted classes, so rare ones are not crowded out
+                columns = self._classes[self._classes < logits.shape[1]]
+                logits = logits[:, columns]
             flat = logits.reshape(-1)
             # top-k over queries x classes first, then the sigmoid on k values only (it is monotonic)
-            k = min(self.config.max_detections * (1 if self._classes is None else 4), flat.size)
-            best = np.argpartition(-flat, k - 1)[:k] if k < flat.size else np.arange(flat.size)
+            k = min(self.config.max_detections, flat.size)
+            best = np.argpartition(-flat, k - 1)[:k] if 0 < k < flat.size else np.arange(flat.size)
             scores = _sigmoid(flat[best].astype(np.float64))
-            queries, class_ids = np.divmod(best, logits.shape[1])
+            queries, class_ids = np.divmod(best, max(logits.shape[1], 1))
+            if columns is not None:
+                class_ids = columns[class_ids]
             boxes = boxes[queries]
         else:
             boxes = boxes_out[index]
