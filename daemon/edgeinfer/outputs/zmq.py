@@ -1,8 +1,9 @@
 """ZeroMQ output for robots without ROS: records on a PUB socket, commands on a REP control socket.
 
-Every record goes out as two frames, `[topic, json]`. Topics are `detections/<source>` and `heartbeat`, so a
-subscriber picks what it wants by ZeroMQ's prefix filter. Sends never block: a subscriber that reads too slowly
-loses messages beyond `sndhwm` inside ZeroMQ instead of stalling the pipeline.
+Every record goes out as two frames, `[topic, json]`. Topics are `detections/<source>` (`classifications/<source>`
+and `dense/<source>` for those results) and `heartbeat`, so a subscriber picks what it wants by ZeroMQ's prefix
+filter. Sends never block: a subscriber that reads too slowly loses messages beyond `sndhwm` inside ZeroMQ
+instead of stalling the pipeline.
 
 The control socket is served by one thread. The request/reply rules live in `ControlProtocol`, which knows no
 sockets; the thread only moves frames between it and the REP socket. See docs/zmq.md for the wire protocol.
