@@ -46,7 +46,7 @@ class HostFacts:
 
     @property
     def cc(self) -> str | None:
-        return None if self.compute_capability is None else "%d.%d" % self.compute_capability
+        return None if self.compute_capability is None else "{}.{}".format(*self.compute_capability)
 
 
 @dataclass(frozen=True)
