@@ -136,6 +136,8 @@ def cc_supported(host_cc: tuple[int, int], manifest: Manifest) -> tuple[bool, st
                 return True, ""
         return False, " ".join(manifest.compute_capabilities)
     built = _cc_tuple(manifest.compute_capability) if manifest.compute_capability else None
+    if manifest.flavour == "rtx":
+        return True, ""  # RTX builds for several; with no list recorded, TensorRT-RTX decides
     if manifest.hardware_compatibility == "ampere_plus":
         return host_cc >= (8, 0), "8.0 and newer (hardware compatibility ampere_plus)"
     if built is None:
