@@ -163,8 +163,8 @@ def load_builder_module(name: str):
     raise MissingDependency(
         f"no TensorRT builder ({' or '.join(names)}) can be imported. On Jetson: JetPack's python3-libnvinfer "
         "(a venv needs --system-site-packages); on an RTX PC: pip install tensorrt-rtx-cu13-libs "
-        "tensorrt-rtx-cu13-bindings; elsewhere: NVIDIA's tensorrt wheels. Or run trtexec and write the "
-        "manifest with `edgeinfer build --manifest-only`.")
+        "tensorrt-rtx-cu13-bindings; elsewhere: NVIDIA's tensorrt wheels (pip install 'edgeinfer[trt]' gives "
+        "only the lean runtime, which loads engines but cannot build them).")
 
 
 def _step(what: str, messages: list[str], fn, *args):
