@@ -323,7 +323,7 @@ def _apply_compute_capabilities(trt, config, ccs: list[str], messages):
     for cc in ccs:
         name = "CURRENT" if cc == "current" else "SM" + cc.replace(".", "")
         if not hasattr(enum, name):
-            known = [m for m in dir(enum) if m.startswith("SM")]
+            known = sorted((m for m in dir(enum) if m.startswith("SM")), key=lambda m: int(m[2:]))
             raise BuildError(f"compute capability {cc}: this TensorRT-RTX builds for "
                              f"{', '.join(k[2:-1] + '.' + k[-1] for k in known)} or current")
         members.append(getattr(enum, name))
