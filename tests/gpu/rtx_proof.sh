@@ -31,8 +31,9 @@ print("plan header (64 bytes):", head.hex(" ", 4))
 PYEOF
 
 echo "== 2. edgeinfer inspect"
-$PY -m edgeinfer inspect "$ENGINE" | tee "$OUT/inspect.txt"
-echo "inspect exit code: $?"
+$PY -m edgeinfer inspect "$ENGINE" > "$OUT/inspect.txt" 2>&1
+echo "inspect exit code: $? (1 = cannot run here)"
+cat "$OUT/inspect.txt"
 if grep -q "cannot run here: compute capability" "$OUT/inspect.txt"; then
   echo "PRE-FLIGHT REFUSED THE ENGINE BY COMPUTE CAPABILITY (expected on a GPU RTX does not target)"
 elif grep -q "^can run here" "$OUT/inspect.txt"; then

@@ -360,11 +360,36 @@ def _build(builder, network, config, messages) -> bytes:
 SUPPORTED_CC = re.compile(r"[Ss]upported compute capabilities:\s*([0-9. >]+)")
 
 
+def make_build_logger(trt: Any, messages: list[str]):
+    """A TensorRT logger keeping warnings and errors (TensorRT-RTX's refusal names the compute capabilities it
+    supports; which severity it uses is not documented), forwarding everything to logging."""
+    severity = trt.ILogger.Severity
+    levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR,
+              severity.WARNING: logging.WARNING, severity.INFO: logging.DEBUG, severity.VERBOSE: logging.DEBUG}
+
+    class _Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+
+        def log(self, sev, msg):
+            level = levels.get(sev, logging.INFO)
+            if level >= logging.WARNING:
+                messages.append(str(msg))
+                del messages[:-50]
+            log.log(level, "TensorRT: %s", msg)
+
+    return _Logger()
+
+
 def probe_engine(trt, plan: bytes, logger, messages) -> tuple[Any, list[str] | None, str | None]:
     """Load the plan back here: (engine or None, compute capabilities TensorRT named when it refused, reason)."""
     start = len(messages)
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(plan)
+    try:
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(plan)
+    except Exception as exc:  # some bindings raise instead of returning None: the text is what counts
+        messages.append(str(exc))
+        engine = None
     said = messages[start:]
     if engine is not None:
         return engine, None, None
@@ -409,8 +434,6 @@ class BuildResult:
 
 def build_engine(onnx: Path, output: Path, options: BuildOptions, progress=None) -> BuildResult:
     """Build `output` from `onnx` and write its manifest. Raises BuildError / MissingDependency."""
-    from ..backends.tensorrt import _make_logger
-
     onnx, output = Path(onnx), Path(output)
     if not onnx.is_file():
         raise BuildError(f"ONNX file not found: {onnx}")
@@ -423,7 +446,7 @@ def build_engine(onnx: Path, output: Path, options: BuildOptions, progress=None)
     shapes = parse_shapes(options.shapes) if options.shapes else None
     facts = compat.host_facts()
     messages: list[str] = []
-    logger = _make_logger(trt, messages)
+    logger = make_build_logger(trt, messages)
     t0 = time.monotonic()
     builder = _step("creating the builder", messages, trt.Builder, logger)
     network = _create_network(trt, builder, messages)

@@ -48,7 +48,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _engine_tensors(engine_path: Path, runtime: str) -> tuple[list[str], str | None]:
+def _engine_tensors(engine_path: Path, runtime: str, dla_core: int | None) -> tuple[list[str], str | None]:
     """Tensors of the deserialized engine, or why it cannot be loaded here."""
     from ..backends.tensorrt import _make_logger, load_runtime_module
 
@@ -57,8 +57,13 @@ def _engine_tensors(engine_path: Path, runtime: str) -> tuple[list[str], str | N
     except ImportError as exc:
         return [], str(exc)
     messages: list[str] = []
-    runtime_obj = trt.Runtime(_make_logger(trt, messages))
-    engine = runtime_obj.deserialize_cuda_engine(engine_path.read_bytes())
+    try:
+        runtime_obj = trt.Runtime(_make_logger(trt, messages))
+        if dla_core is not None:
+            runtime_obj.DLA_core = dla_core  # a DLA engine deserializes only with its core set
+        engine = runtime_obj.deserialize_cuda_engine(engine_path.read_bytes())
+    except Exception as exc:  # bindings that raise instead of returning None
+        return [], str(exc)
     if engine is None:
         return [], "; ".join(messages[-3:]) or "deserialize_cuda_engine returned None"
     lines = []
@@ -91,7 +96,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         manifest = None  # the pre-flight names the problem
     tensors, load_error = [], None
     if not fatal(diffs) and facts.gpu_count:
-        tensors, load_error = _engine_tensors(engine, args.runtime)
+        dla_core = device.index if device.kind == "dla" else (manifest.dla_core if manifest else None)
+        tensors, load_error = _engine_tensors(engine, args.runtime, dla_core)
     if args.json:
         print(json.dumps({"engine": str(engine), "manifest": manifest.to_dict() if manifest else None,
                           "host": {"runtimes": facts.runtimes, "gpu": facts.gpu_name, "compute_capability": facts.cc,
