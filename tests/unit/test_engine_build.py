@@ -84,8 +84,19 @@ def test_tensorrt10_build_writes_engine_manifest_cache_and_progress(tmp_path, on
 
 def test_dynamic_input_without_shapes_and_bad_onnx_are_named(tmp_path, onnx_file):
     runtime = install(make_module("10.3.0.30"))
-    with pytest.raises(BuildError, match=r"dynamic input\(s\) images \[-1, 3, 32, 32\]: give --shapes"):
-        build_engine(onnx_file, tmp_path / "x.engine", BuildOptions(runtime=runtime))
+    batch_only = build_engine(onnx_file, tmp_path / "b1.engine", BuildOptions(runtime=runtime))
+    assert batch_only.manifest.profiles[0].max == [1, 3, 32, 32]
+    assert "dynamic batch and no --shapes: built for batch 1 only" in batch_only.notes[0]
+    from onnx import TensorProto, helper
+    hw = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "hw",
+                           [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                           [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, "H", "W"])])
+    import onnx
+    onnx.save(helper.make_model(hw), str(tmp_path / "hw.onnx"))
+    with pytest.raises(BuildError, match=r"dynamic input\(s\) images \[-1, 3, -1, -1\]: give --shapes"):
+        build_engine(tmp_path / "hw.onnx", tmp_path / "x.engine", BuildOptions(runtime=runtime))
+    with pytest.raises(BuildError, match=r"input images \[-1, 3, -1, -1\] is dynamic beyond the batch"):
+        build_engine(tmp_path / "hw.onnx", tmp_path / "x.engine", BuildOptions(runtime=runtime, shapes="1,2,4"))
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"garbage")
     with pytest.raises(BuildError, match="ONNX parser rejected .*bad.onnx: failed to parse ONNX"):

@@ -266,13 +266,16 @@ def _apply_dla(trt, builder, config, core: int, gpu_fallback: bool, messages):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector then names each layer's device
 
 
-def _apply_profile(trt, builder, config, inputs, shapes, messages) -> list[Profile]:
+def _apply_profile(trt, builder, config, inputs, shapes, messages, notes) -> list[Profile]:
     dynamic = [t for t in inputs if any(int(d) < 0 for d in t.shape)]
     if not dynamic:
         if shapes is not None:
             raise BuildError(f"--shapes given but every input of the ONNX is static: "
                              f"{', '.join(f'{t.name} {list(t.shape)}' for t in inputs)}")
         return []
+    if shapes is None and all(int(d) >= 0 for t in dynamic for d in list(t.shape)[1:]):
+        shapes = (1, 1, 1)  # trtexec's default too: say so, as batching needs a profile with a larger max
+        notes.append("dynamic batch and no --shapes: built for batch 1 only (give --shapes 1,4,8 to batch)")
     if shapes is None:
         raise BuildError("the ONNX has dynamic input(s) " + ", ".join(f"{t.name} {list(t.shape)}" for t in dynamic)
                          + ": give --shapes MIN,OPT,MAX (batch) or NAME:MINx..,OPTx..,MAXx..")
@@ -461,7 +464,7 @@ def build_engine(onnx: Path, output: Path, options: BuildOptions, progress=None)
         _apply_workspace(trt, config, options.workspace_mib, messages)
     if dla:
         _apply_dla(trt, builder, config, int(options.device[3:]), options.gpu_fallback, messages)
-    profiles = _apply_profile(trt, builder, config, inputs, shapes, messages)
+    profiles = _apply_profile(trt, builder, config, inputs, shapes, messages, notes)
     if options.timing_cache is not None:
         _apply_timing_cache(config, options.timing_cache, messages)
     _apply_compatibility(trt, config, options, messages)
