@@ -186,8 +186,10 @@ def check_manifest(m: Manifest, host: HostFacts, device: Any = None) -> list[Dif
     """Every difference between what the engine needs and this host (and the model's `device:`)."""
     diffs = _runtime_differences(m, host)
     if host.gpu_count == 0 or host.compute_capability is None:
-        diffs.append(Difference("gpu", f"cannot run here: this host has no CUDA GPU; the engine was built for "
-                                       f"{m.gpu_name or 'a GPU'} (compute capability {m.compute_capability})"))
+        built = m.gpu_name or "a GPU"
+        if m.compute_capability:
+            built += f" (compute capability {m.compute_capability})"
+        diffs.append(Difference("gpu", f"cannot run here: this host has no CUDA GPU; the engine was built for {built}"))
         return diffs
     runs, supported = cc_supported(host.compute_capability, m)
     if not runs:
