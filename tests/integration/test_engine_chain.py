@@ -106,7 +106,7 @@ class GatedStandInBuilder:
 
 
 def test_background_rebuild_is_hot_swapped_between_batches_without_losing_a_frame(tmp_path, caplog):
-    frames = 600
+    frames = 1200  # 4 s at 300 fps: the rebuild is released after 60 and must land well before the end
     config = chain_config(tmp_path, [
         {"path": "rebuilt.onnx", "backend": "onnxruntime", "build_from": "fallback.onnx"},
         {"path": "fallback.onnx", "backend": "onnxruntime"},

@@ -209,5 +209,7 @@ class ModelChain:
             "path": None if serving is None else self.links[serving].path.name,
             "backend": None if serving is None else resolve_backend_type(self.links[serving].backend,
                                                                           self.links[serving].path),
-            "links": [{"path": link.path.name, "status": status} for link, status in zip(self.links, self.status)],
+            # statuses shortened: the heartbeat goes out 20 times a second; the log has them whole
+            "links": [{"path": link.path.name, "status": status if len(status) <= 200 else status[:197] + "..."}
+                      for link, status in zip(self.links, self.status)],
         }
