@@ -49,6 +49,10 @@ def make_module(version: str, rtx: bool = False, dla_cores: int = 0, name: str |
         def __init__(self):
             pass
 
+    class Layer:
+        def __init__(self, name, type_):
+            self.name, self.type = name, type_
+
     class Tensor:
         def __init__(self, name, shape, dtype):
             self.name, self.shape, self.dtype = name, shape, dtype
@@ -104,7 +108,7 @@ def make_module(version: str, rtx: bool = False, dla_cores: int = 0, name: str |
 
             self.network.inputs = [tensor(v) for v in g.input if v.name not in init]
             self.network.outputs = [tensor(v) for v in g.output]
-            self.network.layers = [n.op_type for n in g.node]
+            self.network.layers = [Layer(n.name or f"{n.op_type}_{i}", n.op_type) for i, n in enumerate(g.node)]
             return True
 
     class Profile:
@@ -152,7 +156,7 @@ def make_module(version: str, rtx: bool = False, dla_cores: int = 0, name: str |
             return self.cache
 
         def can_run_on_DLA(self, layer):
-            return layer != "Resize"  # a stand-in rule: some layers fall back
+            return layer.type != "ReduceMax"  # a stand-in rule: some layers fall back
 
         def set_compute_capability(self, cc, index):
             if index >= self.num_compute_capabilities:
@@ -193,7 +197,7 @@ def make_module(version: str, rtx: bool = False, dla_cores: int = 0, name: str |
                 "profiles": config.profiles, "ccs": [config._ccs[i].name for i in sorted(config._ccs)],
                 "hardware": config.hardware_compatibility_level.name,
                 "verbosity": config.profiling_verbosity.name,
-                "layers": network.layers,
+                "layers": [x.name for x in network.layers],
                 "dla_layers": [config.can_run_on_DLA(x) for x in network.layers]
                 if config.default_device_type == m.DeviceType.DLA else [],
             }).encode()

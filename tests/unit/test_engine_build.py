@@ -115,8 +115,11 @@ def test_dla_build_reports_placement_from_the_inspector(tmp_path, onnx_file):
     assert plan["flags"] == ["FP16", "GPU_FALLBACK"]
     layers = plan["layers"]
     assert result.manifest.dla_core == 1 and result.manifest.gpu_fallback
-    assert result.manifest.dla_layers == {"dla": len(layers), "gpu": 0}
-    assert json.loads((tmp_path / "dla.engine.layers.json").read_text())["Layers"][0]["LayerType"] == "DLA"
+    # the tiny model has one ReduceMax, which the fake's DLA cannot run
+    assert result.manifest.dla_layers == {"dla": len(layers) - 1, "gpu": 1}
+    assert "1 layer(s) the DLA cannot run go to the GPU: ReduceMax_4" in result.notes
+    placed = json.loads((tmp_path / "dla.engine.layers.json").read_text())["Layers"]
+    assert [x["LayerType"] == "DLA" for x in placed].count(False) == 1
     none = install(make_module("10.3.0.30", dla_cores=0, name="fake_trt_desktop"))
     with pytest.raises(BuildError, match=r"--device dla0: this box has 0 DLA core\(s\)"):
         build_engine(onnx_file, tmp_path / "x.engine", BuildOptions(runtime=none, device="dla0", shapes="1,1,1"))

@@ -345,12 +345,18 @@ def _configured_compute_capabilities(config) -> list[str] | None:
     return out or None
 
 
-def _dla_placement(trt, config, network) -> dict[str, int]:
-    """What the builder will place where, asked layer by layer before the build."""
-    counts = {"dla": 0, "gpu": 0}
+def _dla_placement(trt, config, network) -> tuple[dict[str, int], list[str]]:
+    """What the builder will place where, asked layer by layer before the build: counts, and the names of the
+    layers the DLA cannot run (they go to the GPU with --gpu-fallback, or fail the build without it)."""
+    counts, on_gpu = {"dla": 0, "gpu": 0}, []
     for i in range(network.num_layers):
-        counts["dla" if config.can_run_on_DLA(network.get_layer(i)) else "gpu"] += 1
-    return counts
+        layer = network.get_layer(i)
+        if config.can_run_on_DLA(layer):
+            counts["dla"] += 1
+        else:
+            counts["gpu"] += 1
+            on_gpu.append(str(getattr(layer, "name", layer)))
+    return counts, on_gpu
 
 
 def _build(builder, network, config, messages) -> bytes:
@@ -470,7 +476,14 @@ def build_engine(onnx: Path, output: Path, options: BuildOptions, progress=None)
     _apply_compatibility(trt, config, options, messages)
     if options.compute_capabilities:
         _apply_compute_capabilities(trt, config, options.compute_capabilities, messages)
-    planned = _dla_placement(trt, config, network) if dla else None
+    planned = None
+    if dla:
+        planned, on_gpu = _dla_placement(trt, config, network)
+        if on_gpu:
+            shown = ", ".join(on_gpu[:12]) + (f" and {len(on_gpu) - 12} more" if len(on_gpu) > 12 else "")
+            notes.append(f"{len(on_gpu)} layer(s) the DLA cannot run"
+                         f"{' go to the GPU' if options.gpu_fallback else ' (no --gpu-fallback: the build fails)'}"
+                         f": {shown}")
     plan = _build(builder, network, config, messages)
     seconds = time.monotonic() - t0
     output.parent.mkdir(parents=True, exist_ok=True)
