@@ -356,9 +356,9 @@ class TensorRTBackend(Backend):
             stage = GpuInputStage(config, in_shape, spec.dtype, self.buffer_sets, [s.input.ptr for s in self._sets],
                                   self.device_info.arch, self.mapped, fixed_batch,
                                   cache_dir=self.options.kernel_cache or _default_cache_dir())
-        except self._cu.CudaError as exc:
+        except Exception as exc:  # CUDA errors, and NVRTC missing or failing to compile the kernel
             self._close_sets()
-            raise BackendError(f"model '{self.model_id}': {exc}") from exc
+            raise BackendError(f"model '{self.model_id}': cannot set up the GPU input stage: {exc}") from exc
         self._stage = stage
         self._warm_up_stage(stage, batch)
         return stage

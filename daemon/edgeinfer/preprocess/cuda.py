@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PARAMS_PER_IMAGE = 8  # int32: src_w, src_h, src_pitch, new_w, new_h, left, top, unused
 BLOCK = (32, 8, 1)
+PIXELS_PER_THREAD = 2  # PIXELS in the kernel
 
 KERNEL_SOURCE = r"""
 // OUT_KIND: 0 float32, 1 float16 (bits in unsigned short), 2 uint8.  NCHW: 1 planar, 0 interleaved.
@@ -52,52 +53,92 @@ __device__ __forceinline__ out_t to_out(float v) {
 #endif
 }
 
+// One output pixel's three channels (source sampling, rounding, normalisation).
+__device__ __forceinline__ void sample(const unsigned char* __restrict__ img, int sw, int sh, int pitch, int nw,
+    int nh, int rx, int ry, const float* m, const float* a, const float* pad, int s0, int s1, int s2, float* o)
+{
+    if (rx < 0 || ry < 0 || rx >= nw || ry >= nh) {
+        o[0] = pad[0]; o[1] = pad[1]; o[2] = pad[2];  // padding, already normalised
+        return;
+    }
+    // cv2.INTER_LINEAR: pixel centres aligned, edges clamped
+    float fx = (rx + 0.5f) * ((float)sw / (float)nw) - 0.5f;
+    float fy = (ry + 0.5f) * ((float)sh / (float)nh) - 0.5f;
+    int x0 = (int)floorf(fx), y0 = (int)floorf(fy);
+    fx -= x0; fy -= y0;
+    if (x0 < 0) { x0 = 0; fx = 0.f; }
+    if (y0 < 0) { y0 = 0; fy = 0.f; }
+    if (x0 >= sw - 1) { x0 = sw - 1; fx = 0.f; }
+    if (y0 >= sh - 1) { y0 = sh - 1; fy = 0.f; }
+    const int x1 = min(x0 + 1, sw - 1), y1 = min(y0 + 1, sh - 1);
+    const unsigned char* r0 = img + (long long)y0 * pitch;
+    const unsigned char* r1 = img + (long long)y1 * pitch;
+    float bgr[3];
+    #pragma unroll
+    for (int c = 0; c < 3; ++c) {
+        const float t = __ldg(r0 + x0 * 3 + c) + fx * (__ldg(r0 + x1 * 3 + c) - __ldg(r0 + x0 * 3 + c));
+        const float b = __ldg(r1 + x0 * 3 + c) + fx * (__ldg(r1 + x1 * 3 + c) - __ldg(r1 + x0 * 3 + c));
+        bgr[c] = rintf(t + fy * (b - t));  // the CPU path resizes into uint8 first
+    }
+    o[0] = bgr[s0] * m[0] + a[0]; o[1] = bgr[s1] * m[1] + a[1]; o[2] = bgr[s2] * m[2] + a[2];
+}
+
+// Each thread writes PIXELS horizontally adjacent output pixels, so a warp's stores are wide and contiguous.
+#define PIXELS 2
+
 extern "C" __global__ void edgeinfer_preprocess(
     const unsigned char* __restrict__ src, long long image_stride, const int* __restrict__ params,
     out_t* __restrict__ dst, int dst_w, int dst_h,
     float m0, float m1, float m2, float a0, float a1, float a2, float p0, float p1, float p2,
     int s0, int s1, int s2)
 {
-    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int x = (blockIdx.x * blockDim.x + threadIdx.x) * PIXELS;
     const int y = blockIdx.y * blockDim.y + threadIdx.y;
     const int b = blockIdx.z;
     if (x >= dst_w || y >= dst_h) return;
     const int* p = params + b * 8;
     const int sw = p[0], sh = p[1], pitch = p[2], nw = p[3], nh = p[4], left = p[5], top = p[6];
-    const int rx = x - left, ry = y - top;
-    float o0, o1, o2;
-    if (rx < 0 || ry < 0 || rx >= nw || ry >= nh) {
-        o0 = p0; o1 = p1; o2 = p2;  // padding, already normalised
-    } else {
-        const unsigned char* img = src + (long long)b * image_stride;
-        // cv2.INTER_LINEAR: pixel centres aligned, edges clamped
-        float fx = (rx + 0.5f) * ((float)sw / (float)nw) - 0.5f;
-        float fy = (ry + 0.5f) * ((float)sh / (float)nh) - 0.5f;
-        int x0 = (int)floorf(fx), y0 = (int)floorf(fy);
-        fx -= x0; fy -= y0;
-        if (x0 < 0) { x0 = 0; fx = 0.f; }
-        if (y0 < 0) { y0 = 0; fy = 0.f; }
-        if (x0 >= sw - 1) { x0 = sw - 1; fx = 0.f; }
-        if (y0 >= sh - 1) { y0 = sh - 1; fy = 0.f; }
-        const int x1 = min(x0 + 1, sw - 1), y1 = min(y0 + 1, sh - 1);
-        const unsigned char* r0 = img + (long long)y0 * pitch;
-        const unsigned char* r1 = img + (long long)y1 * pitch;
-        float bgr[3];
-        #pragma unroll
-        for (int c = 0; c < 3; ++c) {
-            float top_ = r0[x0 * 3 + c] + fx * (r0[x1 * 3 + c] - r0[x0 * 3 + c]);
-            float bot_ = r1[x0 * 3 + c] + fx * (r1[x1 * 3 + c] - r1[x0 * 3 + c]);
-            bgr[c] = rintf(top_ + fy * (bot_ - top_));  // the CPU path resizes into uint8 first
-        }
-        o0 = bgr[s0] * m0 + a0; o1 = bgr[s1] * m1 + a1; o2 = bgr[s2] * m2 + a2;
-    }
+    const unsigned char* img = src + (long long)b * image_stride;
+    const float m[3] = {m0, m1, m2}, a[3] = {a0, a1, a2}, pad[3] = {p0, p1, p2};
+    float o[PIXELS][3];
+    #pragma unroll
+    for (int k = 0; k < PIXELS; ++k)
+        sample(img, sw, sh, pitch, nw, nh, x + k - left, y - top, m, a, pad, s0, s1, s2, o[k]);
+    const bool full = x + PIXELS <= dst_w;
 #if NCHW
     const long long plane = (long long)dst_w * dst_h;
     out_t* d = dst + (long long)b * 3 * plane + (long long)y * dst_w + x;
-    d[0] = to_out(o0); d[plane] = to_out(o1); d[2 * plane] = to_out(o2);
+#if PIXELS == 2
+    if (full && (dst_w & 1) == 0) {  // x is even and so is every plane offset: one aligned store per plane
+        #pragma unroll
+        for (int c = 0; c < 3; ++c) {
+#if OUT_KIND == 0
+            *reinterpret_cast<unsigned long long*>(d + c * plane) =
+                (unsigned long long)__float_as_uint(o[0][c]) | ((unsigned long long)__float_as_uint(o[1][c]) << 32);
+#elif OUT_KIND == 1
+            *reinterpret_cast<unsigned int*>(d + c * plane) =
+                (unsigned int)to_out(o[0][c]) | ((unsigned int)to_out(o[1][c]) << 16);
+#else
+            *reinterpret_cast<unsigned short*>(d + c * plane) =
+                (unsigned short)(to_out(o[0][c]) | (to_out(o[1][c]) << 8));
+#endif
+        }
+        return;
+    }
+#endif
+    #pragma unroll
+    for (int c = 0; c < 3; ++c) {
+        #pragma unroll
+        for (int k = 0; k < PIXELS; ++k)
+            if (full || k == 0) d[c * plane + k] = to_out(o[k][c]);
+    }
 #else
     out_t* d = dst + (((long long)b * dst_h + y) * dst_w + x) * 3;
-    d[0] = to_out(o0); d[1] = to_out(o1); d[2] = to_out(o2);
+    #pragma unroll
+    for (int k = 0; k < PIXELS; ++k)
+        if (full || k == 0) {
+            d[3 * k] = to_out(o[k][0]); d[3 * k + 1] = to_out(o[k][1]); d[3 * k + 2] = to_out(o[k][2]);
+        }
 #endif
 }
 """
@@ -186,7 +227,8 @@ class PreprocessKernel:
 
     def launch(self, arguments: np.ndarray, dst_w: int, dst_h: int, n: int, stream: cu.Stream) -> None:
         drv = cu.driver()
-        grid = ((dst_w + BLOCK[0] - 1) // BLOCK[0], (dst_h + BLOCK[1] - 1) // BLOCK[1], n)
+        per_block = BLOCK[0] * PIXELS_PER_THREAD
+        grid = ((dst_w + per_block - 1) // per_block, (dst_h + BLOCK[1] - 1) // BLOCK[1], n)
         cu.check(drv.cuLaunchKernel(self.function, *grid, *BLOCK, 0, stream.driver_handle, arguments.ctypes.data,
                                     0), "cuLaunchKernel(edgeinfer_preprocess)")
 
