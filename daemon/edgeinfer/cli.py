@@ -1,4 +1,4 @@
-"""Command line: run, check, doctor, models.
+"""Command line: run, check, doctor, models, build, inspect, bench (the last three in engines/commands.py).
 
 Exit codes: 0 done, 1 runtime failure, 2 bad config (or a config that does not fit the model),
 3 safe stop (watchdog). systemd's unit does not restart on 2: restarting cannot fix a config.
@@ -46,7 +46,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if not args.no_models:
         from .config import ConfigError, Problem
+        from .engines.commands import check_engines
         from .pipeline import check_models
+
+        for line in check_engines(config):  # engines against this host, before TensorRT is asked
+            print(line, file=sys.stderr)
 
         notes: list[tuple[int, str]] = []
         problems = [Problem(f"models[{i}]", message) for i, message in check_models(config, notes)]
@@ -191,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dir", default="models", help="models folder (default: ./models)")
     models_sub.add_parser("list", help="known models and media")
     models.set_defaults(func=cmd_models)
+
+    from .engines.commands import add_parsers
+
+    add_parsers(sub)  # build, inspect, bench
     return parser
 
 

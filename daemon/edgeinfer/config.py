@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
 from .decoders import DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, cuda_device_problem, parse_device
+from .engines.build import BuildOptions
 from .outputs import JsonlOutputConfig, OutputConfig
 from .preprocess import PreprocessConfig
 from .schema import StrictModel
@@ -31,6 +32,26 @@ from .watchdog import WatchdogConfig, flow_id
 log = logging.getLogger(__name__)
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+
+
+class FallbackLink(StrictModel):
+    """One link of a model's fallback chain (`models[].fallback`), tried in order when the links before it
+    cannot load. Not Triton's `backend_options.fallback` (server failover): a different thing."""
+
+    path: Path = Field(description="engine or ONNX file of this link, relative to the config file")
+    backend: Literal[BACKEND_CHOICES] = "auto"  # type: ignore[valid-type]
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    device: str = Field(default="auto", description=DEVICE_HELP)
+    build_from: Path | None = Field(
+        default=None, description="ONNX to rebuild `path` from, in the background, when it is missing or cannot "
+        "run here; the daemon serves on the next link meanwhile and swaps to this one when the build loads")
+    build: BuildOptions = Field(default_factory=BuildOptions, description="options of that rebuild")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        parse_device(value)
+        return value
 
 
 class ModelConfig(StrictModel):
@@ -49,6 +70,10 @@ class ModelConfig(StrictModel):
     max_age_ms: float | None = Field(
         default=None, gt=0, description="frames older than this at publish are dropped and counted, not "
         "published as fresh (default: budget_ms); files processed in order are exempt"
+    )
+    fallback: list[FallbackLink] = Field(
+        default_factory=list, description="links tried in order when `path` cannot load (another engine, a "
+        "rebuild from the ONNX, ONNX Runtime); the heartbeat says which link serves"
     )
 
 
@@ -264,6 +289,19 @@ def cross_reference_problems(data: dict) -> list[Problem]:
             except ValidationError as exc:
                 for p in schema_problems(exc, options, backend.options_model):
                     problems.append(Problem(f"models[{i}].backend_options.{p.path}".rstrip("."), p.message))
+        links = model.get("fallback")
+        for j, link in enumerate(links if isinstance(links, list) else []):
+            if not isinstance(link, dict):
+                continue
+            requested, options = link.get("backend", "auto"), link.get("backend_options", {})
+            if requested in BACKEND_CHOICES and isinstance(options, dict):
+                backend = BACKENDS[resolve_backend_type(requested, Path(str(link.get("path", ""))))]
+                try:
+                    backend.options_model.model_validate(options)
+                except ValidationError as exc:
+                    for p in schema_problems(exc, options, backend.options_model):
+                        problems.append(Problem(f"models[{i}].fallback[{j}].backend_options.{p.path}".rstrip("."),
+                                                p.message))
     watchdog = data.get("watchdog")
     relevant = watchdog.get("safety_relevant") if isinstance(watchdog, dict) else None
     entity_ids = set(source_ids) | set(model_ids) | set(output_ids) | {flow_id(m) for m in model_ids}
@@ -281,8 +319,12 @@ def preflight_problems(config: Config) -> list[Problem]:
 
     problems: list[Problem] = []
     for i, model in enumerate(config.models):
+        # with a fallback chain, a primary that cannot run here is what the chain is for: a warning
+        chained = bool(model.fallback)
         if not model.path.is_file():
-            problems.append(Problem(f"models[{i}].path", f"file not found: {model.path}"))
+            problems.append(Problem(f"models[{i}].path", f"file not found: {model.path}"
+                                    + ("; the fallback chain serves" if chained else ""), not chained))
+        problems += _fallback_problems(i, model)
         device = parse_device(model.device)
         backend = resolve_backend_type(model.backend, model.path)
         if device.kind == "dla" and backend != "tensorrt":
@@ -295,7 +337,8 @@ def preflight_problems(config: Config) -> list[Problem]:
             needs_cuda = device if backend != "tensorrt" or device.kind != "auto" else parse_device("gpu")
             problem = cuda_device_problem(needs_cuda)
             if problem:
-                problems.append(Problem(f"models[{i}].device", problem))
+                problems.append(Problem(f"models[{i}].device", problem
+                                        + ("; the fallback chain serves" if chained else ""), not chained))
         if model.labels is not None and not model.labels.is_file():
             problems.append(Problem(f"models[{i}].labels", f"file not found: {model.labels}"))
     for i, source in enumerate(config.sources):
@@ -309,6 +352,24 @@ def preflight_problems(config: Config) -> list[Problem]:
                 problems.append(Problem(f"sources[{i}].{field}", rest, fatal))
             else:
                 problems.append(Problem(f"sources[{i}]", message, fatal))
+    return problems
+
+
+def _fallback_problems(i: int, model: ModelConfig) -> list[Problem]:
+    """A link's file may be missing (a rebuild makes it, or a later link serves): a warning. The ONNX a link
+    rebuilds from must exist, and the last link should be one that loads anywhere."""
+    problems = []
+    for j, link in enumerate(model.fallback):
+        where = f"models[{i}].fallback[{j}]"
+        if link.build_from is not None and not link.build_from.is_file():
+            problems.append(Problem(f"{where}.build_from", f"file not found: {link.build_from}"))
+        elif not link.path.is_file():
+            problems.append(Problem(f"{where}.path", f"file not found: {link.path}"
+                                    + ("; rebuilt from build_from when the chain reaches it"
+                                       if link.build_from else "; skipped"), False))
+        device = parse_device(link.device)
+        if device.kind == "dla" and resolve_backend_type(link.backend, link.path) != "tensorrt":
+            problems.append(Problem(f"{where}.device", f"{device} runs TensorRT engines only"))
     return problems
 
 

@@ -108,6 +108,7 @@ class Daemon:
         body["newest_frame_age_ms"] = min(ages.values()) if ages else None
         body["frame_age_ms"] = ages
         body["fps"] = self.pipeline.fps()
+        body["serving"] = self.pipeline.serving()  # which link of each model's fallback chain serves
         return body
 
     def _publish_invalid_markers(self, snapshot: Snapshot) -> None:
