@@ -29,29 +29,45 @@ def _print_config_error(exc) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def _load_config(path: str):
+def _print_config_warnings(source: str, warnings: list) -> None:
+    # the same shape as a config error: a header, then "  key.path: message" per line
+    if warnings:
+        print(f"edgeinfer: {len(warnings)} warning(s) for config {source}:", file=sys.stderr)
+        for problem in warnings:
+            print(f"  {problem}", file=sys.stderr)
+
+
+def _load_config(path: str, warnings: list | None = None):
     """The validated config, or None after printing every problem (the caller exits 2)."""
     from .config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, warnings=warnings)
     except ConfigError as exc:
         _print_config_error(exc)
         return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    from .config import ConfigError, Problem
+
+    warnings: list[Problem] = []
+    config = _load_config(args.config, warnings)
     if config is None:
         return EXIT_CONFIG
     if not args.no_models:
-        from .config import ConfigError, Problem
         from .pipeline import check_models
 
-        problems = [Problem(f"models[{i}]", message) for i, message in check_models(config)]
+        model_warnings: list[tuple[int, str]] = []
+        problems = [Problem(f"models[{i}]", message) for i, message in check_models(config, model_warnings)]
+        for i, message in model_warnings:  # "labels: ..." -> models[i].labels
+            key, _, text = message.partition(": ")
+            warnings.append(Problem(f"models[{i}].{key}", text, fatal=False))
         if problems:
+            _print_config_warnings(args.config, warnings)
             _print_config_error(ConfigError(args.config, problems))
             return EXIT_CONFIG
+    _print_config_warnings(args.config, warnings)
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.models)} model(s), "
           f"{len(config.outputs)} output(s))")
     return EXIT_OK

@@ -27,7 +27,7 @@ import numpy as np
 
 from .backends import Backend, BackendError, create_backend
 from .config import Config, ModelConfig
-from .decoders import DecodeError, create_decoder, load_labels
+from .decoders import DecodeError, check_decoder_fit, create_decoder, load_labels
 from .frame import Frame
 from .health import HealthReporter, NullReporter
 from .logutil import RateLimitedLog
@@ -165,6 +165,9 @@ class ModelWorker:
             raise PipelineError(f"models.{self.id}.labels: {exc}") from exc
         try:
             self.decoder = create_decoder(config.decoder, labels, [tuple(o.shape) for o in backend.outputs])
+            # one inference on a test image: refuses outputs the layout cannot have (decoders/fit.py)
+            self.fit_warnings = check_decoder_fit(backend, self.decoder, self._buffers[0], self.input_name,
+                                                  self.batch if self._fixed_batch else 1, config.labels)
         except DecodeError as exc:
             raise PipelineError(f"models.{self.id}.decoder does not fit the model's outputs: {exc}") from exc
         self._threads = [
@@ -366,6 +369,8 @@ class Pipeline:
                 slots_by_source[name].append(slots)
             self.workers.append(ModelWorker(model_cfg, backend, self.outputs, slots, self.reporter, self.gate,
                                             self.detections_valid))
+            for warning in self.workers[-1].fit_warnings:
+                log.warning("models[%d].%s", len(self.workers) - 1, warning)
         for worker in self.workers:
             worker.start()
         for src_cfg in self.config.sources:
@@ -428,16 +433,18 @@ class Pipeline:
         return {w.id: round(w.stats.fps.rate(), 2) for w in self.workers}
 
 
-def check_models(config: Config) -> list[tuple[int, str]]:
+def check_models(config: Config, warnings: list[tuple[int, str]] | None = None) -> list[tuple[int, str]]:
     """Load every model and fit it to its config (input shape, preprocessing, decoder), as `run` would,
-    without starting anything. Returns (model index, problem) pairs."""
+    without starting anything. Returns (model index, problem) pairs; appends warnings to `warnings`."""
     problems = []
     for index, model_cfg in enumerate(config.models):
         backend = create_backend(model_cfg.id, model_cfg.backend, model_cfg.path, model_cfg.backend_options)
         try:
             backend.activate(warmup_batch=model_cfg.max_batch)
-            ModelWorker(model_cfg, backend, [], FrameSlots(model_cfg.sources), NullReporter(), PublishGate(None),
-                        lambda: True)
+            worker = ModelWorker(model_cfg, backend, [], FrameSlots(model_cfg.sources), NullReporter(),
+                                 PublishGate(None), lambda: True)
+            if warnings is not None:
+                warnings.extend((index, w) for w in worker.fit_warnings)
         except (PipelineError, BackendError) as exc:
             problems.append((index, str(exc)))
         finally:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from edgeinfer.decoders.base import DecodeError, Decoder, Detection
+from edgeinfer.decoders.fit import check_decoder_fit
 from edgeinfer.decoders.labels import label_for, load_labels
 from edgeinfer.decoders.yolo import YoloDecoder, YoloDecoderConfig
 
@@ -41,6 +42,7 @@ __all__ = [
     "Detection",
     "YoloDecoder",
     "YoloDecoderConfig",
+    "check_decoder_fit",
     "create_decoder",
     "label_for",
     "load_labels",

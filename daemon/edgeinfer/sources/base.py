@@ -62,7 +62,9 @@ class ReconnectConfig(StrictModel):
 
 class SourceConfigBase(StrictModel):
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)
-    min_fps: float | None = Field(None, gt=0, description="the watchdog calls the source stale below this")
+    min_fps: float | None = Field(
+        None, ge=0.001, le=10_000, description="the watchdog calls the source stale below this"
+    )
     frame_id: str | None = Field(
         None, max_length=256, description="coordinate frame of the images (ROS header.frame_id); default: the id"
     )

@@ -51,7 +51,7 @@ class WatchdogConfig(StrictModel):
     latch_safe_stop: bool = Field(True, description="SAFE_STOP holds until an explicit reset")
     on_safe_stop: list[SafeStopAction] = Field(default_factory=lambda: list(ALL_SAFE_STOP_ACTIONS))
     exit_code: int = Field(3, ge=1, le=255, description="process exit status after a safe stop")
-    output_alive_s: float = Field(5.0, gt=0, description="an output must publish at least this often")
+    output_alive_s: float = Field(5.0, gt=0, le=86_400, description="an output must publish at least this often")
 
     @field_validator("on_safe_stop")
     @classmethod
