@@ -80,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import PipelineError
     from .service import Daemon
     from .sources import SourceError
+    from .watchdog import SystemdNotifier
 
     config = _load_config(args.config)
     if config is None:
@@ -87,33 +88,62 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.log_level)
     _quiet_opencv(args.log_level or config.log_level)
 
-    daemon = Daemon(config, max_frames=args.max_frames)
+    _raise_fd_limit()
+    notifier = SystemdNotifier.from_env()
+    current: dict = {"daemon": Daemon(config, max_frames=args.max_frames, notifier=notifier), "reload": False}
 
     def on_stop_signal(signum, _frame):
         log.info("%s received, stopping", signal.Signals(signum).name)
-        daemon.stop_requested.set()
+        current["daemon"].stop_requested.set()
+
+    def on_reload_signal(_signum, _frame):
+        # SIGHUP (`systemctl reload edgeinfer`): reload the config file; an invalid one is refused and the
+        # running pipeline goes on
+        log.info("SIGHUP received: reloading %s", args.config)
+        current["reload"] = True
+        current["daemon"].stop_requested.set()
 
     def on_reset_signal(_signum, _frame):
         # `systemctl kill -s USR1 edgeinfer`: leave a latched SAFE_STOP without restarting
-        daemon.supervisor.reset()
+        current["daemon"].supervisor.reset()
 
     signal.signal(signal.SIGINT, on_stop_signal)
     signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGHUP, on_reload_signal)
     signal.signal(signal.SIGUSR1, on_reset_signal)
 
     t0 = time.monotonic()
-    try:
-        daemon.start()
-    except PipelineError as exc:
-        log.error("%s", exc)
-        daemon.stop()
-        return EXIT_CONFIG
-    except (BackendError, SourceError, OutputError, MissingDependency) as exc:
-        log.error("cannot start: %s", exc)
-        daemon.stop()
-        return EXIT_RUNTIME
-    log.info("running: %d source(s), %d model(s)", len(daemon.pipeline.sources), len(daemon.pipeline.workers))
-    reason, code = daemon.run()
+    started = False
+    while True:
+        daemon = current["daemon"]
+        if not started:
+            try:
+                daemon.start()
+            except PipelineError as exc:
+                log.error("%s", exc)
+                daemon.stop()
+                return EXIT_CONFIG
+            except (BackendError, SourceError, OutputError, MissingDependency) as exc:
+                log.error("cannot start: %s", exc)
+                daemon.stop()
+                return EXIT_RUNTIME
+            log.info("running: %d source(s), %d model(s)", len(daemon.pipeline.sources),
+                     len(daemon.pipeline.workers))
+            started = True
+        reason, code = daemon.run()
+        if not (current["reload"] and reason == "stopped"):
+            break
+        current["reload"] = False
+        new_config = _load_config(args.config)
+        if new_config is None:  # the problems were printed; keep serving with what runs
+            log.error("reload refused: %s is not valid (problems above); the running config stays", args.config)
+            daemon.stop_requested.clear()
+            continue
+        daemon.stop(final=False)
+        log.info("reloaded %s: restarting the pipeline (%d frame(s) published before)", args.config,
+                 daemon.pipeline.stats()["published"])
+        current["daemon"] = Daemon(new_config, max_frames=args.max_frames, notifier=notifier)
+        started = False
     elapsed = time.monotonic() - t0
     daemon.stop()
     stats = daemon.pipeline.stats()
@@ -121,7 +151,9 @@ def cmd_run(args: argparse.Namespace) -> int:
              stats["published"], stats["published"] / elapsed if elapsed > 0 else 0.0,
              "" if daemon.clean_stop else "; some threads did not stop in time")
     log.debug("final stats: %s", json.dumps(stats, default=str))
-    if code:
+    if code == EXIT_RUNTIME:
+        log.error("exiting with code %d: %s", code, reason.removeprefix("failure: "))
+    elif code:
         log.critical("exiting with code %d after a watchdog safe stop", code)
     if not daemon.clean_stop:
         # A thread stuck inside a native call (a hung model) cannot be joined; leave without waiting for it.
@@ -129,6 +161,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+# Enough for cameras, models, ZeroMQ peers and ROS 2 (DDS) with room to spare; the unit sets LimitNOFILE too.
+WANTED_OPEN_FILES = 65536
+
+
+def _raise_fd_limit() -> None:
+    """Raise the soft open-files limit towards the hard one: the default soft limit (1024) is what idle TCP
+    peers of the ZeroMQ ports exhausted in the field, after which nothing (not even `status`) worked."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, wanted, exc)
+    if wanted < 4096:
+        log.warning("open-files limit is %d (hard limit %s); many stream or ZeroMQ peers can exhaust it: "
+                    "raise LimitNOFILE= (systemd) or `ulimit -n`", wanted, hard)
 
 
 def _quiet_opencv(level: str) -> None:
@@ -203,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "log_level", None) != "DEBUG":
+        # FFmpeg writes raw lines ("[h264 @ 0x...] error while decoding MB", "[tcp @ 0x...] Connection
+        # refused") to stderr; our own rate-limited messages say the same. Read once, at FFmpeg's first use,
+        # so it is set before any capture opens (`--log-level DEBUG` keeps them).
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     if args.command != "run":
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     return args.func(args)

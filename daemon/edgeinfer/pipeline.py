@@ -408,7 +408,10 @@ class Pipeline:
         for backend in self.backends:
             backend.deactivate()
         for output in self.outputs:
-            output.close()
+            try:
+                output.close()
+            except Exception as exc:  # one output's error must not keep the others open
+                log.error("output '%s': close failed: %s", output.id, exc)
         return clean
 
     def stats(self) -> dict[str, Any]:

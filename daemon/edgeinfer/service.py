@@ -20,6 +20,7 @@ from .watchdog import GlobalState, Snapshot, Supervisor, SystemdNotifier, build_
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 1.0  # how often systemd's STATUS= line (state, fps) is refreshed
+EXIT_RUNTIME_FAILURE = 1  # the CLI's exit code for a runtime failure (systemd's Restart=on-failure restarts)
 
 
 class Daemon:
@@ -41,6 +42,10 @@ class Daemon:
         self.clean_stop = True
         self._status_every = max(1, round(STATUS_EVERY_S * 1000 / wd.period_ms))
         self._invalid_marked = False
+        # per output: (published, errors) at the last cycle, and since when it has only failed (monotonic)
+        self._output_counts: dict[str, tuple[int, int]] = {}
+        self.failing_outputs: dict[str, float] = {}
+        self.failure: str | None = None  # why the run must end with a runtime failure (exit 1)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -59,14 +64,49 @@ class Daemon:
         reason = self.pipeline.wait(self.stop_requested)
         code = self.supervisor.exit_code
         if code is not None:
-            reason = "safe-stop"
-        return reason, (code or 0)
+            return "safe-stop", code
+        self._track_outputs(time.monotonic())
+        if self.failure is None and self.pipeline.outputs and all(
+                o.id in self.failing_outputs for o in self.pipeline.outputs):
+            self.failure = "every output failed: " + self._output_failures()
+        if reason == "end-of-input":
+            # a source that gave up (damaged file, cannot reopen to loop) is a failure, never a clean end
+            failed = [s for s in self.pipeline.sources if s.state == "failed"]
+            if failed and self.failure is None:
+                self.failure = "; ".join(f"source '{s.id}' failed: {s.stats()['last_error']}" for s in failed)
+        if self.failure is not None:
+            return f"failure: {self.failure}", EXIT_RUNTIME_FAILURE
+        return reason, 0
 
-    def stop(self) -> None:
-        self.notifier.stopping()
+    def stop(self, final: bool = True) -> None:
+        """The shutdown sequence. final=False: a reload follows (RELOADING=1 instead of STOPPING=1, and the
+        systemd socket stays open for the next daemon)."""
+        if final:
+            self.notifier.stopping()
+        else:
+            self.notifier.notify(reloading=1, monotonic_usec=int(time.monotonic() * 1e6))
         self.supervisor.stop()
         self.clean_stop = self.pipeline.stop(timeout_s=2.0)
-        self.notifier.close()
+        if final:
+            self.notifier.close()
+
+    def _track_outputs(self, now: float) -> None:
+        """An output whose writes only fail (errors grow, nothing published) is failing since then."""
+        for output in self.pipeline.outputs:
+            if output.closed_by_peer:  # a reader that went away (`| head`) is a normal end, not a failure
+                self.failing_outputs.pop(output.id, None)
+                continue
+            counts = (output.published, output.errors)
+            before = self._output_counts.get(output.id, (0, 0))
+            self._output_counts[output.id] = counts
+            if counts[0] > before[0]:
+                self.failing_outputs.pop(output.id, None)
+            elif counts[1] > before[1]:
+                self.failing_outputs.setdefault(output.id, now)
+
+    def _output_failures(self) -> str:
+        return ", ".join(f"'{o.id}' ({o.errors} failed write(s), last: {getattr(o, 'last_error', None) or '?'})"
+                         for o in self.pipeline.outputs if o.id in self.failing_outputs)
 
     # -- commands (SIGUSR1, ZeroMQ control) ----------------------------------------------------------------
     def handle_command(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +140,18 @@ class Daemon:
         if all(o.closed_by_peer for o in self.pipeline.outputs) and not self.stop_requested.is_set():
             log.info("every output was closed by its reader; stopping")
             self.stop_requested.set()
+        now = time.monotonic()
+        self._track_outputs(now)
+        dead_for = self.config.watchdog.output_alive_s
+        outputs = self.pipeline.outputs
+        if (outputs and self.failure is None and not all(o.closed_by_peer for o in outputs)
+                and all(now - self.failing_outputs.get(o.id, now) >= dead_for for o in outputs)
+                and all(o.id in self.failing_outputs for o in outputs)):
+            # nobody can hear this daemon any more: say so, and end with a failure so systemd restarts it
+            self.failure = f"every output has failed for {dead_for:g} s (watchdog.output_alive_s): " + \
+                self._output_failures()
+            log.error("%s; stopping", self.failure)
+            self.stop_requested.set()
 
     def heartbeat(self, snapshot: Snapshot) -> dict[str, Any]:
         ages = self.pipeline.frame_ages_ms()
@@ -108,6 +160,8 @@ class Daemon:
         body["newest_frame_age_ms"] = min(ages.values()) if ages else None
         body["frame_age_ms"] = ages
         body["fps"] = self.pipeline.fps()
+        if self.failing_outputs:
+            body["failing_outputs"] = sorted(self.failing_outputs)
         return body
 
     def _publish_invalid_markers(self, snapshot: Snapshot) -> None:

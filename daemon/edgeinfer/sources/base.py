@@ -333,7 +333,8 @@ class Source(ABC):
                 continue
             self._close_quietly()
             self._set_state("ended")
-            log.info("source '%s' (%s): ended after %d frames", self.id, self.describe(), self._frames)
+            log.info("source '%s' (%s): ended after %d frames%s", self.id, self.describe(), self._frames,
+                     f" ({self._bad_frames} bad frame(s) skipped)" if self._bad_frames else "")
             self._sink.end(self.id)
             return
 
