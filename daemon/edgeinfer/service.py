@@ -23,15 +23,44 @@ STATUS_EVERY_S = 1.0  # how often systemd's STATUS= line (state, fps) is refresh
 EXIT_RUNTIME_FAILURE = 1  # the CLI's exit code for a runtime failure (systemd's Restart=on-failure restarts)
 
 
+def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """min_fps per source and model, with the default alive check for live sources filled in.
+
+    A live source (camera, stream, endless synthetic) without `min_fps` gets `watchdog.live_source_min_fps`,
+    so a camera that never connects is not OK; a model without `min_fps` whose sources are all live gets the
+    slowest of theirs, so the model that reads a dead camera fails too (a safety-relevant model: SAFE_STOP).
+    Files are processed as fast as the model goes: no default for them."""
+    from .mailbox import FanOut
+    from .sources import SOURCE_TYPES
+
+    default = config.watchdog.live_source_min_fps
+    sources: dict[str, float | None] = {}
+    live: dict[str, bool] = {}
+    for s in config.sources:
+        live[s.id] = not SOURCE_TYPES[s.type](s, FanOut([])).finite
+        sources[s.id] = s.min_fps if s.min_fps is not None else (default if live[s.id] else None)
+    models: dict[str, float | None] = {}
+    for m in config.models:
+        inputs = [sources.get(name) for name in m.sources]
+        if m.min_fps is not None:
+            models[m.id] = m.min_fps
+        elif default and all(live.get(name) for name in m.sources) and all(inputs):
+            models[m.id] = min(inputs)  # type: ignore[type-var]
+        else:
+            models[m.id] = None
+    return sources, models
+
+
 class Daemon:
     def __init__(self, config: Config, max_frames: int | None = None, notifier: SystemdNotifier | None = None):
         self.config = config
         self.notifier = notifier or SystemdNotifier.from_env()
         wd = config.watchdog
+        source_fps, model_fps = alive_defaults(config)
         specs = build_specs(
             wd,
-            sources=[(s.id, s.min_fps) for s in config.sources],
-            models=[(m.id, m.budget_ms, m.min_fps) for m in config.models],
+            sources=[(s.id, source_fps[s.id]) for s in config.sources],
+            models=[(m.id, m.budget_ms, model_fps[m.id]) for m in config.models],
             outputs=[o.id or o.type for o in config.outputs],
         )
         self.supervisor = Supervisor(wd, specs, notifier=self.notifier, on_cycle=[self._on_cycle])
@@ -134,7 +163,8 @@ class Daemon:
         self._invalid_marked = safe_stop
         if snapshot.cycle % self._status_every == 0:
             fps = ", ".join(f"{k} {v:.1f} fps" for k, v in heartbeat["fps"].items())
-            self.notifier.status(f"{snapshot.state.value}: {fps}")
+            causes = "" if snapshot.state is GlobalState.OK else f"{self.supervisor.describe_causes(snapshot)}; "
+            self.notifier.status(f"{snapshot.state.value}: {causes}{fps}")
         if self.supervisor.exit_code is not None:
             self.stop_requested.set()
         if all(o.closed_by_peer for o in self.pipeline.outputs) and not self.stop_requested.is_set():
