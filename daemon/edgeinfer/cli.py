@@ -48,8 +48,44 @@ def _load_config(path: str, warnings: list | None = None):
         return None
 
 
+def _become_user(name: str) -> str | None:
+    """Drop to `name` (its uid, gid and supplementary groups, as systemd's User= gives them), so that `check`
+    sees the files as the service will. Returns why it cannot, or None."""
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        return f"no such user: {name}"
+    if os.geteuid() != 0:
+        return f"--as-user needs root (run it with sudo) to become '{name}'"
+    # Load what the check uses while root can still read it: the interpreter or the venv may live where the
+    # service user cannot read (a Python under /root), and the check is about the config's files, not ours.
+    import importlib
+
+    b"x".decode("utf-8-sig")
+    for module in ("edgeinfer.config", "edgeinfer.pipeline", "edgeinfer.sources", "cv2", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    os.initgroups(name, user.pw_gid)
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+    groups = sorted(grp.getgrgid(g).gr_name for g in os.getgroups())
+    print(f"checking as user {name} (uid {user.pw_uid}, groups {', '.join(groups)})", file=sys.stderr)
+    return None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .config import ConfigError, Problem
+
+    if args.as_user:
+        problem = _become_user(args.as_user)
+        if problem:
+            print(f"edgeinfer: {problem}", file=sys.stderr)
+            return EXIT_RUNTIME
 
     warnings: list[Problem] = []
     config = _load_config(args.config, warnings)
@@ -238,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.add_argument("--no-models", action="store_true",
                        help="skip loading the models (schema, references and files only)")
+    check.add_argument("--as-user", metavar="USER", default=None,
+                       help="check as this user (e.g. edgeinfer, the service's User=): needs root")
     check.set_defaults(func=cmd_check)
 
     doctor = sub.add_parser("doctor", help="say what this box has: runtimes, GPU, DLA, ROS 2, ZeroMQ")
