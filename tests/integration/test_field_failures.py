@@ -195,3 +195,19 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit(tmp_path, tiny):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     assert "open-files limit is 4096" not in proc.stderr.read()  # 4096 is enough: no warning
+
+
+def test_a_failing_output_beside_a_working_one_is_a_fault_in_the_heartbeat(tmp_path, tiny):
+    out = tmp_path / "out.jsonl"
+    config = _config(tmp_path, tiny, {"type": "synthetic", "width": 64, "height": 48, "fps": 50, "frames": 100},
+                     [{"type": "jsonl", "path": str(out)}, {"type": "jsonl", "id": "console", "path": "-"}])
+    with open("/dev/full", "wb") as full:
+        done = _run(config, stdout=full)
+    beats = [r for r in _records(out) if r["type"] == "heartbeat"]
+    failing = [b for b in beats if "console" in b.get("failing_outputs", [])]
+    assert failing, done.stderr
+    console = failing[-1]["entities"]["console"]
+    assert console["status"] != "OK" and "fault" in console["failing"] and "No space left" in console["last_fault"]
+    assert failing[-1]["state"] != "OK"
+    assert done.returncode == 0, done.stderr  # the file output carried every record: not a dead run
+    assert len([r for r in _records(out) if r["type"] == "detections"]) == 100

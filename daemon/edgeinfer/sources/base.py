@@ -320,6 +320,9 @@ class Source(ABC):
                 self._fail(f"read failed: {error}")
                 return
             # End of the file/folder/run.
+            if self.loop and self._stop.is_set():  # a stop that arrived at the end of a pass is a stop
+                self._set_state("stopped")
+                return
             if self.loop and not self._stop.is_set():
                 if self._frames == frames_before:
                     self._fail("loop: a whole pass gave no usable frame")
