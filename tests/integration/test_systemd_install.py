@@ -131,3 +131,9 @@ def test_running_it_again_keeps_an_edited_config(staged, demo_model):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert config.read_text().endswith("# edited\n")
+
+
+def test_the_unit_raises_the_open_files_limit_and_reloads_with_sighup(staged):
+    unit = (staged / "etc/systemd/system/edgeinfer.service").read_text()
+    assert int(unit_value(unit, "LimitNOFILE")[0]) >= 65536
+    assert unit_value(unit, "ExecReload") == ["/bin/kill -HUP $MAINPID"]
