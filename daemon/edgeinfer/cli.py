@@ -73,9 +73,16 @@ def _become_user(name: str) -> str | None:
     os.initgroups(name, user.pw_gid)
     os.setgid(user.pw_gid)
     os.setuid(user.pw_uid)
-    groups = sorted(grp.getgrgid(g).gr_name for g in os.getgroups())
+    groups = sorted(_group_name(grp, g) for g in os.getgroups())
     print(f"checking as user {name} (uid {user.pw_uid}, groups {', '.join(groups)})", file=sys.stderr)
     return None
+
+
+def _group_name(grp, gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

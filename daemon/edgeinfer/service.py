@@ -73,6 +73,7 @@ class Daemon:
         self._invalid_marked = False
         # per output: (published, errors) at the last cycle, and since when it has only failed (monotonic)
         self._output_counts: dict[str, tuple[int, int]] = {}
+        self._outputs_lock = threading.Lock()  # tracked from the supervisor thread and, at the end, from run()
         self.failing_outputs: dict[str, float] = {}
         self.failure: str | None = None  # why the run must end with a runtime failure (exit 1)
 
@@ -121,6 +122,10 @@ class Daemon:
 
     def _track_outputs(self, now: float) -> None:
         """An output whose writes only fail (errors grow, nothing published) is failing since then."""
+        with self._outputs_lock:
+            self._track_outputs_locked(now)
+
+    def _track_outputs_locked(self, now: float) -> None:
         for output in self.pipeline.outputs:
             if output.closed_by_peer:  # a reader that went away (`| head`) is a normal end, not a failure
                 self.failing_outputs.pop(output.id, None)

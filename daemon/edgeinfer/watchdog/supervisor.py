@@ -445,7 +445,7 @@ class SupervisorCore:
                 since = status.open_since_cycle
                 running = (f"an inference running for {(cycle - since + 1) * period} ms" if since is not None
                            else "an inference that ended late")
-                budget = f"budget_ms {spec.budget_ms:g}" if spec.budget_ms else f"{spec.deadline_cycles} cycles"
+                budget = f"budget_ms {spec.budget_ms:g}" if spec.budget_ms else f"{spec.deadline_cycles} cycle(s)"
                 parts.append(f"deadline: {running}; {budget} + {tolerance}")
             elif check == "alive":
                 what = {"source": "no frame", "model": "no inference finished", "output": "nothing written"}.get(
@@ -457,7 +457,7 @@ class SupervisorCore:
                 elif spec.min_fps:
                     limit = f"min_fps {spec.min_fps:g} = every {1000 / spec.min_fps:.0f} ms"
                 else:
-                    limit = f"{spec.alive_cycles} cycles"
+                    limit = f"{spec.alive_cycles} cycle(s)"
                 parts.append(f"alive: {what} {silent}; {limit} + {tolerance}")
             elif check == "fault":
                 parts.append(f"faults in {tracker.runs['fault']} cycle(s) in a row > "
