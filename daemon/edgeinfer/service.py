@@ -27,8 +27,9 @@ def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, f
     """min_fps per source and model, with the default alive check for live sources filled in.
 
     A live source (camera, stream, endless synthetic) without `min_fps` gets `watchdog.live_source_min_fps`,
-    so a camera that never connects is not OK; a model without `min_fps` whose sources are all live gets the
-    slowest of theirs, so the model that reads a dead camera fails too (a safety-relevant model: SAFE_STOP).
+    so a camera that never connects is not OK; a model without `min_fps` whose sources are all live must
+    finish an inference within the slowest source's interval plus its `budget_ms`, so the model that reads a
+    dead camera fails too (a safety-relevant model: SAFE_STOP) while a slow model on a live camera does not.
     Files are processed as fast as the model goes: no default for them."""
     from .mailbox import FanOut
     from .sources import SOURCE_TYPES
@@ -45,7 +46,9 @@ def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, f
         if m.min_fps is not None:
             models[m.id] = m.min_fps
         elif default and all(live.get(name) for name in m.sources) and all(inputs):
-            models[m.id] = min(inputs)  # type: ignore[type-var]
+            # a frame may come at the end of the slowest source's window and then take the whole budget
+            period_s = 1.0 / min(inputs) + m.budget_ms / 1000.0  # type: ignore[type-var]
+            models[m.id] = 1.0 / period_s
         else:
             models[m.id] = None
     return sources, models

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from edgeinfer.config import parse_config
 from edgeinfer.service import alive_defaults
 from edgeinfer.watchdog import Supervisor, WatchdogConfig, build_specs
@@ -77,7 +79,8 @@ models:
 """)
     sources, models = alive_defaults(config)
     assert sources == {"cam": 1.0, "clip": None, "slow": 0.2}
-    assert models == {"live": 0.2, "file": None, "mixed": None}
+    # the slowest source's interval (5 s) plus the default budget (2 s)
+    assert models == {"live": pytest.approx(1 / 7), "file": None, "mixed": None}
     off = parse_config("""
 sources: [{id: cam, type: rtsp, url: "rtsp://127.0.0.1:9/x"}]
 models: [{id: live, path: m.onnx, sources: [cam]}]
