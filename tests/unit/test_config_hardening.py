@@ -144,7 +144,7 @@ _TOKENS = ["\n", " ", "  ", ":", "- ", "[", "]", "{", "}", ",", "&a ", "*a", "<<
            "é", "x" * 300]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzzed_configs_get_only_the_clean_config_error(data):
     text = VALID
@@ -164,7 +164,7 @@ def test_fuzzed_configs_get_only_the_clean_config_error(data):
                 [(m.id, m.budget_ms, m.min_fps) for m in config.models], [o.id or o.type for o in config.outputs])
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                max_size=3), max_leaves=12))

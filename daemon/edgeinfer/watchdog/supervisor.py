@@ -460,8 +460,8 @@ class SupervisorCore:
                     limit = f"{spec.alive_cycles} cycle(s)"
                 parts.append(f"alive: {what} {silent}; {limit} + {tolerance}")
             elif check == "fault":
-                parts.append(f"faults in {tracker.runs['fault']} cycle(s) in a row > "
-                             f"watchdog.fault_tolerance_cycles {self._tolerance['fault']}; last: {tracker.last_fault}")
+                parts.append(f"faults in {tracker.runs['fault']} cycle(s) in a row, watchdog.fault_tolerance_cycles "
+                             f"{self._tolerance['fault']}; last: {tracker.last_fault}")
             else:
                 parts.append(f"order: {tracker.last_violation} (watchdog.logical_tolerance_cycles "
                              f"{self._tolerance['logical']})")
