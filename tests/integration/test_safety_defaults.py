@@ -5,24 +5,16 @@ Before: `min_fps` had no default, so the heartbeat said `state: OK` forever whil
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 
 from support.daemon_process import DaemonProcess, first
 from support.tiny_models import constant_detector
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:  # bound, then closed: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_camera_that_never_connects_fails_alive_and_its_model_sees_it(tmp_path):
     model = constant_detector(tmp_path / "tiny.onnx", np.array([[32, 32, 10, 10, 0.9, 0.9]]))
     config = {
-        "sources": [{"id": "cam", "type": "rtsp", "url": "rtsp://127.0.0.1:1/live",  # port 1: nothing listens (binding it needs root)
+        "sources": [{"id": "cam", "type": "rtsp", "url": "rtsp://127.0.0.1:1/live",  # nothing listens on port 1
                      "open_timeout_ms": 500, "reconnect": {"initial_s": 0.2, "max_s": 0.5}}],
         "models": [{"id": "det", "path": str(model), "sources": ["cam"], "decoder": {"layout": "v5"}}],
         "watchdog": {"startup_grace_ms": 500},  # no min_fps anywhere: the defaults must catch it
