@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 REF_VENV ?= .venv-opencv4
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps models demo test test-reference lint clean
+.PHONY: setup system-deps models demo test test-reference test-gpu lint clean
 
 setup: $(VENV)/.installed
 
@@ -53,3 +53,8 @@ $(REF_VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) models/yolov3-tiny models/media
+
+# On a box with an NVIDIA GPU and cuda-python (pip install '.[trt]'): the GPU tests and the GPU benchmark
+test-gpu: setup models
+	$(PY) -m pytest -q -ra -m gpu tests/gpu
+	PYTHONPATH=tests/gpu $(PY) benchmarks/bench_gpu.py

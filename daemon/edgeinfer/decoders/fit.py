@@ -33,17 +33,16 @@ def test_image(height: int, width: int) -> np.ndarray:
     return np.clip(image.astype(np.int16) + noise, 16, 200).astype(np.uint8)
 
 
-def check_decoder_fit(backend: Any, decoder: Decoder, preprocessor: Any, input_name: str, batch: int = 1,
-                      labels_path: Any = None) -> list[str]:
-    """Run the model once on `test_image` and let the decoder judge its raw outputs.
+def check_decoder_fit(backend: Any, decoder: Decoder, stage: Any, labels_path: Any = None) -> list[str]:
+    """Run the model once on `test_image` through its own input stage (buffer set 0, before the pipeline
+    uses it) and let the decoder judge the raw outputs.
 
     Raises DecodeError (naming `decoder.layout`) for outputs the layout cannot have; returns warnings, each
     starting with the config key it is about (e.g. "labels: ...").
     """
-    height, width = preprocessor.input_size
-    preprocessor.write(0, test_image(height, width))
-    feed = preprocessor.batch(batch)
-    outputs = backend.infer({input_name: feed})
+    height, width = stage.input_size
+    stage.write(0, 0, test_image(height, width))
+    outputs, _ = backend.submit(0, 1).wait()
     check = getattr(decoder, "output_problems", None)
     if check is not None:
         problems = check(outputs, (height, width))
