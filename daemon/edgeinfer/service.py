@@ -161,7 +161,8 @@ class Daemon:
         for output in self.pipeline.outputs:
             try:
                 output.heartbeat(heartbeat)
-                self.supervisor.alive(output.id)
+                if output.id not in self.failing_outputs:  # one whose writes only fail is not alive
+                    self.supervisor.alive(output.id)
             except Exception as exc:  # a broken channel is that output's fault, not the supervisor's
                 output.errors += 1
                 self.supervisor.fault(output.id, f"heartbeat failed: {exc}")

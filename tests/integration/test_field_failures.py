@@ -202,15 +202,20 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit(tmp_path, tiny):
 
 def test_a_failing_output_beside_a_working_one_is_a_fault_in_the_heartbeat(tmp_path, tiny):
     out = tmp_path / "out.jsonl"
-    config = _config(tmp_path, tiny, {"type": "synthetic", "width": 64, "height": 48, "fps": 50, "frames": 100},
-                     [{"type": "jsonl", "path": str(out)}, {"type": "jsonl", "id": "console", "path": "-"}])
+    data = {"sources": [{"id": "v", "type": "synthetic", "width": 64, "height": 48, "fps": 50, "frames": 150}],
+            "models": [{"id": "det", "path": str(tiny), "sources": ["v"], "decoder": {"layout": "v5"}}],
+            "outputs": [{"type": "jsonl", "path": str(out)}, {"type": "jsonl", "id": "console", "path": "-"}],
+            "watchdog": {"output_alive_s": 1, "startup_grace_ms": 0}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
     with open("/dev/full", "wb") as full:
         done = _run(config, stdout=full)
     beats = [r for r in _records(out) if r["type"] == "heartbeat"]
-    failing = [b for b in beats if "console" in b.get("failing_outputs", [])]
-    assert failing, done.stderr
-    console = failing[-1]["entities"]["console"]
-    assert console["status"] != "OK" and "fault" in console["failing"] and "No space left" in console["last_fault"]
-    assert failing[-1]["state"] != "OK"
+    faulted = [b for b in beats if "fault" in b["entities"]["console"]["failing"]]
+    assert faulted and "No space left" in faulted[-1]["entities"]["console"]["last_fault"], done.stderr
+    assert all(b["state"] != "OK" for b in faulted)
+    last = beats[-1]  # the records have stopped failing, but the output never worked: alive fails
+    assert "console" in last["failing_outputs"] and "alive" in last["entities"]["console"]["failing"], last
+    assert last["state"] != "OK"
     assert done.returncode == 0, done.stderr  # the file output carried every record: not a dead run
-    assert len([r for r in _records(out) if r["type"] == "detections"]) == 100
+    assert len([r for r in _records(out) if r["type"] == "detections"]) == 150
