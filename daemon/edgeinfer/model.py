@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from .backends import Backend, create_backend
 from .backends.base import UnsupportedInputs
-from .decoders import Decoder
+from .decoders import DecodeError, Decoder, check_decoder_fit
 from .fitting import FitError, fit_model
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ class Model:
         self.decoder = decoder
         self.batch = batch
         self.notes: list[str] = []  # what was read from the model file and which decoder layout, and why
+        self.fit_warnings: list[str] = []  # "key: message" from the fit check (e.g. a short labels file)
 
     @classmethod
     def load(cls, config: ModelConfig) -> Model:
@@ -70,8 +71,14 @@ class Model:
             raise PipelineError(f"models.{config.id}.preprocess does not fit the model: {exc}") from exc
         for note in fitting.notes:
             log.info("model '%s': %s", config.id, note)
+        try:
+            # one inference on a test image: refuses outputs the layout cannot have (decoders/fit.py)
+            fit_warnings = check_decoder_fit(backend, fitting.decoder, stage, config.labels)
+        except DecodeError as exc:
+            raise PipelineError(f"models.{config.id}.decoder does not fit the model's outputs: {exc}") from exc
         model = cls(config, backend, stage, fitting.decoder, batch)
         model.notes = fitting.notes
+        model.fit_warnings = fit_warnings
         return model
 
     def close(self) -> None:

@@ -443,6 +443,8 @@ class Pipeline:
             self.chains.append(chain)
             model = chain.load()
             self.models.append(model)
+            for warning in model.fit_warnings:
+                log.warning("models[%d].%s", len(self.models) - 1, warning)
             slots = FrameSlots(model_cfg.sources)
             for name in model_cfg.sources:
                 slots_by_source[name].append(slots)
@@ -490,7 +492,10 @@ class Pipeline:
         for model in self.models:
             model.close()  # closing twice is harmless; covers a start that failed before its worker existed
         for output in self.outputs:
-            output.close()
+            try:
+                output.close()
+            except Exception as exc:  # one output's error must not keep the others open
+                log.error("output '%s': close failed: %s", output.id, exc)
         return clean
 
     def stats(self) -> dict[str, Any]:
@@ -519,7 +524,8 @@ class Pipeline:
         return {w.id: round(w.stats.fps.rate(), 2) for w in self.workers}
 
 
-def check_models(config: Config, notes: list[tuple[int, str]] | None = None) -> list[tuple[int, str]]:
+def check_models(config: Config, notes: list[tuple[int, str]] | None = None,
+                 warnings: list[tuple[int, str]] | None = None) -> list[tuple[int, str]]:
     """Load every model and fit it to its config (input shape, preprocessing, decoder), as `run` would,
     without starting anything. Returns (model index, problem) pairs; `notes` gets (model index, choice) pairs
     saying what was read from the model and which decoder layout was picked, and why."""
@@ -532,6 +538,8 @@ def check_models(config: Config, notes: list[tuple[int, str]] | None = None) -> 
             with ModelChain(model_cfg).load(rebuild=False) as model:
                 if notes is not None:
                     notes.extend((index, note) for note in model.notes)
+                if warnings is not None:
+                    warnings.extend((index, w) for w in model.fit_warnings)
         except (PipelineError, BackendError) as exc:
             problems.append((index, str(exc)))
     return problems

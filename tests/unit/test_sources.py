@@ -139,7 +139,7 @@ def test_every_type_key_parses_to_its_model_and_has_a_plugin(tmp_path: Path) -> 
         ({"type": "camera", "id": "c", "device": 0, "fourcc": "MJPEG"}, "fourcc", "four-character"),
         ({"type": "images", "id": "i", "path": "/x", "pattern": "../*.png"}, "pattern", "relative"),
         ({"type": "synthetic", "id": "s", "frames": 0}, "frames", "greater than or equal to 1"),
-        ({"type": "synthetic", "id": "s", "min_fps": 0}, "min_fps", "greater than 0"),
+        ({"type": "synthetic", "id": "s", "min_fps": 0}, "min_fps", "greater than or equal to 0.001"),
         ({"type": "synthetic", "id": "s", "reconnect": {"initial_s": 5, "max_s": 1}}, "reconnect",
          "must be >= initial_s"),
     ],

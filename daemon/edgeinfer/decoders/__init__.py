@@ -23,6 +23,7 @@ from edgeinfer.decoders.base import (
 from edgeinfer.decoders.classify import ClassifyDecoder, ClassifyDecoderConfig
 from edgeinfer.decoders.dense import DenseDecoder, DenseDecoderConfig
 from edgeinfer.decoders.detr import DetrDecoder, DetrDecoderConfig
+from edgeinfer.decoders.fit import check_decoder_fit
 from edgeinfer.decoders.labels import label_for, load_labels
 from edgeinfer.decoders.yolo import YoloDecoder, YoloDecoderConfig
 
@@ -69,6 +70,7 @@ __all__ = [
     "OutputInfo",
     "YoloDecoder",
     "YoloDecoderConfig",
+    "check_decoder_fit",
     "create_decoder",
     "label_for",
     "load_labels",

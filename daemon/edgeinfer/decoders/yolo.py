@@ -89,6 +89,16 @@ _EXPECTED = {
 }
 
 
+def _feature_ok(layout: str, a: int | None, b: int | None) -> bool:
+    return {"v5": b is not None and b >= 6, "v8": a is not None and a >= 5, "v10": b == 6}[layout]
+
+
+# Transformer heads (RT-DETR, DETR) emit a few hundred queries as [B, N, 4 + nc]: from the shape alone that
+# reads as a v5 head with one class fewer. YOLO grid heads have thousands of rows (2535 for YOLOv3-tiny at
+# 416, 6300 for YOLOv5n at 320), so `auto` takes v5 from the shape alone only above this many rows.
+_MAX_QUERY_ROWS = 1000
+
+
 def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Layout:
     """The YOLO layout for a declared output shape (see the module docstring for the `auto` rule)."""
     dims = normalize_shape(shape)
@@ -96,8 +106,7 @@ def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Lay
         raise DecodeError(f"YOLO output must be 3-D [batch, a, b], got shape {tuple(shape)}")
     _, a, b = dims
     if requested != "auto":
-        feature_ok = {"v5": b is not None and b >= 6, "v8": a is not None and a >= 5, "v10": b == 6}
-        if not feature_ok[requested]:
+        if not _feature_ok(requested, a, b):
             raise DecodeError(f"layout {requested} expects {_EXPECTED[requested]}, got shape {tuple(shape)}")
         return requested  # type: ignore[return-value]
     fits = [layout for layout in _LAYOUTS if _fits(layout, a, b)]
@@ -106,11 +115,15 @@ def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Lay
     ]
     if len(matching) == 1:
         return matching[0]  # type: ignore[return-value]
-    if not matching and num_labels > 0 and b == 4 + num_labels:
-        # [B, Q, 4 + nc] is the RT-DETR layout; read as v5 it would take class 0's score for objectness
-        raise DecodeError(f"output shape {tuple(shape)} is [B, Q, 4 + nc] for {num_labels} labels, the "
-                          "transformer (RT-DETR) layout, not a YOLO one; set decoder.type: detr (or "
-                          "decoder.layout if it is YOLO after all)")
+    if not matching and "v5" in fits and "v10" not in fits:
+        detr = num_labels > 0 and b == 4 + num_labels
+        if detr or (num_labels == 0 and a is not None and a <= _MAX_QUERY_ROWS):
+            what = (f"has 4 + {num_labels} columns for {num_labels} labels" if detr
+                    else f"has {a} rows, as many as a transformer's queries")
+            raise DecodeError(
+                f"cannot pick a YOLO layout: output shape {tuple(shape)} {what}: it may be [B, N, 4 + nc] boxes "
+                f"and class scores without objectness (RT-DETR, DETR), which no yolo layout decodes (set "
+                f"decoder.type: detr), or a v5 head with {b - 5} classes; if it is the latter, set decoder.layout: v5")
     candidates = [layout for layout in matching if layout in fits] if matching else fits
     if len(candidates) == 1:
         return candidates[0]  # type: ignore[return-value]
@@ -141,6 +154,34 @@ class YoloDecoder(Decoder):
 
     def describe(self) -> str:
         return f"yolo layout {self.layout} ({self.reason})"
+
+    @property
+    def num_classes(self) -> int | None:
+        """The model's class count when the layout carries it (v10 does not)."""
+        _, a, b = self.declared_shape
+        if self.layout == "v5":
+            return None if b is None else b - 5
+        if self.layout == "v8":
+            return None if a is None else a - 4
+        return None
+
+    def output_problems(self, outputs: Sequence[np.ndarray], input_hw: tuple[int, int]) -> list[str]:
+        """What in real outputs (one inference) this layout cannot produce; names the config key and the
+        layouts that would fit instead."""
+        output = outputs[0] if outputs else None
+        if not isinstance(output, np.ndarray) or output.ndim != 3 or output.shape[0] < 1:
+            return []  # the shape checks of `decode` report these
+        threshold = max(self.config.conf_threshold, 0.1)
+        problems = _raw_problems(self.layout, output[0], input_hw, threshold)
+        if not problems:
+            return []
+        _, a, b = output.shape
+        fitting = [alt for alt in _LAYOUTS if alt != self.layout and _feature_ok(alt, a, b)
+                   and not _raw_problems(alt, output[0], input_hw, threshold)]
+        hint = (f"layout {' or '.join(fitting)} fits them" if fitting
+                else "no yolo layout fits them (is it a YOLO detection model?)")
+        return [f"decoder.layout: {self.layout} does not fit the model's outputs on a test image: "
+                f"{'; '.join(problems)}; {hint}"]
 
     def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[Detection]:
         output = self._checked_output(outputs, index)
@@ -240,6 +281,39 @@ class YoloDecoder(Decoder):
         if rows.shape[0] == 0:
             return None
         return rows[:, :4].astype(np.float64), rows[:, 4].astype(np.float64), class_ids
+
+
+def _raw_problems(layout: str, prediction: np.ndarray, input_hw: tuple[int, int], threshold: float) -> list[str]:
+    """Raw values one batch item of a `layout` output cannot hold (see decoders/fit.py)."""
+    from edgeinfer.decoders.fit import box_range_problem, score_range_problem
+
+    pred = prediction.astype(np.float64, copy=False)
+    if layout == "v5":
+        if pred.shape[1] < 6:
+            return ["fewer than 6 columns"]
+        problem = score_range_problem(pred[:, 4:], "columns 4.. (objectness, class probabilities)")
+        scores = pred[:, 4] * pred[:, 5:].max(axis=1)
+        rows = pred[scores >= threshold]
+        boxes = _xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
+    elif layout == "v8":
+        if pred.shape[0] < 5:
+            return ["fewer than 5 rows"]
+        problem = score_range_problem(pred[4:], "rows 4.. (class scores)")
+        columns = pred[:, pred[4:].max(axis=0) >= threshold]
+        boxes = _xywh_to_xyxy(columns[0], columns[1], columns[2], columns[3])
+    else:
+        if pred.shape[1] != 6:
+            return ["not 6 columns"]
+        problem = score_range_problem(pred[:, 4], "column 4 (score)")
+        rows = pred[pred[:, 4] >= threshold]
+        ids = rows[:, 5]
+        if problem is None and ids.size and (np.any(np.abs(ids - np.rint(ids)) > 1e-3) or ids.min() < -1):
+            problem = f"column 5 (class id) holds values like {float(ids[0]):.3g}, not class ids"
+        boxes = rows[:, :4]
+    if problem is not None:
+        return [problem]
+    problem = box_range_problem(boxes, input_hw, "columns 0-3 (box)" if layout != "v8" else "rows 0-3 (box)")
+    return [problem] if problem else []
 
 
 def _xywh_to_xyxy(cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:

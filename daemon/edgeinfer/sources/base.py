@@ -62,7 +62,9 @@ class ReconnectConfig(StrictModel):
 
 class SourceConfigBase(StrictModel):
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)
-    min_fps: float | None = Field(None, gt=0, description="the watchdog calls the source stale below this")
+    min_fps: float | None = Field(
+        None, ge=0.001, le=10_000, description="the watchdog calls the source stale below this"
+    )
     frame_id: str | None = Field(
         None, max_length=256, description="coordinate frame of the images (ROS header.frame_id); default: the id"
     )
@@ -318,6 +320,9 @@ class Source(ABC):
                 self._fail(f"read failed: {error}")
                 return
             # End of the file/folder/run.
+            if self.loop and self._stop.is_set():  # a stop that arrived at the end of a pass is a stop
+                self._set_state("stopped")
+                return
             if self.loop and not self._stop.is_set():
                 if self._frames == frames_before:
                     self._fail("loop: a whole pass gave no usable frame")
@@ -331,7 +336,8 @@ class Source(ABC):
                 continue
             self._close_quietly()
             self._set_state("ended")
-            log.info("source '%s' (%s): ended after %d frames", self.id, self.describe(), self._frames)
+            log.info("source '%s' (%s): ended after %d frames%s", self.id, self.describe(), self._frames,
+                     f" ({self._bad_frames} bad frame(s) skipped)" if self._bad_frames else "")
             self._sink.end(self.id)
             return
 
