@@ -108,6 +108,9 @@ class Daemon:
         body["newest_frame_age_ms"] = min(ages.values()) if ages else None
         body["frame_age_ms"] = ages
         body["fps"] = self.pipeline.fps()
+        counters = {p.id: c for p in (*self.pipeline.sources, *self.pipeline.outputs) if (c := p.counters())}
+        if counters:  # plugin counters: malformed frames per reason, refused peers, ...
+            body["counters"] = counters
         return body
 
     def _publish_invalid_markers(self, snapshot: Snapshot) -> None:

@@ -46,5 +46,9 @@ class Output(ABC):
         if self.config.heartbeat:
             self.publish(record)
 
+    def counters(self) -> dict[str, Any]:
+        """Plugin counters for the heartbeat (e.g. refused peers); {} when it has none."""
+        return {}
+
     def close(self) -> None:
         pass
