@@ -139,6 +139,8 @@ def parse_message(parts: list[Any] | tuple[Any, ...], max_bytes: int = DEFAULT_M
     else:
         width = _int(header, "width", 0, 0, MAX_SIDE)
         height = _int(header, "height", 0, 0, MAX_SIDE)
+        if bool(width) != bool(height):
+            raise Malformed("header", f"{encoding}: give both 'width' and 'height' (they are checked) or neither")
         step = 0
         if len(payload) == 0:
             raise Malformed("size", f"{encoding} payload is empty")
