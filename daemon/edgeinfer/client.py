@@ -79,10 +79,12 @@ class FrameSender(_Client):
     """Sends frames in wire format v1. `pattern`: "push" (the daemon's source is `pull`) or "pub" (its source
     is `sub`; a PUB binds by default). A send never blocks: when `sndhwm` frames are already queued (the
     daemon is away or slow) the frame is dropped and `send` returns False; for a robot a fresh frame later beats
-    an old one now. Sequence numbers count up from 0 unless given; the stamp defaults to now (wall clock)."""
+    an old one now. `block=True` waits for room instead (a recorder that must not lose frames; a benchmark).
+    Sequence numbers count up from 0 unless given; the stamp defaults to now (wall clock)."""
 
     def __init__(self, endpoint: str, *, pattern: str = "push", bind: bool | None = None, source: str | None = None,
-                 frame_id: str | None = None, keys: ClientKeys | None = None, sndhwm: int = 2, context: Any = None):
+                 frame_id: str | None = None, keys: ClientKeys | None = None, sndhwm: int = 2, block: bool = False,
+                 context: Any = None):
         zmq = _zmq()
         kinds = {"push": zmq.PUSH, "pub": zmq.PUB}
         if pattern not in kinds:
@@ -90,6 +92,7 @@ class FrameSender(_Client):
         super().__init__(kinds[pattern], endpoint, pattern == "pub" if bind is None else bind, keys, context,
                          {zmq.SNDHWM: sndhwm})
         self._zmq_mod = zmq
+        self._flags = 0 if block else zmq.NOBLOCK
         self.source, self.frame_id = source, frame_id
         self.seq = 0
         self.sent = 0
@@ -120,7 +123,7 @@ class FrameSender(_Client):
     def _send(self, header: bytes, payload: Any) -> bool:
         zmq = self._zmq_mod
         try:
-            self.socket.send_multipart([header, payload], flags=zmq.NOBLOCK, copy=False)
+            self.socket.send_multipart([header, payload], flags=self._flags, copy=False)
         except zmq.Again:
             self.dropped += 1
             return False
