@@ -241,10 +241,16 @@ class ZmqOutput(Output):
         log.info("output '%s': publishing on %s%s", self.id, self.bound_endpoints["pub"],
                  f", control on {self.bound_endpoints['control']}" if "control" in self.bound_endpoints else "")
 
-    def _start_curve(self, curve: ZmqOutputCurveConfig) -> CurveServer:
+    @classmethod
+    def preflight_config(cls, config: ZmqOutputConfig) -> list[str]:  # type: ignore[override]
+        curve = config.curve
         problems = curve_problems(curve)
-        if curve.reset_clients is not None and not curve.reset_clients.is_dir():
+        if curve is not None and curve.reset_clients is not None and not curve.reset_clients.is_dir():
             problems.append(f"curve: reset_clients folder not found: {curve.reset_clients}")
+        return problems
+
+    def _start_curve(self, curve: ZmqOutputCurveConfig) -> CurveServer:
+        problems = self.preflight_config(self.config)
         if problems:
             raise OutputError(f"output '{self.id}': " + "; ".join(problems))
         try:
