@@ -97,15 +97,22 @@ def load_public_key(path: Path) -> bytes:
     return public
 
 
-class CurveServer:
-    """The ZAP handler of one context plus the daemon's keys; `secure(socket)` before bind/connect.
+MONITOR_POLL_MS = 100
 
-    `denied` counts handshakes refused for an unknown client key; `peers` is how many were admitted.
+
+class CurveServer:
+    """The ZAP handler of one context plus the daemon's keys; `secure(socket)` before bind/connect, then
+    `watch()` once every socket is secured.
+
+    `denied` counts peers refused: an unknown client key (told by the ZAP handler) or a handshake that failed
+    before authentication (no CURVE, a wrong server key: told by a socket monitor). `admitted` counts the
+    others.
     """
 
     def __init__(self, context: Any, curve: CurveConfig, owner: str):
         self.owner = owner
         self.curve = curve
+        self._context = context
         self._public, self._secret = load_key_pair(curve.secret_key)
         self._auth = _make_authenticator(context, self)
         self._auth.start()
@@ -114,11 +121,55 @@ class CurveServer:
         self.admitted = 0
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(log, interval_s=10.0)
+        self._monitors: list[str] = []
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def secure(self, sock: Any) -> None:
+        zmq = lazy_import("zmq", INSTALL_HINT)
         sock.curve_secretkey = self._secret
         sock.curve_publickey = self._public
         sock.curve_server = True
+        # handshakes that fail before ZAP is asked (a peer without CURVE, or with another server key)
+        address = f"inproc://edgeinfer-monitor-{id(self)}-{len(self._monitors)}"
+        sock.monitor(address, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self._monitors.append(address)
+
+    def watch(self) -> None:
+        """Start the thread that reads the socket monitors (they count failed handshakes)."""
+        if self._watcher is None and self._monitors:
+            self._watcher = threading.Thread(target=self._watch, args=(list(self._monitors),), daemon=True,
+                                             name=f"curve-monitor:{self.owner}")
+            self._watcher.start()
+
+    def _watch(self, addresses: list[str]) -> None:
+        zmq = lazy_import("zmq", INSTALL_HINT)
+        from zmq.utils.monitor import recv_monitor_message
+
+        pairs = []
+        try:
+            poller = zmq.Poller()
+            for address in addresses:
+                pair = self._context.socket(zmq.PAIR)
+                pair.setsockopt(zmq.LINGER, 0)
+                pair.connect(address)
+                poller.register(pair, zmq.POLLIN)
+                pairs.append(pair)
+            while not self._stop.is_set():
+                for pair, _ in poller.poll(MONITOR_POLL_MS):
+                    event = recv_monitor_message(pair, zmq.NOBLOCK)
+                    if event["event"] == zmq.EVENT_MONITOR_STOPPED:
+                        poller.unregister(pair)
+                    else:
+                        self._refused("", f"handshake failed (no CURVE, or another server key; error "
+                                          f"{event['value']})")
+        except zmq.ContextTerminated:
+            pass
+        except Exception:  # counting must never take the daemon down
+            log.exception("%s: socket monitor failed; failed handshakes are no longer counted", self.owner)
+        finally:
+            for pair in pairs:
+                pair.close(linger=0)
 
     def _refused(self, address: str, reason: str) -> None:
         with self._lock:
@@ -128,6 +179,10 @@ class CurveServer:
                            self.owner, address or "?", reason, count)
 
     def stop(self) -> None:
+        self._stop.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.join(1.0)
         try:
             self._auth.stop()
         except Exception:  # stopping the ZAP thread must not hide why we are closing

@@ -271,6 +271,10 @@ def test_curve_admits_known_clients_refuses_and_counts_unknown_ones(tmp_path, ip
             assert got is not None and got[0] in ("detections/cam", "heartbeat")
             assert snooper.recv(1.0) is None, "an unknown key read the daemon's records"
             assert plain.recv(0.5) is None, "a client without CURVE read the daemon's records"
+            with FrameSender(frames) as plain_sender:  # no CURVE at all: fails the handshake, counted too
+                for i in range(5):
+                    plain_sender.send(image, seq=200_000 + i)
+                    time.sleep(0.05)
         with Control(control, keys=client_keys("robot")) as ctl:
             assert ctl.ping()["ok"]
             assert ctl.status()["ok"]
@@ -280,8 +284,10 @@ def test_curve_admits_known_clients_refuses_and_counts_unknown_ones(tmp_path, ip
             assert ctl.reset()["ok"] is True
         with Control(control, keys=client_keys("stranger"), timeout=1.0) as ctl, pytest.raises(TimeoutError):
             ctl.reset()
-        daemon.wait_for(lambda lines: (newest_counters(daemon, "cam").get("unauthenticated") or 0) >= 1
-                        and (newest_counters(daemon, "zmq").get("unauthenticated") or 0) >= 2, 10,
+        # the source refused the stranger (unknown key) and the plain sender (no CURVE); the output the
+        # snooper, the plain reader and the stranger's control client
+        daemon.wait_for(lambda lines: (newest_counters(daemon, "cam").get("unauthenticated") or 0) >= 2
+                        and (newest_counters(daemon, "zmq").get("unauthenticated") or 0) >= 3, 10,
                         "refused peers counted in the heartbeat")
     finally:
         daemon.stop()

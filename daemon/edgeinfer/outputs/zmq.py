@@ -233,6 +233,8 @@ class ZmqOutput(Output):
                 self._control_thread = threading.Thread(target=self._serve_control, args=(rep,),
                                                         name=f"edgeinfer-zmq-{self.id}", daemon=True)
                 self._control_thread.start()
+            if self._curve is not None:
+                self._curve.watch()
         except BaseException:
             self._stop_curve()
             self._context.destroy(linger=0)

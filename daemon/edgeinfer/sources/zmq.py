@@ -135,6 +135,8 @@ class ZmqSource(Source):
                 sock.bind(cfg.endpoint)
             else:
                 sock.connect(cfg.endpoint)
+            if self._curve is not None:
+                self._curve.watch()
             value = sock.getsockopt(zmq.LAST_ENDPOINT)
             self.bound_endpoint = value.decode() if isinstance(value, bytes) else str(value)
         except zmq.ZMQError as exc:
