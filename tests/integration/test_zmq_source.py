@@ -396,3 +396,32 @@ def test_a_quiet_sender_is_not_a_reconnect(tmp_path, ipc_dir):
     assert stale["entities"]["cam"]["status"] in ("FAILED", "EXPIRED")
     log = daemon.stderr_path.read_text()
     assert "reconnect" not in log and "stream ended" not in log and "receiving on" in log
+
+
+def test_sub_source_is_the_curve_server_while_it_connects_to_a_robot_pub(tmp_path, ipc_dir):
+    from edgeinfer.mailbox import FanOut, FrameSlots
+    from edgeinfer.sources.zmq import ZmqSource, ZmqSourceConfig
+
+    keys = tmp_path / "keys"
+    make_keys(keys, "server", "robot")
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    shutil.copy(keys / "robot.key", clients)
+    endpoint = f"ipc://{ipc_dir}/robot-pub"
+    image = np.full((48, 64, 3), 60, np.uint8)
+    slots = FrameSlots(["cam"])
+    config = ZmqSourceConfig(id="cam", endpoint=endpoint, pattern="sub",
+                             curve={"secret_key": keys / "server.key_secret", "clients": clients})
+    # the robot binds a PUB socket (as imagezmq's PUB mode does); the daemon connects to it
+    with FrameSender(endpoint, pattern="pub", keys=ClientKeys(keys / "server.key", keys / "robot.key_secret")) \
+            as robot, ZmqSource(config, FanOut([slots])) as source:
+        assert source.endpoint_ready.wait(10)
+        got = []
+        deadline = time.monotonic() + 10
+        seq = 0
+        while not got and time.monotonic() < deadline:  # PUB drops until the subscription has arrived
+            robot.send(image, seq=seq, stamp=time.time())
+            seq += 1
+            got = slots.take(1, timeout=0.1)
+    assert got and got[0].source == "cam" and got[0].seq < seq and np.array_equal(got[0].image, image)
+    assert source.counters()["unauthenticated"] == 0
