@@ -83,3 +83,13 @@ def test_keys_makes_a_private_pair_and_never_overwrites_silently(tmp_path, capsy
     assert "exists" in capsys.readouterr().err and secret.read_bytes() == before
     assert main(["keys", "robot", "--dir", str(tmp_path), "--force"]) == 0
     assert secret.read_bytes() != before
+
+
+def test_zmq_modules_import_without_pyzmq_until_a_socket_is_made():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeinfer.client, edgeinfer.sources, edgeinfer.zmqwire, edgeinfer.zmqcommon, "
+            "edgeinfer.outputs.zmq; print('zmq' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
