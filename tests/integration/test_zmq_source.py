@@ -425,3 +425,40 @@ def test_sub_source_is_the_curve_server_while_it_connects_to_a_robot_pub(tmp_pat
             got = slots.take(1, timeout=0.1)
     assert got and got[0].source == "cam" and got[0].seq < seq and np.array_equal(got[0].image, image)
     assert source.counters()["unauthenticated"] == 0
+
+
+def test_a_sender_restarting_its_seq_is_renumbered_not_a_watchdog_fault(tmp_path, ipc_dir):
+    endpoint = f"ipc://{ipc_dir}/frames"
+    config = {
+        "sources": [{"id": "cam", "type": "zmq", "endpoint": endpoint}],
+        "models": [tiny_model_entry(constant_detector(tmp_path / "det.onnx", ROWS), ["cam"])],
+        "watchdog": {"period_ms": PERIOD_MS},  # defaults: flow violations have no tolerance, SAFE_STOP
+    }
+    daemon = DaemonProcess(tmp_path, config)
+    image = np.full((48, 64, 3), 60, np.uint8)
+    stamps = {}
+    try:
+        wait_ready(daemon)
+        for run in range(2):  # the robot's sender restarts and counts from 0 again
+            with FrameSender(endpoint) as sender:
+                for seq in range(15):
+                    stamp = time.time()
+                    sender.send(image, seq=seq, stamp=stamp)
+                    stamps[round(stamp, 6)] = (run, seq)
+                    time.sleep(0.06)
+                time.sleep(0.3)
+        daemon.wait_for(lambda lines: newest_counters(daemon, "cam").get("seq_went_back") == 1, 10,
+                        "the restart counted")
+    finally:
+        daemon.stop()
+    records = daemon.records()
+    frames = [r["frame"] for r in records]
+    assert frames == sorted(frames) and len(set(frames)) == len(frames), frames
+    assert {stamps[r["stamp"]][0] for r in records} == {0, 1}, "frames of both runs published"
+    # before the restart frame == seq; after it frame == seq + the offset past the last number delivered
+    offsets = {stamps[r["stamp"]][0]: r["frame"] - stamps[r["stamp"]][1] for r in records}
+    assert offsets[0] == 0 and offsets[1] > 0
+    assert all(r["frame"] - stamps[r["stamp"]][1] == offsets[stamps[r["stamp"]][0]] for r in records)
+    states = {b["state"] for b in daemon.heartbeats()}
+    assert "SAFE_STOP" not in states and "FAULT" not in states, states
+    assert "seq went back to 0" in daemon.stderr_path.read_text()

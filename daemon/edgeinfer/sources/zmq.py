@@ -77,6 +77,9 @@ class ZmqSource(Source):
         self.malformed: dict[str, int] = dict.fromkeys(zmqwire.REASONS, 0)
         self.received = 0
         self.superseded = 0
+        self.seq_went_back = 0  # the sender's seq fell below the last one delivered (a restart, two senders)
+        self._last_seq: int | None = None  # the last frame number delivered (sender's seq + offset)
+        self._seq_offset = 0
         self._denied_before = 0  # unauthenticated peers counted by ZAP handlers of earlier opens
         self.bound_endpoint: str | None = None  # the address actually bound (a `:*` port resolved)
         self.endpoint_ready = threading.Event()
@@ -101,6 +104,7 @@ class ZmqSource(Source):
     def counters(self) -> dict[str, Any]:
         with self._counts_lock:
             counts = {"received": self.received, "superseded": self.superseded,
+                      "seq_went_back": self.seq_went_back,
                       "malformed": {k: v for k, v in self.malformed.items() if v}}
         curve = self._curve
         counts["unauthenticated"] = (self._denied_before + (curve.denied if curve is not None else 0)
@@ -181,8 +185,28 @@ class ZmqSource(Source):
             except zmqwire.Malformed as exc:
                 self._count_malformed(exc)
                 continue
-            return Captured(image, wall=newest.stamp, seq=newest.seq, frame_id=newest.frame_id)
+            seq = self._frame_number(newest.seq) if newest.seq is not None else None
+            return Captured(image, wall=newest.stamp, seq=seq, frame_id=newest.frame_id)
         return None
+
+    def _frame_number(self, seq: int) -> int:
+        """The sender's seq as the frame number, kept growing: the watchdog's flow check takes a frame number
+        that goes back for a fault (SAFE_STOP by default), but a robot whose sender restarts from 0 is not a
+        perception fault. So after a jump back the sender's seq is shifted past the last number delivered
+        (logged and counted); the stamp still matches the sender's exactly."""
+        number = seq + self._seq_offset
+        last = self._last_seq
+        if last is not None and number <= last:
+            self._seq_offset = last + 1 - seq
+            number = last + 1
+            with self._counts_lock:
+                self.seq_went_back += 1
+            self._log.log(logging.WARNING, "seq_back",
+                          f"source '{self.id}': the sender's seq went back to {seq} (a restarted sender, or "
+                          f"several senders on one source); its frames are numbered seq + {self._seq_offset} "
+                          f"from here on so that frame numbers keep growing")
+        self._last_seq = number
+        return number
 
     def _count_malformed(self, exc: zmqwire.Malformed) -> None:
         with self._counts_lock:
