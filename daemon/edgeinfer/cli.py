@@ -1,4 +1,4 @@
-"""Command line: run, check, doctor, models, build, inspect, bench (the last three in engines/commands.py).
+"""Command line: run, check, doctor, keys, models, build, inspect, bench (the last three in engines/commands.py).
 
 Exit codes: 0 done, 1 runtime failure, 2 bad config (or a config that does not fit the model),
 3 safe stop (watchdog). systemd's unit does not restart on 2: restarting cannot fix a config.
@@ -280,6 +280,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .lazy import MissingDependency
+    from .zmqcommon import make_key_pair
+
+    folder = Path(args.dir)
+    existing = [p for p in (folder / f"{args.name}.key", folder / f"{args.name}.key_secret") if p.exists()]
+    if existing and not args.force:
+        print(f"edgeinfer: {existing[0]} exists; use another name or --force to replace it", file=sys.stderr)
+        return EXIT_RUNTIME
+    try:
+        public, secret = make_key_pair(folder, args.name)
+    except MissingDependency as exc:
+        print(f"edgeinfer: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"public key (give to peers, or put in the daemon's curve.clients folder): {public}")
+    print(f"key pair (keep private; curve.secret_key or the client's secret key):   {secret}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeinfer", description="Inference daemon for robots and edge boxes")
     parser.add_argument("--version", action="version", version=f"edgeinfer {__version__}")
@@ -302,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="say what this box has: runtimes, GPU, DLA, ROS 2, ZeroMQ")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=cmd_doctor)
+
+    keys = sub.add_parser("keys", help="make a CURVE key pair for ZeroMQ (NAME.key and NAME.key_secret)")
+    keys.add_argument("name", help="file name stem, e.g. server or robot1")
+    keys.add_argument("--dir", default=".", help="folder to write into (default: .)")
+    keys.add_argument("--force", action="store_true", help="replace an existing pair")
+    keys.set_defaults(func=cmd_keys)
 
     models = sub.add_parser("models", help="fetch the demo model and media")
     models_sub = models.add_subparsers(dest="models_cmd", required=True)

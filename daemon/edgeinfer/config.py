@@ -435,6 +435,12 @@ def preflight_problems(config: Config) -> list[Problem]:
                 problems.append(Problem(f"sources[{i}].{field}", rest, fatal))
             else:
                 problems.append(Problem(f"sources[{i}]", message, fatal))
+    from .outputs import OUTPUT_TYPES
+
+    for i, output in enumerate(config.outputs):
+        for message in OUTPUT_TYPES[output.type].preflight_config(output):
+            field, sep, rest = message.partition(": ")
+            problems.append(Problem(f"outputs[{i}].{field}", rest) if sep else Problem(f"outputs[{i}]", message))
     return problems
 
 

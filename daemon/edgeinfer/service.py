@@ -202,6 +202,9 @@ class Daemon:
         body["serving"] = self.pipeline.serving()  # which link of each model's fallback chain serves
         if self.failing_outputs:
             body["failing_outputs"] = sorted(self.failing_outputs)
+        counters = {p.id: c for p in (*self.pipeline.sources, *self.pipeline.outputs) if (c := p.counters())}
+        if counters:  # plugin counters: malformed frames per reason, refused peers, ...
+            body["counters"] = counters
         return body
 
     def _publish_invalid_markers(self, snapshot: Snapshot) -> None:

@@ -25,6 +25,7 @@ from .images import ImagesSource, ImagesSourceConfig
 from .stream import RtspSource, RtspSourceConfig
 from .synthetic import SyntheticSource, SyntheticSourceConfig
 from .video import VideoSource, VideoSourceConfig
+from .zmq import ZmqSource, ZmqSourceConfig  # imports pyzmq only when the source opens
 
 SourceConfig = Annotated[
     VideoSourceConfig
@@ -32,7 +33,8 @@ SourceConfig = Annotated[
     | CameraSourceConfig
     | RtspSourceConfig
     | GStreamerSourceConfig
-    | SyntheticSourceConfig,
+    | SyntheticSourceConfig
+    | ZmqSourceConfig,
     Field(discriminator="type"),
 ]
 
@@ -43,6 +45,7 @@ SOURCE_TYPES: dict[str, type[Source]] = {
     "rtsp": RtspSource,
     "gstreamer": GStreamerSource,
     "synthetic": SyntheticSource,
+    "zmq": ZmqSource,
 }
 
 
@@ -76,5 +79,7 @@ __all__ = [
     "SyntheticSourceConfig",
     "VideoSource",
     "VideoSourceConfig",
+    "ZmqSource",
+    "ZmqSourceConfig",
     "create_source",
 ]

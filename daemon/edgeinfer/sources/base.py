@@ -285,6 +285,10 @@ class Source(ABC):
                 "fps": (len(recent) - 1) / (now - recent[0]) if len(recent) >= 2 else 0.0,
             }
 
+    def counters(self) -> dict[str, Any]:
+        """Plugin counters for the heartbeat (e.g. malformed messages per reason); {} when it has none."""
+        return {}
+
     def __enter__(self) -> Source:
         self.start()
         return self
@@ -396,7 +400,8 @@ class Source(ABC):
             mono = time.monotonic()
             wall = time.time()
             if image is None:
-                return "end", ""
+                # a live read that gave up because stop was asked is a stop, not a broken stream
+                return ("stopped" if self._stop.is_set() else "end"), ""
             header: Captured | None = None
             if isinstance(image, Captured):
                 header, image = image, image.image
