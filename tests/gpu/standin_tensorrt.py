@@ -296,8 +296,14 @@ class _MemsetEngine(_EngineBase):
         self.tensors = {"images": (TensorIOMode.INPUT, (-1, *spec.get("input", (3, 416, 416))), DataType.FLOAT)}
         for name, shape in spec.get("outputs", {"detections": [2535, 85]}).items():
             self.tensors[name] = (TensorIOMode.OUTPUT, (-1, *shape), DataType.FLOAT)
+        # {"fail_calls": [a, b]}: enqueues a..b-1 (counted from 0) fail, as an engine does on a bad input
+        self.fail_calls = range(*spec.get("fail_calls", (0, 0)))
+        self.calls = 0
 
     def execute(self, ctx: _Context, stream: int) -> bool:
+        call, self.calls = self.calls, self.calls + 1
+        if call in self.fail_calls:
+            return False
         for name, (mode, _shape, _dt) in self.tensors.items():
             if mode is TensorIOMode.OUTPUT:
                 nbytes = int(np.prod(ctx.shapes[name])) * 4

@@ -216,6 +216,53 @@ def test_no_device_memory_leak_over_100_cycles(tmp_path):
     assert free_before - free_after < 4 * 2**20
 
 
+def test_a_failure_mid_run_gives_error_records_and_a_fault_not_a_crash(tmp_path):
+    """Three enqueues fail in the middle of a stream: those frames are published as status error naming the
+    call, the watchdog hears a fault, and the stream goes on to its end."""
+    import threading
+
+    from standin_tensorrt import write_engine
+
+    from edgeinfer.config import parse_config
+    from edgeinfer.pipeline import Pipeline
+
+    engine = write_engine(tmp_path / "flaky.engine", standin="memset", input=[3, 64, 64],
+                          outputs={"detections": [100, 85]}, max_batch=1, fail_calls=[40, 43])
+    out = tmp_path / "out.jsonl"
+    data = {"sources": [{"id": "cam", "type": "synthetic", "width": 64, "height": 48, "frames": 60}],
+            "models": [{"id": "det", "path": str(engine), "device": "gpu", "sources": ["cam"],
+                        "backend_options": {"runtime": "standin_tensorrt", "cuda_graph": "off"},
+                        "decoder": {"layout": "v5"}}],
+            "outputs": [{"type": "jsonl", "path": str(out), "heartbeat": False}]}
+
+    class Faults:
+        def __init__(self):
+            self.faults = []
+
+        def fault(self, entity, message):
+            self.faults.append((entity, message))
+
+        def __getattr__(self, name):  # alive, begin, end, checkpoint: not looked at here
+            return lambda *args, **kwargs: None
+
+    reporter = Faults()
+    pipeline = Pipeline(parse_config(yaml.safe_dump(data)), reporter=reporter)
+    pipeline.start()
+    stop = threading.Event()
+    timer = threading.Timer(60, stop.set)
+    timer.start()
+    try:
+        assert pipeline.wait(stop) == "end-of-input"
+    finally:
+        timer.cancel()
+        pipeline.stop()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    errors = [r for r in records if r["status"] == "error"]
+    assert len(records) == 60 and [r["frame"] for r in records] == list(range(60))
+    assert len(errors) == 3 and all("execute_async_v3 failed" in r["error"] for r in errors), errors
+    assert sum(1 for entity, _ in reporter.faults if entity == "det") == 3
+
+
 def test_corrupt_engine_is_a_clear_error_and_check_exits_2(tmp_path, demo_model, demo_video):
     bad = tmp_path / "bad.engine"
     bad.write_bytes(b"\x00not an engine" * 100)
