@@ -23,6 +23,7 @@ from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
 from .decoders import DecoderConfig, YoloDecoderConfig
 from .outputs import JsonlOutputConfig, OutputConfig
 from .preprocess import PreprocessConfig
+from .ros.config import RosConfig
 from .schema import StrictModel
 from .sources import SourceConfig
 from .watchdog import WatchdogConfig, flow_id
@@ -65,6 +66,7 @@ class Config(StrictModel):
     outputs: list[OutputConfig] = Field(default_factory=lambda: [JsonlOutputConfig()])
     watchdog: WatchdogConfig = WatchdogConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ros: RosConfig = RosConfig()  # the node every ros2 source and output shares (used only when one is configured)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .base import (
 from .camera import CameraSource, CameraSourceConfig
 from .gstreamer import GStreamerSource, GStreamerSourceConfig
 from .images import ImagesSource, ImagesSourceConfig
+from .ros2 import Ros2Source, Ros2SourceConfig  # imports rclpy only when opened
 from .stream import RtspSource, RtspSourceConfig
 from .synthetic import SyntheticSource, SyntheticSourceConfig
 from .video import VideoSource, VideoSourceConfig
@@ -32,7 +33,8 @@ SourceConfig = Annotated[
     | CameraSourceConfig
     | RtspSourceConfig
     | GStreamerSourceConfig
-    | SyntheticSourceConfig,
+    | SyntheticSourceConfig
+    | Ros2SourceConfig,
     Field(discriminator="type"),
 ]
 
@@ -43,6 +45,7 @@ SOURCE_TYPES: dict[str, type[Source]] = {
     "rtsp": RtspSource,
     "gstreamer": GStreamerSource,
     "synthetic": SyntheticSource,
+    "ros2": Ros2Source,
 }
 
 

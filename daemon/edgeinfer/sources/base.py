@@ -389,8 +389,8 @@ class Source(ABC):
                 return "error", f"{type(exc).__name__}: {exc}"
             mono = time.monotonic()
             wall = time.time()
-            if image is None:
-                return "end", ""
+            if image is None:  # a read that waits for a message (ROS) gives up with None when stopped
+                return ("stopped" if self._stop.is_set() else "end"), ""
             header: Captured | None = None
             if isinstance(image, Captured):
                 header, image = image, image.image
