@@ -5,7 +5,6 @@ Skipped (not failed) where rclpy or the built interfaces are missing."""
 
 from __future__ import annotations
 
-import math
 import py_compile
 import time
 from pathlib import Path
@@ -99,3 +98,181 @@ def test_every_demo_frame_arrives_as_detection2darray_for_default_and_sensor_dat
     assert len(class_map) == 80 and class_map[2] == "car" and class_map[0] == "person"
     names = {class_map[int(d["results"][0]["hypothesis"]["class_id"])] for m in msgs for d in m["detections"]}
     assert {"car", "person"} <= names
+
+
+def run_node(tmp_path: Path, config: dict, *ros_args: str):
+    """The daemon through the edgeinfer_ros entry point (as `ros2 run` starts it), JSONL beside ROS."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    stderr = (tmp_path / "node.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer_ros.node", "--ros-args",
+                             "-p", f"config_file:={config_path}", *ros_args],
+                            env=ros_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+    return proc, stderr
+
+
+def test_image_topics_from_another_process_are_detected_with_their_stamp_and_frame_id(
+        tmp_path, demo_model, demo_video):
+    encodings = ["rgb8", "bgr8", "mono8", "rgba8", "bgra8"]
+    topic = "/robot1/edgeinfer/yolov3_tiny/detections"
+    peer = RosPeer({
+        "subscribe": [subscription("det", topic, "vision_msgs/msg/Detection2DArray", DEFAULT_QOS)],
+        "publish_images": [
+            # one frame with three cars (frame 140), over and over, in every encoding
+            {"topic": "/camera/image_raw", "video": str(demo_video), "start_frame": 140, "frames": 1,
+             "count": 20, "fps": 4, "encodings": encodings, "frame_id": "cam_optical",
+             "qos": {"reliability": "reliable"}},
+            {"topic": "/camera/image_raw/compressed", "video": str(demo_video), "start_frame": 140, "frames": 1,
+             "count": 8, "fps": 2, "encodings": ["jpeg", "png"], "frame_id": "cam_optical",
+             "qos": {"reliability": "best_effort"}},
+        ]}, tmp_path / "peer.log")
+    out = tmp_path / "out.jsonl"
+    config = {
+        "sources": [{"id": "cam", "type": "ros2", "topic": "/camera/image_raw"},
+                    {"id": "camz", "type": "ros2", "topic": "/camera/image_raw/compressed",
+                     "transport": "compressed"}],
+        "models": [demo_model_entry(demo_model, "cam") | {"sources": ["cam", "camz"], "budget_ms": 5000}],
+        "outputs": [{"type": "jsonl", "path": str(out)}, {"type": "ros2"}],
+    }
+    proc, stderr = run_node(tmp_path, config, "-r", "__ns:=/robot1")
+    try:
+        for t in ("/camera/image_raw", "/camera/image_raw/compressed"):
+            peer.wait_for(lambda ev, t=t: first(ev, lambda e: e["event"] == "published_all" and e["topic"] == t),
+                          120, f"the peer to publish every image on {t}")
+        time.sleep(2.0)  # the last frames through the model
+        published = [e for e in peer.snapshot() if e["event"] == "published"]
+        received = [e["msg"] for e in peer.messages("det")]
+    finally:
+        proc.terminate()
+        code = proc.wait(15)
+        stderr.close()
+        peer.stop()
+    log = (tmp_path / "node.log").read_text()
+    assert code == 0, log[-3000:]
+    assert received, f"no detections on {topic}:\n{log[-3000:]}"
+
+    # the stamp each image was published with comes back on its detections (float64 seconds inside: < 1 us)
+    by_stamp = {e["stamp_ns"]: e for e in published}
+    matched = []
+    for msg in received:
+        ns = msg["header"]["stamp"]["sec"] * 1_000_000_000 + msg["header"]["stamp"]["nanosec"]
+        near = min(by_stamp, key=lambda s: abs(s - ns))
+        assert abs(near - ns) <= 1000, f"detections stamped {ns}, no image published within 1 us of it"
+        assert msg["header"]["frame_id"] == "cam_optical"
+        matched.append((by_stamp[near], msg))
+    # newest-frame semantics may skip an image while the model is busy; every encoding gets through
+    print(f"\n{len(matched)} of {len(published)} images came back as detections")
+    cars = {e["encoding"] for e, msg in matched
+            if any(d["results"][0]["hypothesis"]["class_id"] == "2" for d in msg["detections"])}
+    assert cars == set(encodings) | {"jpeg", "png"}, cars
+    # lossless encodings hold the same pixels once converted: exactly the same detections
+    def boxes(msg):
+        return sorted((d["results"][0]["hypothesis"]["class_id"], round(d["bbox"]["center"]["position"]["x"], 3),
+                       round(d["bbox"]["center"]["position"]["y"], 3), round(d["bbox"]["size_x"], 3))
+                      for d in msg["detections"])
+    lossless = {}
+    for event, msg in matched:
+        if event["encoding"] in ("bgr8", "rgb8", "rgba8", "bgra8", "png"):
+            lossless.setdefault(event["encoding"], boxes(msg))
+    assert len(set(map(tuple, lossless.values()))) == 1, lossless
+
+    # the JSONL output of the same run carries the same stamps, and the age counts from the image's stamp
+    import json
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    detections = [r for r in records if r["type"] == "detections"]
+    assert {round(r["stamp"], 6) for r in detections} >= {round(stamp_s(m), 6) for _, m in matched}
+    assert all(0 <= r["age_ms"] < 5000 for r in detections)
+
+
+def test_heartbeat_every_cycle_reset_service_diagnostics_and_incompatible_qos(tmp_path):
+    rows = np.array([[32, 32, 16, 16, 0.9, 0.1, 0.8]], dtype=np.float32)
+    model = malformed_on_white_detector(tmp_path / "malformed.onnx", rows)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    white = {10, 11, 12}  # three in a row: a paced source may drop one, never all three
+    for i in range(400):
+        cv2.imwrite(str(folder / f"frame_{i:03d}.png"), np.full((64, 64, 3), 255 if i in white else 20, np.uint8))
+    config = {
+        "sources": [{"id": "cam", "type": "images", "path": str(folder), "realtime": True, "fps": 25}],
+        "models": [{"id": "det", "path": str(model), "sources": ["cam"], "budget_ms": 1000,
+                    "decoder": {"type": "yolo", "layout": "v5", "conf_threshold": 0.5}}],
+        "watchdog": {"period_ms": 50, "fault_tolerance_cycles": 0, "latch_safe_stop": True,
+                     "on_safe_stop": ["publish_status", "invalidate_detections"]},
+    }
+    peer = RosPeer({"subscribe": [
+        subscription("hb", "/edgeinfer/heartbeat", "edgeinfer_msgs/msg/Heartbeat", DEFAULT_QOS),
+        subscription("diag", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", DEFAULT_QOS),
+        subscription("det", "/edgeinfer/det/detections", "vision_msgs/msg/Detection2DArray", DEFAULT_QOS),
+        # asks for what the detections publisher does not offer: DURABILITY transient local
+        subscription("incompatible", "/edgeinfer/det/detections", "vision_msgs/msg/Detection2DArray",
+                     {"reliability": "reliable", "durability": "transient_local", "depth": 10}),
+    ]}, tmp_path / "peer.log")
+    peer.wait_for(lambda ev: first(ev, lambda e: e["event"] == "ready"), 30, "the peer")
+    daemon = DaemonProcess(tmp_path, config, env=ros_env(), watchdog_usec=None,
+                           extra_outputs=[{"type": "ros2", "wait_for_subscribers": 1, "wait_timeout_s": 30}])
+
+    def heartbeats(ev):
+        return [e["msg"] for e in ev if e.get("name") == "hb"]
+
+    try:
+        stop = peer.wait_for(lambda ev: first(heartbeats(ev), lambda m: m["state_name"] == "SAFE_STOP"), 60,
+                             "a SAFE_STOP heartbeat over ROS")
+        assert stop["state"] == 3 and "invalidate_detections" in stop["actions"]
+        det = first(stop["entities"], lambda e: e["id"] == "det")
+        assert det["status"] == "EXPIRED" and det["latched"] and "decod" in det["last_fault"]
+        # latched: no Detection2DArray for invalid frames (an empty one would claim "nothing there")
+        time.sleep(1.0)
+        n_det = len(peer.messages("det"))
+        time.sleep(1.0)
+        assert len(peer.messages("det")) == n_det
+        assert all(m["state_name"] == "SAFE_STOP" for m in heartbeats(peer.snapshot()) if m["cycle"] >= stop["cycle"])
+
+        peer.send({"cmd": "call", "service": "/edgeinfer/reset"})
+        reply = peer.wait_for(lambda ev: first(ev, lambda e: e["event"] == "call"), 30, "the reset reply")
+        assert reply["success"] is True, reply
+        ok = peer.wait_for(lambda ev: first(heartbeats(ev), lambda m: m["state_name"] == "OK"
+                                            and m["cycle"] > stop["cycle"]), 20, "OK after the reset service")
+        peer.wait_for(lambda ev: len(peer.messages("det")) > n_det, 20, "detections again after the reset")
+        diag = peer.wait_for(lambda ev: first([e["msg"] for e in ev if e.get("name") == "diag"][::-1],
+                                              lambda m: any("DURABILITY" in s["message"] for s in m["status"])
+                                              and any(s["name"].endswith("model det") for s in m["status"])),
+                             20, "/diagnostics naming the incompatible policy")
+        incompatible = first(peer.snapshot(), lambda e: e["event"] == "incompatible_qos")
+        jsonl_beats = daemon.heartbeats()
+        stderr = daemon.stderr()
+    finally:
+        daemon.stop()
+        peer.stop()
+
+    # every cycle: consecutive cycle numbers over ROS, the same cycles and states as the JSONL heartbeats
+    beats = heartbeats(peer.snapshot())
+    cycles = [m["cycle"] for m in beats]
+    assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "a heartbeat cycle is missing over ROS"
+    jsonl_state = {b["cycle"]: b["state"] for b in jsonl_beats}
+    assert all(jsonl_state[m["cycle"]] == m["state_name"] for m in beats if m["cycle"] in jsonl_state)
+    assert ok["fps_models"] == ["det"] and ok["frame_age_sources"] == ["cam"]
+    assert ok["newest_frame_age_ms"] is not None and ok["newest_frame_age_ms"] >= 0  # NaN: nothing yet
+
+    # /diagnostics: the watchdog state, the model's numbers, backend and device, the QoS problem
+    status = {s["name"]: s for s in diag["status"]}
+    values = {kv["key"]: kv["value"] for kv in status["edgeinfer: model det"]["values"]}
+    assert {"fps", "latency_ms", "infer_ms", "drops", "backend", "device"} <= set(values)
+    assert values["backend"].startswith("onnxruntime") and values["device"] == "cpu"
+    assert float(values["fps"]) > 0 and float(values["latency_ms"]) > 0
+    watchdog = {kv["key"]: kv["value"] for kv in status["edgeinfer: watchdog"]["values"]}
+    assert watchdog["state"] in ("OK", "DEGRADED", "FAULT", "SAFE_STOP")
+    ros = status["edgeinfer: ros2"]
+    assert ros["level"] == [1] and "DURABILITY" in ros["message"] and "detections" in ros["message"]
+    assert "incompatible QoS" in stderr and "DURABILITY" in stderr
+    assert incompatible is not None and incompatible["policy"] == "DURABILITY"
+
+
+def test_launch_file_compiles():
+    # `launch` and `launch_ros` are not on PyPI: the launch file is compiled here, never run
+    py_compile.compile(str(ROOT / "ros2_ws/src/edgeinfer_ros/launch/edgeinfer.launch.py"), doraise=True)

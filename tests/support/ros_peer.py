@@ -95,6 +95,7 @@ def publish_images(node, spec: dict) -> None:
     pub = node.create_publisher(CompressedImage if compressed else Image, spec["topic"], qos(spec.get("qos", {})))
     capture = cv2.VideoCapture(spec["video"])
     frames = []
+    capture.set(cv2.CAP_PROP_POS_FRAMES, spec.get("start_frame", 0))
     while len(frames) < spec.get("frames", 50):
         ok, frame = capture.read()
         if not ok:
@@ -113,11 +114,11 @@ def publish_images(node, spec: dict) -> None:
         encoding = encodings[i % len(encodings)]
         stamp_ns = time.time_ns()
         pub.publish(image_message(frame, encoding, stamp_ns, spec.get("frame_id", "camera")))
-        emit({"event": "published", "index": i, "stamp_ns": stamp_ns, "encoding": encoding})
+        emit({"event": "published", "topic": spec["topic"], "index": i, "stamp_ns": stamp_ns, "encoding": encoding})
         delay = start + (i + 1) * period - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-    emit({"event": "published_all"})
+    emit({"event": "published_all", "topic": spec["topic"]})
 
 
 def main() -> None:
@@ -143,8 +144,8 @@ def main() -> None:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     emit({"event": "ready"})
-    if spec.get("publish_images"):
-        threading.Thread(target=publish_images, args=(node, spec["publish_images"]), daemon=True).start()
+    for images in spec.get("publish_images", []):
+        threading.Thread(target=publish_images, args=(node, images), daemon=True).start()
     for line in sys.stdin:
         command = json.loads(line)
         if command["cmd"] == "quit":
