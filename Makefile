@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps models demo test lint clean
+.PHONY: setup system-deps ros models demo test lint clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,13 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	sh tests/system-deps.sh
 
+# ROS 2 from the PyPI wheels (rclpy, Fast DDS, the standard interfaces, colcon) and `colcon build` of ros2_ws
+# plus the tests' vision_msgs fixture into .ros/ (git-ignored); rebuilt when a package file changes
+ROS_SOURCES := $(shell find ros2_ws/src tests/fixtures/ros -type f 2>/dev/null)
+ros: setup .ros/.built
+.ros/.built: $(ROS_SOURCES) tests/ros-build.sh pyproject.toml
+	VENV=$(VENV) sh tests/ros-build.sh
+
 models: setup
 	$(EDGE) models fetch yolov3-tiny
 	$(EDGE) models fetch bikes
@@ -33,8 +40,8 @@ demo: models
 lint: setup
 	$(VENV)/bin/ruff check daemon tests benchmarks
 
-test: setup system-deps models lint
+test: setup system-deps models ros lint
 	$(PY) -m pytest -q -ra --durations=10
 
 clean:
-	rm -rf $(VENV) models/yolov3-tiny models/media
+	rm -rf $(VENV) models/yolov3-tiny models/media .ros

@@ -17,7 +17,7 @@ from support.daemon_process import DaemonProcess, first
 from support.ros import ROOT, RosPeer, ros_env, ros_unavailable, stamp_s
 from support.tiny_models import malformed_on_white_detector
 
-pytestmark = pytest.mark.skipif(ros_unavailable() is not None, reason=str(ros_unavailable()))
+needs_ros = pytest.mark.skipif(ros_unavailable() is not None, reason=str(ros_unavailable()))
 
 MODEL = "yolov3-tiny"
 TOPIC_MODEL = "yolov3_tiny"  # ROS names have no '-'
@@ -38,6 +38,7 @@ def subscription(name: str, topic: str, kind: str, qos: dict) -> dict:
     return {"name": name, "topic": topic, "type": kind, "qos": qos}
 
 
+@needs_ros
 def test_every_demo_frame_arrives_as_detection2darray_for_default_and_sensor_data_subscribers(
         tmp_path, demo_model, demo_video):
     peer = RosPeer({"subscribe": [
@@ -116,6 +117,7 @@ def run_node(tmp_path: Path, config: dict, *ros_args: str):
     return proc, stderr
 
 
+@needs_ros
 def test_image_topics_from_another_process_are_detected_with_their_stamp_and_frame_id(
         tmp_path, demo_model, demo_video):
     encodings = ["rgb8", "bgr8", "mono8", "rgba8", "bgra8"]
@@ -190,6 +192,7 @@ def test_image_topics_from_another_process_are_detected_with_their_stamp_and_fra
     assert all(0 <= r["age_ms"] < 5000 for r in detections)
 
 
+@needs_ros
 def test_heartbeat_every_cycle_reset_service_diagnostics_and_incompatible_qos(tmp_path):
     rows = np.array([[32, 32, 16, 16, 0.9, 0.1, 0.8]], dtype=np.float32)
     model = malformed_on_white_detector(tmp_path / "malformed.onnx", rows)
@@ -276,3 +279,33 @@ def test_heartbeat_every_cycle_reset_service_diagnostics_and_incompatible_qos(tm
 def test_launch_file_compiles():
     # `launch` and `launch_ros` are not on PyPI: the launch file is compiled here, never run
     py_compile.compile(str(ROOT / "ros2_ws/src/edgeinfer_ros/launch/edgeinfer.launch.py"), doraise=True)
+
+
+def test_without_the_interfaces_run_says_what_is_missing_and_how_to_get_it(tmp_path, demo_model):
+    """No ROS environment at all (neither the built interfaces nor, maybe, rclpy): exit 1, naming the fix."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = {"sources": [{"id": "cam", "type": "ros2", "topic": "/camera/image_raw"}],
+              "models": [demo_model_entry(demo_model, "cam")], "outputs": [{"type": "ros2"}]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "LD_LIBRARY_PATH")}
+    env["ROS_DOMAIN_ID"] = ros_env()["ROS_DOMAIN_ID"]
+    proc = subprocess.run([sys.executable, "-m", "edgeinfer", "run", str(path)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert ("vision_msgs" in proc.stderr and "make ros" in proc.stderr) or "rclpy" in proc.stderr, proc.stderr
+
+
+@needs_ros
+def test_node_entry_point_needs_the_config_file_parameter(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "edgeinfer_ros.node", "--ros-args", "-p", "max_frames:=3"],
+                          env=ros_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "config_file" in proc.stderr, proc.stderr
