@@ -165,6 +165,20 @@ def main() -> None:
             emit({"event": "call", "service": command["service"],
                   "success": None if result is None else result.success,
                   "message": None if result is None else result.message})
+        if command["cmd"] == "lifecycle":  # lifecycle_msgs/srv/ChangeState with a transition label
+            from lifecycle_msgs.msg import Transition
+            from lifecycle_msgs.srv import ChangeState
+
+            client = node.create_client(ChangeState, command["service"])
+            ok = client.wait_for_service(timeout_sec=10)
+            request = ChangeState.Request()
+            request.transition.id = getattr(Transition, "TRANSITION_" + command["transition"].upper())
+            future = client.call_async(request) if ok else None
+            deadline = time.monotonic() + 10
+            while future is not None and not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            emit({"event": "lifecycle", "transition": command["transition"],
+                  "success": bool(future is not None and future.done() and future.result().success)})
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
