@@ -90,11 +90,16 @@ class Ros2OutputConfig(OutputConfigBase):
 
 
 class _ModelTopics:
-    def __init__(self, detections: Any, label_info: Any, image: Any | None):
+    def __init__(self, detections: Any, label_info: Any, image: Any | None, array: Any):
         self.detections = detections
         self.label_info = label_info
         self.image = image
         self.next_image = 0.0  # monotonic time the next annotated image may go
+        # Messages reused frame after frame: publish() serialises at once, and building an
+        # ObjectHypothesisWithPose (its 36-float covariance) costs ~150 us, far more than filling one.
+        # Only this model's publish thread touches them.
+        self.array = array
+        self.pool: list[Any] = []
 
 
 class Ros2Output(Output):
@@ -152,7 +157,7 @@ class Ros2Output(Output):
                 if self.config.image.format == "jpeg":
                     topic, kind = topic + "/compressed", m.CompressedImage
                 image = node.create_publisher(kind, topic, qos_profile(q.image), event_callbacks=events(topic))
-            self._topics[model_id] = _ModelTopics(det, info, image)
+            self._topics[model_id] = _ModelTopics(det, info, image, m.Detection2DArray())
             info.publish(self._label_info(labels))
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
@@ -211,7 +216,7 @@ class Ros2Output(Output):
             # (safe stop) or failed is not published; the heartbeat and /diagnostics say why.
             self.skipped += 1
             return
-        topics.detections.publish(self.detection_array(result))
+        topics.detections.publish(self.detection_array(result, topics))
         self.published += 1
         if topics.image is not None and result.frame is not None:
             now = time.monotonic()
@@ -223,26 +228,31 @@ class Ros2Output(Output):
     def publish(self, record: dict[str, Any]) -> None:
         pass  # every record reaches this output as a typed Result or a heartbeat
 
-    def detection_array(self, result: Result) -> Any:
+    def detection_array(self, result: Result, topics: _ModelTopics | None = None) -> Any:
+        """The Detection2DArray of one result, filled into the model's reused messages (fresh ones without
+        `topics`)."""
         m = self._msgs
-        msg = m.Detection2DArray()
+        msg = topics.array if topics is not None else m.Detection2DArray()
+        pool = topics.pool if topics is not None else []
         sec, nanosec = cv.seconds_to_stamp(result.stamp)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
-        msg.header.frame_id = result.frame_id
+        header = msg.header
+        header.stamp.sec, header.stamp.nanosec = sec, nanosec
+        header.frame_id = result.frame_id
         label_in_id = self.config.label_in_class_id
-        out = []
-        for d in result.detections:
+        while len(pool) < len(result.detections):
             det = m.Detection2D()
-            det.header = msg.header
+            det.results = [m.ObjectHypothesisWithPose()]
+            pool.append(det)
+        for det, d in zip(pool, result.detections):
+            det.header = header
             cx, cy, sx, sy = cv.detection_values(d.bbox)
-            det.bbox.center.position.x, det.bbox.center.position.y = cx, cy
-            det.bbox.size_x, det.bbox.size_y = sx, sy
-            hyp = m.ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id = cv.class_id_text(d.class_id, d.label, label_in_id)
-            hyp.hypothesis.score = float(d.score)
-            det.results = [hyp]
-            out.append(det)
-        msg.detections = out
+            box = det.bbox
+            box.center.position.x, box.center.position.y = cx, cy
+            box.size_x, box.size_y = sx, sy
+            hyp = det.results[0].hypothesis
+            hyp.class_id = cv.class_id_text(d.class_id, d.label, label_in_id)
+            hyp.score = float(d.score)
+        msg.detections = pool[:len(result.detections)]
         return msg
 
     def annotated(self, result: Result) -> Any:
