@@ -222,11 +222,12 @@ def main() -> int:
               f"up to {a['max_rate_hz']:.0f} images/s")
     for qos in ("sensor_data", "default"):
         lat = result[f"latency_source_{qos}"]
+        arrival, age, extra = lat["ros_stamp_to_arrival_ms"], lat["jsonl_age_ms"], lat["ros_minus_jsonl_ms"]
         print(f"source qos {qos}: {lat['detections_received']} of {lat['images_published']} 640x480 images came back "
-              f"as detections (inference {lat['infer_ms_median']:.0f} ms median); stamp -> detections in another process {lat['ros_stamp_to_arrival_ms']['median']:.1f}"
-              f" ms median (p95 {lat['ros_stamp_to_arrival_ms']['p95']:.1f}); same frames' JSONL age "
-              f"{lat['jsonl_age_ms']['median']:.1f} ms (p95 {lat['jsonl_age_ms']['p95']:.1f}); ROS minus JSONL "
-              f"{lat['ros_minus_jsonl_ms']['median']:.2f} ms (p95 {lat['ros_minus_jsonl_ms']['p95']:.2f})")
+              f"as detections (inference {lat['infer_ms_median']:.0f} ms median); stamp -> detections in another "
+              f"process {arrival['median']:.1f} ms median (p95 {arrival['p95']:.1f}); same frames' JSONL age "
+              f"{age['median']:.1f} ms (p95 {age['p95']:.1f}); ROS minus JSONL {extra['median']:.2f} ms "
+              f"(p95 {extra['p95']:.2f})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
