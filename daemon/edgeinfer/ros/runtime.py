@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..lazy import lazy_import
+from ..lazy import MissingDependency, lazy_import
 from . import INSTALL_HINT
 from .config import RosConfig
 
@@ -56,8 +56,8 @@ class RosRuntime:
         node_class = self._lifecycle_class() if self.config.lifecycle != "off" else None
         if node_class is None and self.config.lifecycle == "on":
             self.context.try_shutdown()
-            raise RuntimeError("ros.lifecycle: on, but this rclpy has no lifecycle support (rclpy.lifecycle); "
-                               "use lifecycle: auto or off")
+            raise MissingDependency("ros.lifecycle: on, but this rclpy has no lifecycle support (rclpy.lifecycle);"
+                                    " use lifecycle: auto or off")
         if node_class is not None:
             self.node = node_class(self, self.config.node_name, **kwargs)
             self.managed = True
