@@ -335,3 +335,35 @@ def test_node_entry_point_needs_the_config_file_parameter(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgeinfer_ros.node", "--ros-args", "-p", "max_frames:=3"],
                           env=ros_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "config_file" in proc.stderr, proc.stderr
+
+
+@needs_ros
+def test_a_best_effort_camera_and_a_reliable_source_is_reported_naming_reliability(tmp_path, demo_model, demo_video):
+    # a plain node this time (lifecycle: off) with its own name
+    peer = RosPeer({
+        "subscribe": [subscription("diag", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", DEFAULT_QOS)],
+        "publish_images": [{"topic": "/cam/image_raw", "video": str(demo_video), "frames": 1, "count": 50,
+                            "fps": 5, "qos": {"reliability": "best_effort"}, "wait_subscribers_s": 0}]},
+        tmp_path / "peer.log")
+    config = {
+        "sources": [{"id": "cam", "type": "ros2", "topic": "/cam/image_raw", "qos": {"preset": "default"}}],
+        "models": [demo_model_entry(demo_model, "cam")],
+        "ros": {"node_name": "detector", "lifecycle": "off"},
+    }
+    daemon = DaemonProcess(tmp_path, config, env=ros_env(), watchdog_usec=None, extra_outputs=[{"type": "ros2"}])
+    try:
+        diag = peer.wait_for(lambda ev: first([e["msg"] for e in ev if e.get("name") == "diag"][::-1],
+                                              lambda m: any(s["name"] == "detector: source cam"
+                                                            and "RELIABILITY" in s["message"] for s in m["status"])),
+                             60, "/diagnostics naming RELIABILITY for the source")
+        stderr = daemon.stderr()
+        records = daemon.records()
+    finally:
+        daemon.stop()
+        peer.stop()
+    status = first(diag["status"], lambda s: s["name"] == "detector: source cam")
+    assert status["level"] == [1]
+    assert "incompatible QoS on /cam/image_raw" in stderr and "RELIABILITY" in stderr
+    assert records == []  # nothing matched, nothing published
+    ros = first(diag["status"], lambda s: s["name"] == "detector: ros2")
+    assert "publishing" in ros["message"]  # a plain node publishes from the start

@@ -141,6 +141,10 @@ def test_diagnostics_levels_and_numbers():
     level, message, _ = by_name["edgeinfer: ros2"]
     assert level == cv.WARN and "DURABILITY" in message
     assert cv.diagnostic_statuses("edgeinfer", None, {}, {}, [], False)[0][1] == cv.STALE
+    stats["sources"]["cam"]["qos_events"] = ["incompatible QoS on /camera: ... RELIABILITY ..."]
+    statuses = cv.diagnostic_statuses("edgeinfer", HEARTBEAT, stats, {}, [], True)
+    _, level, message, _ = next(s for s in statuses if s[0] == "edgeinfer: source cam")
+    assert level == cv.WARN and "RELIABILITY" in message
 
 
 def test_draw_detections_leaves_the_frame_alone():

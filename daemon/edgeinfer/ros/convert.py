@@ -199,7 +199,12 @@ def diagnostic_statuses(prefix: str, heartbeat: dict[str, Any] | None, stats: di
             values.append(("drops", _fmt(s.get("overwritten"))))
         if s.get("last_error"):
             values.append(("last_error", str(s["last_error"])))
-        out.append((f"{prefix}: source {source_id}", level, state, values))
+        message = state
+        if s.get("qos_events"):  # a ROS source whose publisher does not offer what it requests
+            level = max(level, WARN)
+            message = f"{state}; {s['qos_events'][-1]}"
+            values.append(("incompatible_qos", str(s["qos_events"][-1])))
+        out.append((f"{prefix}: source {source_id}", level, message, values))
     events = list(qos_events)
     message = "; ".join(events[-3:]) if events else ("publishing" if publishing else "inactive (lifecycle)")
     out.append((f"{prefix}: ros2", WARN if events else OK, message,
