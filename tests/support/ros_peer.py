@@ -20,6 +20,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 _out_lock = threading.Lock()
+_arrived: set[int] = set()  # header stamps (ns) of messages received, for lockstep publishing
+_arrived_cond = threading.Condition()
 
 
 def emit(event: dict) -> None:
@@ -107,6 +109,8 @@ def publish_images(node, spec: dict) -> None:
     deadline = time.monotonic() + spec.get("wait_subscribers_s", 10)
     while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
+    # our side sees the match before the subscriber's side does: a sample sent at once can still be lost
+    time.sleep(spec.get("settle_s", 0.0))
     period = 1.0 / spec.get("fps", 10)
     start = time.monotonic()
     for i in range(spec.get("count", len(frames))):
@@ -115,6 +119,13 @@ def publish_images(node, spec: dict) -> None:
         stamp_ns = time.time_ns()
         pub.publish(image_message(frame, encoding, stamp_ns, spec.get("frame_id", "camera")))
         emit({"event": "published", "topic": spec["topic"], "index": i, "stamp_ns": stamp_ns, "encoding": encoding})
+        if spec.get("lockstep"):  # the next image only once this one came back (a stamp within 1 us)
+            deadline = time.monotonic() + spec["lockstep"]
+            with _arrived_cond:
+                while (not any(abs(s - stamp_ns) <= 1000 for s in _arrived)
+                       and _arrived_cond.wait(max(0.0, deadline - time.monotonic()))):
+                    pass
+            continue
         delay = start + (i + 1) * period - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -131,6 +142,11 @@ def main() -> None:
 
         def on_message(msg, name=name):
             emit({"event": "msg", "name": name, "t": time.time(), "msg": to_dict(msg)})
+            stamp = getattr(getattr(msg, "header", None), "stamp", None)
+            if stamp is not None:
+                with _arrived_cond:
+                    _arrived.add(stamp.sec * 1_000_000_000 + stamp.nanosec)
+                    _arrived_cond.notify_all()
 
         def on_incompatible(info, name=name):
             emit({"event": "incompatible_qos", "name": name,

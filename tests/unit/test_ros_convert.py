@@ -129,7 +129,8 @@ def test_diagnostics_levels_and_numbers():
                                 "decode_errors": 2}},
              "sources": {"cam": {"state": "running", "fps": 25.0, "frames": 104, "bad_frames": 0, "reconnects": 0,
                                  "overwritten": 4, "last_error": None}}}
-    statuses = cv.diagnostic_statuses("edgeinfer", HEARTBEAT, stats, {"det": "onnxruntime[CUDAExecutionProvider]"},
+    backends = {"det": ("onnxruntime[CUDAExecutionProvider]", "auto")}
+    statuses = cv.diagnostic_statuses("edgeinfer", HEARTBEAT, stats, backends,
                                       ["incompatible QoS on /x: ... DURABILITY ..."], True)
     by_name = {name: (level, message, dict(values)) for name, level, message, values in statuses}
     level, message, values = by_name["edgeinfer: watchdog"]

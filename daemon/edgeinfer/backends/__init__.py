@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..devices import parse_device
 from .base import Backend, BackendError, TensorSpec
 from .onnxruntime import OnnxRuntimeBackend
+from .tensorrt import ENGINE_SUFFIXES, TensorRTBackend  # imports TensorRT and CUDA only when activated
 
 BACKENDS: dict[str, type[Backend]] = {
     OnnxRuntimeBackend.type: OnnxRuntimeBackend,
+    TensorRTBackend.type: TensorRTBackend,
 }
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -18,14 +21,17 @@ def resolve_backend_type(requested: str, path: Path) -> str:
     """`auto` picks the best backend this box can run for the model file."""
     if requested != "auto":
         return requested
-    # TensorRT engines (.engine/.plan) will be preferred here once the TensorRT backend lands.
+    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
+        return TensorRTBackend.type  # a serialized engine: only TensorRT can run it
     return OnnxRuntimeBackend.type
 
 
-def create_backend(model_id: str, requested: str, path: Path, options: dict) -> Backend:
+def create_backend(model_id: str, requested: str, path: Path, options: dict, device: str = "auto") -> Backend:
     kind = resolve_backend_type(requested, path)
     cls = BACKENDS[kind]
-    return cls(model_id, path, cls.options_model.model_validate(options))
+    backend = cls(model_id, path, cls.options_model.model_validate(options))
+    backend.device = parse_device(device)
+    return backend
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendError", "TensorSpec", "create_backend"]

@@ -157,7 +157,7 @@ def _fmt(value: Any) -> str:
 
 
 def diagnostic_statuses(prefix: str, heartbeat: dict[str, Any] | None, stats: dict[str, Any],
-                        backends: dict[str, str], qos_events: Iterable[str], publishing: bool
+                        backends: dict[str, tuple[str, str]], qos_events: Iterable[str], publishing: bool
                         ) -> list[tuple[str, int, str, list[tuple[str, str]]]]:
     """(name, level, message, [(key, value)]) for /diagnostics: the watchdog, every model (fps, latency,
     drops, backend and device), every source, and the ROS output's QoS problems."""
@@ -175,8 +175,9 @@ def diagnostic_statuses(prefix: str, heartbeat: dict[str, Any] | None, stats: di
     for model_id, m in (stats.get("models") or {}).items():
         drops = sum((m.get("drops") or {}).values())
         errors = int(m.get("infer_errors", 0)) + int(m.get("decode_errors", 0))
-        backend = backends.get(model_id, "")
-        device = "gpu" if any(k in backend for k in ("CUDA", "Tensorrt", "tensorrt", "cuda")) else "cpu"
+        backend, device = backends.get(model_id, ("", "auto"))
+        if device == "auto":  # the backend chose: say where it runs
+            device = "gpu" if any(k in backend for k in ("CUDA", "Tensorrt", "tensorrt", "cuda")) else "cpu"
         level = ERROR if errors and not m.get("published") else (WARN if errors else OK)
         out.append((f"{prefix}: model {model_id}", level, f"{_fmt(m.get('fps'))} fps", [
             ("fps", _fmt(float(m.get("fps", 0.0)))),

@@ -30,10 +30,10 @@ ROS_ARGS: list[str] | None = None
 
 class RosRuntime:
     def __init__(self, config: RosConfig, stats: Callable[[], dict[str, Any]] | None = None,
-                 backends: Callable[[], dict[str, str]] | None = None):
+                 backends: Callable[[], dict[str, tuple[str, str]]] | None = None):
         self.config = config
         self.stats = stats or (lambda: {})  # the pipeline's stats, for /diagnostics
-        self.backends = backends or (lambda: {})  # model id -> backend description (and device)
+        self.backends = backends or (lambda: {})  # model id -> (backend description, configured device)
         self.rclpy: Any = None
         self.context: Any = None
         self.node: Any = None
