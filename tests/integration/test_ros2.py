@@ -369,3 +369,17 @@ def test_a_best_effort_camera_and_a_reliable_source_is_reported_naming_reliabili
     assert records == []  # nothing matched, nothing published
     ros = first(diag["status"], lambda s: s["name"] == "detector: ros2")
     assert "publishing" in ros["message"]  # a plain node publishes from the start
+
+
+@needs_ros
+def test_node_entry_point_reads_the_shipped_params_file_for_a_namespaced_node(tmp_path):
+    import subprocess
+    import sys
+
+    shipped = (ROOT / "ros2_ws/src/edgeinfer_ros/config/params.yaml").read_text()
+    params = tmp_path / "params.yaml"
+    params.write_text(shipped.replace("/etc/edgeinfer/config.yaml", str(tmp_path / "missing.yaml")))
+    proc = subprocess.run([sys.executable, "-m", "edgeinfer_ros.node", "--ros-args", "--params-file", str(params),
+                           "-r", "__ns:=/robot1"], env=ros_env(), capture_output=True, text=True, timeout=120)
+    # the config_file from the params file reached the daemon, which cannot read it: a config error, exit 2
+    assert proc.returncode == 2 and "missing.yaml" in proc.stderr, proc.stderr
