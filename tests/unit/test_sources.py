@@ -108,6 +108,7 @@ def test_every_type_key_parses_to_its_model_and_has_a_plugin(tmp_path: Path) -> 
         "rtsp": {"url": "rtsp://10.0.0.5:554/stream1", "transport": "udp"},
         "gstreamer": {"pipeline": "videotestsrc ! videoconvert ! appsink drop=true"},
         "synthetic": {"frames": 5},
+        "ros2": {"topic": "/camera/image_raw/compressed", "transport": "compressed"},
     }
     assert set(examples) == set(SOURCE_TYPES)
     for kind, fields in examples.items():
