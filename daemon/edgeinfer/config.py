@@ -10,6 +10,7 @@ Relative paths are resolved against the config file's folder.
 from __future__ import annotations
 
 import logging
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -22,16 +23,38 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
 from .decoders import DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, cuda_device_problem, parse_device
+from .engines.build import BuildOptions
 from .outputs import JsonlOutputConfig, OutputConfig
 from .preprocess import PreprocessConfig
 from .ros.config import RosConfig
 from .schema import StrictModel
 from .sources import SourceConfig
 from .watchdog import WatchdogConfig, flow_id
+from .yamlload import YamlProblem, load_yaml
 
 log = logging.getLogger(__name__)
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+
+
+class FallbackLink(StrictModel):
+    """One link of a model's fallback chain (`models[].fallback`), tried in order when the links before it
+    cannot load. Not Triton's `backend_options.fallback` (server failover): a different thing."""
+
+    path: Path = Field(description="engine or ONNX file of this link, relative to the config file")
+    backend: Literal[BACKEND_CHOICES] = "auto"  # type: ignore[valid-type]
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    device: str = Field(default="auto", description=DEVICE_HELP)
+    build_from: Path | None = Field(
+        default=None, description="ONNX to rebuild `path` from, in the background, when it is missing or cannot "
+        "run here; the daemon serves on the next link meanwhile and swaps to this one when the build loads")
+    build: BuildOptions = Field(default_factory=BuildOptions, description="options of that rebuild")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        parse_device(value)
+        return value
 
 
 class ModelConfig(StrictModel):
@@ -45,11 +68,19 @@ class ModelConfig(StrictModel):
     preprocess: PreprocessConfig = PreprocessConfig()
     decoder: DecoderConfig = YoloDecoderConfig()
     max_batch: int = Field(default=1, ge=1, le=64, description="frames of several sources in one inference")
-    budget_ms: float = Field(default=1000.0, gt=0, description="deadline of one inference (watchdog)")
-    min_fps: float | None = Field(default=None, gt=0, description="watchdog: inferences must finish this often")
+    # 2 s: a hang detector with room for a loaded box (in the field one inference over the old 1 s on a
+    # loaded 2-core machine ended the demo with a safe stop); a robot that needs a tighter bound sets its own
+    budget_ms: float = Field(default=2000.0, gt=0, le=3_600_000, description="deadline of one inference")
+    min_fps: float | None = Field(
+        default=None, ge=0.001, le=10_000, description="watchdog: inferences must finish this often"
+    )
     max_age_ms: float | None = Field(
-        default=None, gt=0, description="frames older than this at publish are dropped and counted, not "
+        default=None, gt=0, le=3_600_000, description="frames older than this at publish are dropped and counted, not "
         "published as fresh (default: budget_ms); files processed in order are exempt"
+    )
+    fallback: list[FallbackLink] = Field(
+        default_factory=list, description="links tried in order when `path` cannot load (another engine, a "
+        "rebuild from the ONNX, ONNX Runtime); the heartbeat says which link serves"
     )
 
 
@@ -95,26 +126,46 @@ class ConfigError(Exception):
 
 
 # -- loading -----------------------------------------------------------------------------------------------
-def load_config(path: str | Path, preflight: bool = True) -> Config:
-    """Parse, validate and resolve a config file; raises ConfigError listing every problem."""
+def load_config(path: str | Path, preflight: bool = True, warnings: list[Problem] | None = None) -> Config:
+    """Parse, validate and resolve a config file; raises ConfigError listing every problem. Preflight
+    warnings go to `warnings` when given (`check` prints them like problems), else to the log."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem("", f"cannot read config file: {exc.strerror}")]) from exc
-    config = parse_config(text, str(path), base_dir=path.resolve().parent)
+        raw = path.read_bytes()
+        base_dir = path.resolve().parent
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ConfigError(str(path), [Problem("", f"cannot read config file: {getattr(exc, 'strerror', None) or exc}")]
+                          ) from exc
+    text = decode_config_text(raw, str(path))
+    config = parse_config(text, str(path), base_dir=base_dir)
     if preflight:
         problems = preflight_problems(config)
         if any(p.fatal for p in problems):
             raise ConfigError(str(path), [p for p in problems if p.fatal])
         for problem in problems:
-            log.warning("%s: %s", path, problem)
+            if warnings is not None:
+                warnings.append(problem)
+            else:
+                log.warning("%s: %s", path, problem)
     return config
+
+
+def decode_config_text(raw: bytes, source: str) -> str:
+    """UTF-8 (a BOM is tolerated), or a ConfigError saying where the first bad byte is."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(source, [Problem("", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, "
+                                               f"column {column}; save the file as UTF-8")]) from None
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigError(source, [Problem(exc.path, exc.message)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -128,6 +179,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, schema_problems(exc, data) + problems) from exc
+    problems += path_problems(config)
     if problems:
         raise ConfigError(source, problems)
     if base_dir is not None:
@@ -266,6 +318,19 @@ def cross_reference_problems(data: dict) -> list[Problem]:
             except ValidationError as exc:
                 for p in schema_problems(exc, options, backend.options_model):
                     problems.append(Problem(f"models[{i}].backend_options.{p.path}".rstrip("."), p.message))
+        links = model.get("fallback")
+        for j, link in enumerate(links if isinstance(links, list) else []):
+            if not isinstance(link, dict):
+                continue
+            requested, options = link.get("backend", "auto"), link.get("backend_options", {})
+            if requested in BACKEND_CHOICES and isinstance(options, dict):
+                backend = BACKENDS[resolve_backend_type(requested, Path(str(link.get("path", ""))))]
+                try:
+                    backend.options_model.model_validate(options)
+                except ValidationError as exc:
+                    for p in schema_problems(exc, options, backend.options_model):
+                        problems.append(Problem(f"models[{i}].fallback[{j}].backend_options.{p.path}".rstrip("."),
+                                                p.message))
     watchdog = data.get("watchdog")
     relevant = watchdog.get("safety_relevant") if isinstance(watchdog, dict) else None
     entity_ids = set(source_ids) | set(model_ids) | set(output_ids) | {flow_id(m) for m in model_ids}
@@ -276,6 +341,56 @@ def cross_reference_problems(data: dict) -> list[Problem]:
     return problems
 
 
+# Linux file systems allow 255 bytes per name; a longer one makes every stat() fail with ENAMETOOLONG.
+MAX_NAME_BYTES = 255
+
+
+def path_problems(model: BaseModel, prefix: str = "") -> list[Problem]:
+    """File paths that no file system can hold (a NUL byte, a name over 255 bytes), found without I/O so
+    that the preflight's stat() calls never see them."""
+    problems: list[Problem] = []
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, Path):
+            text = str(value)
+            if "\0" in text:
+                problems.append(Problem(where, "a path must not contain a NUL byte"))
+                return
+            for part in value.parts:
+                size = len(os.fsencode(part))
+                if size > MAX_NAME_BYTES:
+                    problems.append(Problem(where, f"a path component is {size} bytes long ('{part[:24]}...'); "
+                                                   f"file systems allow at most {MAX_NAME_BYTES}"))
+                    return
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                visit(getattr(value, name), _join_key(where, name))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{where}[{i}]")
+
+    visit(model, prefix)
+    return problems
+
+
+def _join_key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _file_problem(path: Path, what: str) -> str | None:
+    """Why `path` is not a readable file, or None. Never raises (stat errors become the answer)."""
+    try:
+        if path.is_dir():
+            return f"is a directory, not {what}: {path}"
+        if not path.is_file():
+            return f"file not found: {path}" if not path.exists() else f"not a regular file: {path}"
+        if not os.access(path, os.R_OK):
+            return f"no permission to read {path}"
+    except (OSError, ValueError) as exc:
+        return f"cannot access {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None
+
+
 def preflight_problems(config: Config) -> list[Problem]:
     """Checks that touch the file system; kept out of the schema so validation has no I/O."""
     from .mailbox import FanOut
@@ -283,8 +398,13 @@ def preflight_problems(config: Config) -> list[Problem]:
 
     problems: list[Problem] = []
     for i, model in enumerate(config.models):
-        if not model.path.is_file():
-            problems.append(Problem(f"models[{i}].path", f"file not found: {model.path}"))
+        # with a fallback chain, a primary that cannot run here is what the chain is for: a warning
+        chained = bool(model.fallback)
+        problem = _file_problem(model.path, "a model file (ONNX or engine)")
+        if problem:
+            problems.append(Problem(f"models[{i}].path", problem + ("; the fallback chain serves" if chained else ""),
+                                    not chained))
+        problems += _fallback_problems(i, model)
         device = parse_device(model.device)
         backend = resolve_backend_type(model.backend, model.path)
         if device.kind == "dla" and backend != "tensorrt":
@@ -297,20 +417,50 @@ def preflight_problems(config: Config) -> list[Problem]:
             needs_cuda = device if backend != "tensorrt" or device.kind != "auto" else parse_device("gpu")
             problem = cuda_device_problem(needs_cuda)
             if problem:
-                problems.append(Problem(f"models[{i}].device", problem))
-        if model.labels is not None and not model.labels.is_file():
-            problems.append(Problem(f"models[{i}].labels", f"file not found: {model.labels}"))
+                problems.append(Problem(f"models[{i}].device", problem
+                                        + ("; the fallback chain serves" if chained else ""), not chained))
+        problem = _file_problem(model.labels, "a labels file") if model.labels is not None else None
+        if problem:
+            problems.append(Problem(f"models[{i}].labels", problem))
     for i, source in enumerate(config.sources):
         probe = SOURCE_TYPES[source.type](source, FanOut([]))
         # a camera that is not plugged in yet is worth a warning, not a refusal: live sources retry
         fatal = probe.finite or probe.preflight_problems_are_permanent
-        for message in probe.preflight():
+        try:
+            messages = probe.preflight()
+        except (OSError, ValueError) as exc:  # a plugin's stat() that failed in a way it did not expect
+            messages = [f"cannot access what the source names: {getattr(exc, 'strerror', None) or exc}"]
+        for message in messages:
             # sources say "<field>: <what is wrong>"; fold the field into the key path
             field, sep, rest = message.partition(": ")
             if sep and field in type(source).model_fields:
                 problems.append(Problem(f"sources[{i}].{field}", rest, fatal))
             else:
                 problems.append(Problem(f"sources[{i}]", message, fatal))
+    from .outputs import OUTPUT_TYPES
+
+    for i, output in enumerate(config.outputs):
+        for message in OUTPUT_TYPES[output.type].preflight_config(output):
+            field, sep, rest = message.partition(": ")
+            problems.append(Problem(f"outputs[{i}].{field}", rest) if sep else Problem(f"outputs[{i}]", message))
+    return problems
+
+
+def _fallback_problems(i: int, model: ModelConfig) -> list[Problem]:
+    """A link's file may be missing (a rebuild makes it, or a later link serves): a warning. The ONNX a link
+    rebuilds from must exist, and the last link should be one that loads anywhere."""
+    problems = []
+    for j, link in enumerate(model.fallback):
+        where = f"models[{i}].fallback[{j}]"
+        if link.build_from is not None and not link.build_from.is_file():
+            problems.append(Problem(f"{where}.build_from", f"file not found: {link.build_from}"))
+        elif not link.path.is_file():
+            problems.append(Problem(f"{where}.path", f"file not found: {link.path}"
+                                    + ("; rebuilt from build_from when the chain reaches it"
+                                       if link.build_from else "; skipped"), False))
+        device = parse_device(link.device)
+        if device.kind == "dla" and resolve_backend_type(link.backend, link.path) != "tensorrt":
+            problems.append(Problem(f"{where}.device", f"{device} runs TensorRT engines only"))
     return problems
 
 

@@ -51,7 +51,7 @@ def probe() -> dict[str, dict[str, Any]]:
         found["opencv"] = {"ok": False, "detail": f"missing ({err}); pip install opencv-python-headless"}
 
     trt_detail = []
-    for mod in ("tensorrt", "tensorrt_lean", "tensorrt_rtx"):
+    for mod in ("tensorrt", "tensorrt_lean", "tensorrt_rtx", "tensorrt_rtx_bindings"):  # the last: RTX wheel
         m, _ = _try_import(mod)
         if m is not None:
             trt_detail.append(f"{mod} {getattr(m, '__version__', '?')}")

@@ -6,7 +6,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from .backends import Backend, create_backend
-from .decoders import DecodeError, Decoder, create_decoder, load_labels
+from .backends.base import UnsupportedInputs
+from .decoders import DecodeError, Decoder, check_decoder_fit
+from .fitting import FitError, fit_model
 
 if TYPE_CHECKING:
     from .backends.base import InputStage
@@ -30,6 +32,8 @@ class Model:
         self.stage = stage
         self.decoder = decoder
         self.batch = batch
+        self.notes: list[str] = []  # what was read from the model file and which decoder layout, and why
+        self.fit_warnings: list[str] = []  # "key: message" from the fit check (e.g. a short labels file)
 
     @classmethod
     def load(cls, config: ModelConfig) -> Model:
@@ -44,8 +48,6 @@ class Model:
 
     @classmethod
     def _fit(cls, config: ModelConfig, backend: Backend) -> Model:
-        if len(backend.inputs) != 1:
-            raise PipelineError(f"model '{config.id}': {len(backend.inputs)} inputs; image models take one")
         model_batch = backend.max_batch
         if model_batch is not None and config.max_batch > model_batch:
             raise PipelineError(f"models.{config.id}.max_batch={config.max_batch} but the model's batch "
@@ -55,19 +57,29 @@ class Model:
             raise PipelineError(f"models.{config.id}.max_batch={config.max_batch} but the engine's optimization "
                                 f"profile allows batches up to {limit}")
         batch = model_batch or config.max_batch
+        try:  # image input, size inputs, names, input size and decoder: from the config, else the model file
+            fitting = fit_model(config, backend.inputs, backend.outputs, backend.metadata, batch)
+        except FitError as exc:
+            raise PipelineError(f"models.{config.id}.{exc}") from exc
         try:
-            stage = backend.open_input_stage(config.preprocess, batch, fixed_batch=model_batch is not None)
+            stage = backend.open_input_stage(config.preprocess, batch, fixed_batch=model_batch is not None,
+                                             image=fitting.stage_image_spec(),
+                                             extra_feeds=fitting.size_feeds())
+        except UnsupportedInputs as exc:
+            raise PipelineError(f"models.{config.id}.backend: {exc}") from exc
         except ValueError as exc:  # e.g. preprocess.dtype disagrees with the model's input type
             raise PipelineError(f"models.{config.id}.preprocess does not fit the model: {exc}") from exc
+        for note in fitting.notes:
+            log.info("model '%s': %s", config.id, note)
         try:
-            labels = load_labels(config.labels) if config.labels else []
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"models.{config.id}.labels: {exc}") from exc
-        try:
-            decoder = create_decoder(config.decoder, labels, [tuple(o.shape) for o in backend.outputs])
+            # one inference on a test image: refuses outputs the layout cannot have (decoders/fit.py)
+            fit_warnings = check_decoder_fit(backend, fitting.decoder, stage, config.labels)
         except DecodeError as exc:
             raise PipelineError(f"models.{config.id}.decoder does not fit the model's outputs: {exc}") from exc
-        return cls(config, backend, stage, decoder, batch)
+        model = cls(config, backend, stage, fitting.decoder, batch)
+        model.notes = fitting.notes
+        model.fit_warnings = fit_warnings
+        return model
 
     def close(self) -> None:
         self.backend.deactivate()

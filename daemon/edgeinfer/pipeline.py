@@ -86,11 +86,42 @@ class ModelStats:
         return d
 
 
+class _Serving:
+    """The model a worker runs and its free buffer sets. A hot swap gives the worker a new one; the old one
+    closes its model once every set it lent out is back (decoded), so no batch in flight loses its buffers."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.sets = model.stage.sets
+        self.free: queue.Queue[int] = queue.Queue()
+        for i in range(self.sets):
+            self.free.put(i)
+        self.retired = False
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def release(self, slot: int) -> None:
+        self.free.put(slot)
+        self._close_if_idle()
+
+    def retire(self) -> None:
+        self.retired = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            if not self.retired or self.closed or self.free.qsize() < self.sets:
+                return
+            self.closed = True
+        self.model.close()
+
+
 @dataclass
 class _Batch:
     slot: int  # which preallocated buffer set holds the input
     frames: list[Frame]
     transforms: list[Any]
+    serving: _Serving | None = None  # the model whose stage filled the set: it runs and decodes this batch
     outputs: list[np.ndarray] | None = None
     infer_ms: float = 0.0
     error: str | None = None
@@ -121,13 +152,13 @@ class ModelWorker:
     def __init__(self, model: Model, outputs: list[Output], slots: FrameSlots, reporter: HealthReporter,
                  gate: PublishGate, detections_valid: Callable[[], bool]):
         config = model.config
-        self.model = model
         self.config = config
         self.id = config.id
-        self.backend = model.backend
-        self.stage = model.stage
-        self.decoder = model.decoder
-        self.batch = model.batch
+        self._serving = _Serving(model)
+        self._swap_to: Model | None = None
+        self._swap_lock = threading.Lock()
+        self._retired: list[_Serving] = []
+        self.swaps = 0
         self.outputs = outputs
         self.slots = slots
         self.reporter = reporter
@@ -143,11 +174,8 @@ class ModelWorker:
         self._stop = threading.Event()
         self._rlog = RateLimitedLog(log)
         sets = self.stage.sets
-        # A set goes back to `_free` only after its outputs are decoded: the backend may reuse its output
+        # A set goes back to its free queue only after its outputs are decoded: the backend may reuse its output
         # buffers on the set's next run.
-        self._free: queue.Queue[int] = queue.Queue()
-        for i in range(sets):
-            self._free.put(i)
         self._ready: queue.Queue[Any] = queue.Queue(maxsize=sets)
         self._done: queue.Queue[Any] = queue.Queue(maxsize=sets)
         self._threads = [
@@ -157,6 +185,55 @@ class ModelWorker:
             threading.Thread(target=self._guard, args=(self._publish_loop,), name=f"publish:{self.id}",
                              daemon=True),
         ]
+
+    # the model now serving (a hot swap replaces it between batches)
+    @property
+    def model(self) -> Model:
+        return self._serving.model
+
+    @property
+    def backend(self):
+        return self._serving.model.backend
+
+    @property
+    def stage(self):
+        return self._serving.model.stage
+
+    @property
+    def decoder(self):
+        return self._serving.model.decoder
+
+    @property
+    def batch(self) -> int:
+        return self._serving.model.batch
+
+    def swap(self, model: Model) -> None:
+        """Serve `model` from the next batch on (called from any thread, e.g. a background rebuild). The prepare
+        thread fills the new model's sets from then on; batches already filled finish on the old model, which is
+        closed when its last set is decoded."""
+        with self._swap_lock:
+            previous, self._swap_to = self._swap_to, model
+        if previous is not None:  # two swaps before a batch: the first never served
+            previous.close()
+
+    def _current(self) -> _Serving:
+        with self._swap_lock:
+            model, self._swap_to = self._swap_to, None
+        if model is not None:
+            old, self._serving = self._serving, _Serving(model)
+            self._retired.append(old)
+            self.swaps += 1
+            log.info("model '%s': swapped to %s from the next batch on", self.id, model.backend.describe())
+            old.retire()
+        return self._serving
+
+    def close_models(self) -> None:
+        """After the threads stopped: close the serving, retired and pending models."""
+        with self._swap_lock:
+            pending, self._swap_to = self._swap_to, None
+        for model in [pending, self._serving.model, *(s.model for s in self._retired)]:
+            if model is not None:
+                model.close()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -200,21 +277,23 @@ class ModelWorker:
     # -- stage 1: frames into preallocated input buffers -------------------------------------------------
     def _prepare_loop(self) -> None:
         while not self._stop.is_set():
-            frames = self.slots.take(self.batch, timeout=0.1)
+            serving = self._current()
+            frames = self.slots.take(serving.model.batch, timeout=0.1)
             if not frames:
                 if self.slots.finished:
                     self._put(self._ready, _END)
                     return
                 continue
-            slot = self._get(self._free)
+            slot = self._get(serving.free)
             if slot is None:
                 return
             kept, transforms = [], []
+            stage = serving.model.stage
             for frame in frames:
                 self.stats.taken += 1
                 self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
                 try:
-                    transforms.append(self.stage.write(slot, len(kept), frame.image))
+                    transforms.append(stage.write(slot, len(kept), frame.image))
                     kept.append(frame)
                 except PreprocessError as exc:
                     self.stats.bad_frames += 1
@@ -222,9 +301,9 @@ class ModelWorker:
                     self._rlog.warning(f"bad:{frame.source}", "model '%s': dropped bad frame %d from '%s': %s",
                                        self.id, frame.seq, frame.source, exc)
             if not kept:
-                self._free.put(slot)
+                serving.release(slot)
                 continue
-            if not self._put(self._ready, _Batch(slot, kept, transforms)):
+            if not self._put(self._ready, _Batch(slot, kept, transforms, serving)):
                 return
 
     # -- stage 2: the backend --------------------------------------------------------------------------
@@ -238,7 +317,7 @@ class ModelWorker:
                 return
             self.reporter.begin(self.id)
             try:
-                batch.handle = self.backend.submit(batch.slot, len(batch.frames))
+                batch.handle = batch.serving.model.backend.submit(batch.slot, len(batch.frames))
             except Exception as exc:  # backend errors are runtime faults: count, report, carry on
                 self._infer_failed(batch, exc)
             if isinstance(batch.handle, CompletedInference) or batch.error is not None:
@@ -284,13 +363,13 @@ class ModelWorker:
                 for index, (frame, transform) in enumerate(zip(batch.frames, batch.transforms)):
                     self._publish_one(batch, index, frame, transform)
             finally:
-                self._free.put(batch.slot)  # decoded: the backend may now reuse this set's buffers
+                batch.serving.release(batch.slot)  # decoded: the backend may now reuse this set's buffers
 
     def _publish_one(self, batch: _Batch, index: int, frame: Frame, transform: Any) -> None:
-        status, detections, error = "ok", [], batch.error
+        status, fields, error = "ok", {}, batch.error
         if error is None:
-            try:
-                detections = self.decoder.decode(batch.outputs, index, transform)
+            try:  # {"detections": [...]}, or kind + classifications / dense
+                fields = batch.serving.model.decoder.result_fields(batch.outputs, index, transform)
             except Exception as exc:  # a decoder bug must not stop the stream: count it, say it, go on
                 error = f"decoding failed: {type(exc).__name__}: {exc}"
                 self.stats.decode_errors += 1
@@ -307,12 +386,15 @@ class ModelWorker:
             return
         if not self.detections_valid():
             # watchdog SAFE_STOP: say so on the detection channel rather than publish boxes nobody may trust
-            status, detections, error = "invalid", [], "watchdog SAFE_STOP: detections are not valid"
+            status, fields, error = "invalid", {}, "watchdog SAFE_STOP: detections are not valid"
             self.stats.invalid_published += 1
         if not self.gate.claim():
             return
-        result = Result.for_frame(self.id, frame, status, detections=detections, age_ms=age_ms,
-                                  infer_ms=batch.infer_ms, error=error)
+        decoder = batch.serving.model.decoder
+        if "kind" not in fields and decoder.kind != "detections":
+            fields["kind"] = decoder.kind  # an error or invalid record still says what it would carry
+        result = Result.for_frame(self.id, frame, status, age_ms=age_ms, infer_ms=batch.infer_ms, error=error,
+                                  **fields)
         for output in self.outputs:
             try:
                 output.publish_result(result)
@@ -340,6 +422,7 @@ class Pipeline:
         self.gate = PublishGate(max_frames)
         self.outputs: list[Output] = []
         self.models: list[Model] = []
+        self.chains: list[Any] = []  # engines.chain.ModelChain per model: which link serves, rebuilds
         self.workers: list[ModelWorker] = []
         self.sources: list[Any] = []
         self.started_at = time.monotonic()
@@ -348,6 +431,7 @@ class Pipeline:
     def start(self) -> None:
         """Open outputs, load and warm up every model, then start the sources (in that order, so no frame
         waits on a model that is still loading)."""
+        from .engines.chain import ModelChain
         from .sources import create_source
 
         for out_cfg in self.config.outputs:
@@ -357,13 +441,18 @@ class Pipeline:
             self.outputs.append(output)
         slots_by_source: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
         for model_cfg in self.config.models:
-            model = Model.load(model_cfg)
+            chain = ModelChain(model_cfg)
+            self.chains.append(chain)
+            model = chain.load()
             self.models.append(model)
+            for warning in model.fit_warnings:
+                log.warning("models[%d].%s", len(self.models) - 1, warning)
             slots = FrameSlots(model_cfg.sources)
             for name in model_cfg.sources:
                 slots_by_source[name].append(slots)
-            self.workers.append(ModelWorker(model, self.outputs, slots, self.reporter, self.gate,
-                                            self.detections_valid))
+            worker = ModelWorker(model, self.outputs, slots, self.reporter, self.gate, self.detections_valid)
+            self.workers.append(worker)
+            chain.attach(worker.swap)  # a background rebuild that loads is swapped in by the worker
         for worker in self.workers:
             worker.start()
         for src_cfg in self.config.sources:
@@ -401,10 +490,17 @@ class Pipeline:
             worker.stop()  # closes the frame slots: wakes sources waiting for a free slot
         clean = all([s.join(max(0.0, deadline - time.monotonic())) for s in self.sources])
         clean = all([w.join(deadline) for w in self.workers]) and clean
+        for chain in self.chains:
+            chain.close()  # a rebuild that ends later is dropped
+        for worker in self.workers:
+            worker.close_models()
         for model in self.models:
-            model.close()
+            model.close()  # closing twice is harmless; covers a start that failed before its worker existed
         for output in self.outputs:
-            output.close()
+            try:
+                output.close()
+            except Exception as exc:  # one output's error must not keep the others open
+                log.error("output '%s': close failed: %s", output.id, exc)
         if self.ros is not None:
             self.ros.close()
         return clean
@@ -427,9 +523,10 @@ class Pipeline:
             plugin.attach_ros(self.ros)
 
     def _backend_descriptions(self) -> dict[str, tuple[str, str]]:
-        """Per model: (backend description, configured device) for /diagnostics."""
-        return {m.id: (m.backend.describe(), str(m.backend.device)) for m in list(self.models)
-                if m.backend.is_active}
+        """Per model: (backend description, configured device) for /diagnostics; the one serving now (a hot
+        swap replaces it)."""
+        return {w.id: (w.backend.describe(), str(w.backend.device)) for w in list(self.workers)
+                if w.backend.is_active}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -449,17 +546,30 @@ class Pipeline:
                 newest[source] = max(mono, newest.get(source, 0.0))
         return {source: round((now - mono) * 1e3, 1) for source, mono in newest.items()}
 
+    def serving(self) -> dict[str, Any]:
+        """Per model: which link of its fallback chain serves (for the heartbeat)."""
+        return {chain.id: chain.describe() for chain in self.chains}
+
     def fps(self) -> dict[str, float]:
         return {w.id: round(w.stats.fps.rate(), 2) for w in self.workers}
 
 
-def check_models(config: Config) -> list[tuple[int, str]]:
+def check_models(config: Config, notes: list[tuple[int, str]] | None = None,
+                 warnings: list[tuple[int, str]] | None = None) -> list[tuple[int, str]]:
     """Load every model and fit it to its config (input shape, preprocessing, decoder), as `run` would,
-    without starting anything. Returns (model index, problem) pairs."""
+    without starting anything. Returns (model index, problem) pairs; `notes` gets (model index, choice) pairs
+    saying what was read from the model and which decoder layout was picked, and why."""
+    from .engines.chain import ModelChain
+
     problems = []
     for index, model_cfg in enumerate(config.models):
         try:
-            Model.load(model_cfg).close()
+            # a chain passes when one of its links loads
+            with ModelChain(model_cfg).load(rebuild=False) as model:
+                if notes is not None:
+                    notes.extend((index, note) for note in model.notes)
+                if warnings is not None:
+                    warnings.extend((index, w) for w in model.fit_warnings)
         except (PipelineError, BackendError) as exc:
             problems.append((index, str(exc)))
     return problems

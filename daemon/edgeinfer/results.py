@@ -1,8 +1,9 @@
 """The typed result of one processed frame, handed from a model worker to every output.
 
 Outputs render it their own way: the JSON outputs (`to_record`) round numbers to keep lines short; a ROS
-output reads the float boxes and the capture stamp as they are. Decoders produce `detections` today; other
-result kinds (classifications, dense maps) add their own fields here.
+output reads the float boxes and the capture stamp as they are. `kind` says which field the decoder filled:
+`detections` (boxes), `classifications` (top-k classes) or `dense` (a per-pixel map in source pixels with its
+summary); the record carries that field under the same name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .decoders.base import Detection
+from .decoders.base import Classification, DenseMap, Detection
 from .frame import Frame
 
 STATUSES = ("ok", "error", "invalid")
@@ -29,7 +30,9 @@ class Result:
     infer_ms: float | None = None
     error: str | None = None
     frame: Frame | None = None  # the image, for outputs that draw or forward it; never serialised
-    kind: str = "detections"
+    kind: str = "detections"  # detections | classifications | dense
+    classifications: list[Classification] = field(default_factory=list)
+    dense: DenseMap | None = None
 
     @classmethod
     def for_frame(cls, model: str, frame: Frame, status: str, **fields: Any) -> Result:
@@ -49,7 +52,12 @@ class Result:
         }
         if self.infer_ms is not None:
             record["infer_ms"] = round(self.infer_ms, 2)
-        record["detections"] = [d.to_dict() for d in self.detections]
+        if self.kind == "classifications":
+            record["classifications"] = [c.to_dict() for c in self.classifications]
+        elif self.kind == "dense":
+            record["dense"] = None if self.dense is None else self.dense.to_dict()
+        else:
+            record["detections"] = [d.to_dict() for d in self.detections]
         if self.error is not None:
             record["error"] = self.error
         return record

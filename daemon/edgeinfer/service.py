@@ -20,6 +20,38 @@ from .watchdog import GlobalState, Snapshot, Supervisor, SystemdNotifier, build_
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 1.0  # how often systemd's STATUS= line (state, fps) is refreshed
+EXIT_RUNTIME_FAILURE = 1  # the CLI's exit code for a runtime failure (systemd's Restart=on-failure restarts)
+
+
+def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """min_fps per source and model, with the default alive check for live sources filled in.
+
+    A live source (camera, stream, endless synthetic) without `min_fps` gets `watchdog.live_source_min_fps`,
+    so a camera that never connects is not OK; a model without `min_fps` whose sources are all live must
+    finish an inference within the slowest source's interval plus its `budget_ms`, so the model that reads a
+    dead camera fails too (a safety-relevant model: SAFE_STOP) while a slow model on a live camera does not.
+    Files are processed as fast as the model goes: no default for them."""
+    from .mailbox import FanOut
+    from .sources import SOURCE_TYPES
+
+    default = config.watchdog.live_source_min_fps
+    sources: dict[str, float | None] = {}
+    live: dict[str, bool] = {}
+    for s in config.sources:
+        live[s.id] = not SOURCE_TYPES[s.type](s, FanOut([])).finite
+        sources[s.id] = s.min_fps if s.min_fps is not None else (default if live[s.id] else None)
+    models: dict[str, float | None] = {}
+    for m in config.models:
+        inputs = [sources.get(name) for name in m.sources]
+        if m.min_fps is not None:
+            models[m.id] = m.min_fps
+        elif default and all(live.get(name) for name in m.sources) and all(inputs):
+            # a frame may come at the end of the slowest source's window and then take the whole budget
+            period_s = 1.0 / min(inputs) + m.budget_ms / 1000.0  # type: ignore[type-var]
+            models[m.id] = 1.0 / period_s
+        else:
+            models[m.id] = None
+    return sources, models
 
 
 class Daemon:
@@ -27,10 +59,11 @@ class Daemon:
         self.config = config
         self.notifier = notifier or SystemdNotifier.from_env()
         wd = config.watchdog
+        source_fps, model_fps = alive_defaults(config)
         specs = build_specs(
             wd,
-            sources=[(s.id, s.min_fps) for s in config.sources],
-            models=[(m.id, m.budget_ms, m.min_fps) for m in config.models],
+            sources=[(s.id, source_fps[s.id]) for s in config.sources],
+            models=[(m.id, m.budget_ms, model_fps[m.id]) for m in config.models],
             outputs=[o.id or o.type for o in config.outputs],
         )
         self.supervisor = Supervisor(wd, specs, notifier=self.notifier, on_cycle=[self._on_cycle])
@@ -41,6 +74,11 @@ class Daemon:
         self.clean_stop = True
         self._status_every = max(1, round(STATUS_EVERY_S * 1000 / wd.period_ms))
         self._invalid_marked = False
+        # per output: (published, errors) at the last cycle, and since when it has only failed (monotonic)
+        self._output_counts: dict[str, tuple[int, int]] = {}
+        self._outputs_lock = threading.Lock()  # tracked from the supervisor thread and, at the end, from run()
+        self.failing_outputs: dict[str, float] = {}
+        self.failure: str | None = None  # why the run must end with a runtime failure (exit 1)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -59,14 +97,53 @@ class Daemon:
         reason = self.pipeline.wait(self.stop_requested)
         code = self.supervisor.exit_code
         if code is not None:
-            reason = "safe-stop"
-        return reason, (code or 0)
+            return "safe-stop", code
+        self._track_outputs(time.monotonic())
+        if self.failure is None and self.pipeline.outputs and all(
+                o.id in self.failing_outputs for o in self.pipeline.outputs):
+            self.failure = "every output failed: " + self._output_failures()
+        if reason == "end-of-input":
+            # a source that gave up (damaged file, cannot reopen to loop) is a failure, never a clean end
+            failed = [s for s in self.pipeline.sources if s.state == "failed"]
+            if failed and self.failure is None:
+                self.failure = "; ".join(f"source '{s.id}' failed: {s.stats()['last_error']}" for s in failed)
+        if self.failure is not None:
+            return f"failure: {self.failure}", EXIT_RUNTIME_FAILURE
+        return reason, 0
 
-    def stop(self) -> None:
-        self.notifier.stopping()
+    def stop(self, final: bool = True) -> None:
+        """The shutdown sequence. final=False: a reload follows (RELOADING=1 instead of STOPPING=1, and the
+        systemd socket stays open for the next daemon)."""
+        if final:
+            self.notifier.stopping()
+        else:
+            self.notifier.notify(reloading=1, monotonic_usec=int(time.monotonic() * 1e6))
         self.supervisor.stop()
         self.clean_stop = self.pipeline.stop(timeout_s=2.0)
-        self.notifier.close()
+        if final:
+            self.notifier.close()
+
+    def _track_outputs(self, now: float) -> None:
+        """An output whose writes only fail (errors grow, nothing published) is failing since then."""
+        with self._outputs_lock:
+            self._track_outputs_locked(now)
+
+    def _track_outputs_locked(self, now: float) -> None:
+        for output in self.pipeline.outputs:
+            if output.closed_by_peer:  # a reader that went away (`| head`) is a normal end, not a failure
+                self.failing_outputs.pop(output.id, None)
+                continue
+            counts = (output.published, output.errors)
+            before = self._output_counts.get(output.id, (0, 0))
+            self._output_counts[output.id] = counts
+            if counts[0] > before[0]:
+                self.failing_outputs.pop(output.id, None)
+            elif counts[1] > before[1]:
+                self.failing_outputs.setdefault(output.id, now)
+
+    def _output_failures(self) -> str:
+        return ", ".join(f"'{o.id}' ({o.errors} failed write(s), last: {getattr(o, 'last_error', None) or '?'})"
+                         for o in self.pipeline.outputs if o.id in self.failing_outputs)
 
     # -- commands (SIGUSR1, ZeroMQ control) ----------------------------------------------------------------
     def handle_command(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +161,8 @@ class Daemon:
         for output in self.pipeline.outputs:
             try:
                 output.heartbeat(heartbeat)
-                self.supervisor.alive(output.id)
+                if output.id not in self.failing_outputs:  # one whose writes only fail is not alive
+                    self.supervisor.alive(output.id)
             except Exception as exc:  # a broken channel is that output's fault, not the supervisor's
                 output.errors += 1
                 self.supervisor.fault(output.id, f"heartbeat failed: {exc}")
@@ -94,11 +172,24 @@ class Daemon:
         self._invalid_marked = safe_stop
         if snapshot.cycle % self._status_every == 0:
             fps = ", ".join(f"{k} {v:.1f} fps" for k, v in heartbeat["fps"].items())
-            self.notifier.status(f"{snapshot.state.value}: {fps}")
+            causes = "" if snapshot.state is GlobalState.OK else f"{self.supervisor.describe_causes(snapshot)}; "
+            self.notifier.status(f"{snapshot.state.value}: {causes}{fps}")
         if self.supervisor.exit_code is not None:
             self.stop_requested.set()
         if all(o.closed_by_peer for o in self.pipeline.outputs) and not self.stop_requested.is_set():
             log.info("every output was closed by its reader; stopping")
+            self.stop_requested.set()
+        now = time.monotonic()
+        self._track_outputs(now)
+        dead_for = self.config.watchdog.output_alive_s
+        outputs = self.pipeline.outputs
+        if (outputs and self.failure is None and not all(o.closed_by_peer for o in outputs)
+                and all(now - self.failing_outputs.get(o.id, now) >= dead_for for o in outputs)
+                and all(o.id in self.failing_outputs for o in outputs)):
+            # nobody can hear this daemon any more: say so, and end with a failure so systemd restarts it
+            self.failure = f"every output has failed for {dead_for:g} s (watchdog.output_alive_s): " + \
+                self._output_failures()
+            log.error("%s; stopping", self.failure)
             self.stop_requested.set()
 
     def heartbeat(self, snapshot: Snapshot) -> dict[str, Any]:
@@ -108,6 +199,12 @@ class Daemon:
         body["newest_frame_age_ms"] = min(ages.values()) if ages else None
         body["frame_age_ms"] = ages
         body["fps"] = self.pipeline.fps()
+        body["serving"] = self.pipeline.serving()  # which link of each model's fallback chain serves
+        if self.failing_outputs:
+            body["failing_outputs"] = sorted(self.failing_outputs)
+        counters = {p.id: c for p in (*self.pipeline.sources, *self.pipeline.outputs) if (c := p.counters())}
+        if counters:  # plugin counters: malformed frames per reason, refused peers, ...
+            body["counters"] = counters
         return body
 
     def _publish_invalid_markers(self, snapshot: Snapshot) -> None:

@@ -86,8 +86,8 @@ def test_kernel_matches_cpu_preprocessor(case, tmp_path):
             # one uint8 step of the resize (OpenCV's fixed-point rounding), times the normalisation
             one_step = (1.0 if dtype == np.uint8 else max(config.scale / s for s in config.std)) + 1e-3
             assert diff.max() <= one_step * 1.01, (src_h, src_w, diff.max())
-            # and that only for some pixels (random noise, the second image, is the worst case for rounding)
-            assert (diff > 1e-3).mean() < 0.10, (diff > 1e-3).mean()
+            # and on average far less (random noise, the second image, is the worst case for rounding)
+            assert diff.mean() <= 0.25 * one_step, diff.mean()
             worst = max(worst, float(diff.max()))
             mean_diff = max(mean_diff, float(diff.mean()))
     finally:
@@ -258,7 +258,18 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
+def _match(ref: dict, others: list[dict]) -> dict | None:
+    """The detection in `others` with ref's label, IoU >= 0.9 and score within 0.02, best IoU first."""
+    same = [o for o in others if o["label"] == ref["label"] and abs(o["score"] - ref["score"]) <= 0.02]
+    best = max(same, key=lambda o: _iou(o["bbox"], ref["bbox"]), default=None)
+    return best if best is not None and _iou(best["bbox"], ref["bbox"]) >= 0.9 else None
+
+
 def test_demo_on_gpu_matches_cpu_on_every_frame(tmp_path, demo_model, demo_video):
+    """Every detection of the CPU run has its twin in the GPU run (same label, IoU >= 0.9, score within 0.02)
+    and the other way round, on every frame. The one allowance: a detection within 0.02 of the confidence
+    threshold may fall on the other side of it in the other run (the two preprocessors differ by one uint8
+    rounding step on some pixels, and the GPU convolves in another order)."""
     engine = _standin(tmp_path, "yolov3-tiny.engine", standin="onnx2torch", onnx=str(demo_model.onnx), max_batch=4)
     records = {}
     for name, eng in (("cpu", None), ("gpu", engine)):
@@ -270,17 +281,26 @@ def test_demo_on_gpu_matches_cpu_on_every_frame(tmp_path, demo_model, demo_video
         records[name] = {r["frame"]: r for r in map(json.loads, out.read_text().splitlines())
                          if r["type"] == "detections"}
     assert len(records["gpu"]) == len(records["cpu"]) == 250
-    worst_iou, worst_score, boxes = 1.0, 0.0, 0
-    for frame, cpu in records["cpu"].items():
+    threshold, margin = 0.25, 0.02
+    matched, borderline, wrong, ious, score_diffs = 0, [], [], [], []
+    for frame, cpu in sorted(records["cpu"].items()):
         gpu = records["gpu"][frame]
-        assert gpu["status"] == "ok"
-        assert sorted(d["label"] for d in gpu["detections"]) == sorted(d["label"] for d in cpu["detections"]), frame
-        for d in cpu["detections"]:
-            match = max((g for g in gpu["detections"] if g["label"] == d["label"]),
-                        key=lambda g: _iou(g["bbox"], d["bbox"]))
-            iou = _iou(match["bbox"], d["bbox"])
-            worst_iou = min(worst_iou, iou)
-            worst_score = max(worst_score, abs(match["score"] - d["score"]))
-            boxes += 1
-    print(f"GPU vs CPU over 250 frames: {boxes} boxes, worst IoU {worst_iou:.4f}, worst score diff {worst_score:.4f}")
-    assert worst_iou >= 0.9 and worst_score <= 0.02
+        assert gpu["status"] == "ok", gpu
+        for ref, others, side in ((cpu["detections"], gpu["detections"], "cpu"),
+                                  (gpu["detections"], cpu["detections"], "gpu")):
+            for det in ref:
+                twin = _match(det, others)
+                if twin is not None:
+                    if side == "cpu":
+                        matched += 1
+                        ious.append(_iou(twin["bbox"], det["bbox"]))
+                        score_diffs.append(abs(twin["score"] - det["score"]))
+                elif det["score"] < threshold + margin:
+                    borderline.append((frame, side, det["label"], det["score"]))
+                else:
+                    wrong.append((frame, side, det))
+    print(f"GPU vs CPU over 250 frames: {matched} detections matched, worst IoU {min(ious):.4f}, worst score "
+          f"difference {max(score_diffs):.4f}; {len(borderline)} within {margin} of the threshold only in one "
+          f"run: {borderline}")
+    assert not wrong, wrong[:10]
+    assert matched >= 150 and len(borderline) <= 0.05 * matched

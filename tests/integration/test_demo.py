@@ -103,9 +103,15 @@ def opencv_detections(net, image: np.ndarray, labels: list[str]) -> list[dict]:
     return out
 
 
+# What users install (`pip install .`) is OpenCV 5, which dropped the darknet importer: the suite runs on it and
+# `make test-reference` runs the reference tests in their own OpenCV 4 environment (.venv-opencv4).
+NO_DARKNET_IMPORTER = ("this OpenCV has no cv2.dnn.readNetFromDarknet (OpenCV 5 dropped it); "
+                       "`make test-reference` runs this test on OpenCV 4")
+
+
 def test_detections_agree_with_opencv_darknet(demo_records, demo_model, demo_video):
     if not hasattr(cv2.dnn, "readNetFromDarknet"):
-        pytest.fail("cv2.dnn.readNetFromDarknet missing: the dev extra pins opencv-python-headless<5 for it")
+        pytest.skip(NO_DARKNET_IMPORTER)
     net = cv2.dnn.readNetFromDarknet(str(demo_model.cfg), str(demo_model.weights))
     net.enableWinograd(False)  # its default fast 3x3 convolution is less exact
     labels = demo_model.labels.read_text().strip().splitlines()

@@ -180,6 +180,21 @@ def test_subscriber_process_gets_detections_and_heartbeats_with_topics(make_outp
     assert output.dropped == 0
 
 
+def test_classification_and_dense_results_get_their_own_topics_per_source(make_output, subscriber):
+    output = make_output()
+    sub = subscriber(output.bound_endpoints["pub"], ["classifications/", "dense/", "detections/cam0"])
+    sub.sync(output, detection("cam0", -1))
+    classes = {**detection("scanner", 0), "type": "classifications", "classifications": [
+        {"class_id": 1, "label": "90", "score": 0.92}]}
+    dense = {**detection("cam2", 0), "type": "dense", "dense": {"task": "saliency", "peak": 0.99, "peak_xy": [4, 5]}}
+    for record in (classes, dense):
+        record.pop("detections")
+        output.publish(record)
+    output.publish(detection("cam0", 99, end=True))
+    received = sub.result()
+    assert [(topic, r) for _, topic, r, _ in received] == [("classifications/scanner", classes), ("dense/cam2", dense)]
+
+
 def test_topic_prefix_filter_keeps_other_sources_and_heartbeats_out(make_output, subscriber):
     output = make_output()
     sub = subscriber(output.bound_endpoints["pub"], ["detections/cam0"])

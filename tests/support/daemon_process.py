@@ -90,7 +90,8 @@ class DaemonProcess:
         raise AssertionError(f"timed out waiting for {what}:\n{self.stderr()}")
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text()[-4000:]
 
     def stop(self, timeout: float = 10.0) -> int:

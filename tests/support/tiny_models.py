@@ -126,3 +126,41 @@ def malformed_on_white_detector(path: Path, rows: np.ndarray, size: int = 64, wh
     _white_switch(nodes, inits, broken_branch, white_above)
     return _save(path, helper.make_graph(nodes, "malformed_on_white_detector", inputs, [_detections_output(rows)],
                                          inits))
+
+
+def slow_detector(path: Path, rows: np.ndarray, iterations: int, size: int = 64, side: int = 128) -> Path:
+    """Like `constant_detector`, but every inference first runs `iterations` products of a side x side matrix in an
+    ONNX Loop: a real model whose inference takes long (tens to hundreds of ms), for latest-frame tests."""
+    rows, nodes, inits, inputs = _detector_graph_parts(rows, size)
+    body = helper.make_graph(
+        nodes=[
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["m_in", "weights"], ["product"]),
+            helper.make_node("Tanh", ["product"], ["m_out"]),  # keeps values bounded over many products
+        ],
+        name="work",
+        inputs=[
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [side, side]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [side, side]),
+        ],
+    )
+    rng = np.random.default_rng(0)
+    nodes[3] = helper.make_node("Add", ["zeros", "rows"], ["normal_rows"])  # the constant rows, as before
+    nodes += [
+        helper.make_node("Loop", ["count", "true", "start"], ["worked"], body=body),
+        helper.make_node("ReduceSum", ["worked"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["normal_rows", "nothing"], ["detections"]),
+    ]
+    inits += [
+        numpy_helper.from_array(np.array(iterations, dtype=np.int64), "count"),
+        numpy_helper.from_array(np.array(True), "true"),
+        numpy_helper.from_array(rng.standard_normal((side, side)).astype(np.float32) * 0.1, "start"),
+        numpy_helper.from_array(rng.standard_normal((side, side)).astype(np.float32) * 0.1, "weights"),
+    ]
+    return _save(path, helper.make_graph(nodes, "slow_detector", inputs, [_detections_output(rows)], inits))

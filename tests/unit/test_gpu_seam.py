@@ -169,12 +169,17 @@ class PerSetOutputBackend(Backend):
 
 
 class SlowDecoder:
+    kind = "detections"
+
     def __init__(self, inner):
         self.inner = inner
 
     def decode(self, outputs, index, transform):
         time.sleep(0.01)  # the publish thread lags: sets are refilled meanwhile unless held until decoded
         return self.inner.decode(outputs, index, transform)
+
+    def result_fields(self, outputs, index, transform):  # what the publish stage calls (decoders/base.py)
+        return {"detections": self.decode(outputs, index, transform)}
 
 
 class ListOutput:

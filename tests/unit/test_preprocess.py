@@ -49,8 +49,9 @@ def test_config_defaults() -> None:
     ("fields", "message"),
     [
         ({"std": (1.0, 0.0, 1.0)}, "std[1]"),
-        ({"std": (1.0, 1.0, float("nan"))}, "std[2]"),
-        ({"mean": (float("inf"), 0.0, 0.0)}, "mean[0]"),
+        # non-finite numbers are refused by every config model (StrictModel: allow_inf_nan=False)
+        ({"std": (1.0, 1.0, float("nan"))}, "std.2\n  Input should be a finite number"),
+        ({"mean": (float("inf"), 0.0, 0.0)}, "mean.0\n  Input should be a finite number"),
         ({"scale": 0.0}, "scale"),
         ({"scale": -1.0}, "scale"),
         ({"pad_value": 256}, "pad_value"),

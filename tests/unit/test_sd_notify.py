@@ -146,8 +146,11 @@ def test_supervisor_stops_pinging_in_safe_stop(listener):
     # last alive 2: first failing at 2 + 2 + 1 = 5, FAILED there (FAULT), EXPIRED at 5 + 1 = 6 (SAFE_STOP)
     for n in range(5):
         assert per_cycle[n] == [b"WATCHDOG=1"], n
-    assert per_cycle[5] == [b"STATUS=FAULT: cam FAILED", b"WATCHDOG=1"]
-    assert per_cycle[6] == [b"STATUS=SAFE_STOP: cam EXPIRED"]
+    # STATUS= says which supervision failed, in ms and config keys
+    assert per_cycle[5] == [b"STATUS=FAULT: cam FAILED (alive: no frame for 150 ms; 2 cycle(s) + "
+                            b"watchdog.alive_tolerance_cycles 1 x period_ms 50)", b"WATCHDOG=1"]
+    assert per_cycle[6] == [b"STATUS=SAFE_STOP: cam EXPIRED (alive: no frame for 200 ms; 2 cycle(s) + "
+                            b"watchdog.alive_tolerance_cycles 1 x period_ms 50)"]
     assert per_cycle[7:] == [[]] * 5  # silence: systemd's WatchdogSec now runs out
 
 
@@ -166,6 +169,7 @@ def test_supervisor_keeps_pinging_when_configured_to(listener):
     messages = drain(sock)
     # tolerance 0: the first failing step (cycle 1: two cycles without alive > 1) is already SAFE_STOP, and
     # the status goes out between the pings of steps 0 and 1
-    assert messages == [b"WATCHDOG=1", b"STATUS=SAFE_STOP: cam EXPIRED", b"WATCHDOG=1", b"WATCHDOG=1",
-                        b"WATCHDOG=1", b"WATCHDOG=1", b"WATCHDOG=1"]
+    assert messages == [b"WATCHDOG=1", b"STATUS=SAFE_STOP: cam EXPIRED (alive: no frame since start (100 ms); "
+                                       b"1 cycle(s) + watchdog.alive_tolerance_cycles 0 x period_ms 50)",
+                        b"WATCHDOG=1", b"WATCHDOG=1", b"WATCHDOG=1", b"WATCHDOG=1", b"WATCHDOG=1"]
     assert supervisor.exit_code == 3

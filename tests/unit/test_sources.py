@@ -108,6 +108,7 @@ def test_every_type_key_parses_to_its_model_and_has_a_plugin(tmp_path: Path) -> 
         "rtsp": {"url": "rtsp://10.0.0.5:554/stream1", "transport": "udp"},
         "gstreamer": {"pipeline": "videotestsrc ! videoconvert ! appsink drop=true"},
         "synthetic": {"frames": 5},
+        "zmq": {"endpoint": "tcp://*:5555", "pattern": "pull"},
         "ros2": {"topic": "/camera/image_raw/compressed", "transport": "compressed"},
     }
     assert set(examples) == set(SOURCE_TYPES)
@@ -140,7 +141,7 @@ def test_every_type_key_parses_to_its_model_and_has_a_plugin(tmp_path: Path) -> 
         ({"type": "camera", "id": "c", "device": 0, "fourcc": "MJPEG"}, "fourcc", "four-character"),
         ({"type": "images", "id": "i", "path": "/x", "pattern": "../*.png"}, "pattern", "relative"),
         ({"type": "synthetic", "id": "s", "frames": 0}, "frames", "greater than or equal to 1"),
-        ({"type": "synthetic", "id": "s", "min_fps": 0}, "min_fps", "greater than 0"),
+        ({"type": "synthetic", "id": "s", "min_fps": 0}, "min_fps", "greater than or equal to 0.001"),
         ({"type": "synthetic", "id": "s", "reconnect": {"initial_s": 5, "max_s": 1}}, "reconnect",
          "must be >= initial_s"),
     ],

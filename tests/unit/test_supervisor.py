@@ -463,16 +463,16 @@ def test_snapshot_dict_is_json_with_stable_keys():
     assert body["entities"]["cam"] == {
         "kind": "source", "status": "FAILED", "safety_relevant": True, "latched": False, "violations": 1,
         "faults": 0, "failed_cycles": 1, "last_alive_cycle": None, "open_since_cycle": None, "last_fault": None,
-        "last_violation": "no alive indication since start",
+        "last_violation": "no alive indication since start", "failing": ["alive"],
     }
     assert body["entities"]["yolo"] == {
         "kind": "model", "status": "OK", "safety_relevant": True, "latched": False, "violations": 0,
         "faults": 0, "failed_cycles": 0, "last_alive_cycle": None, "open_since_cycle": 1, "last_fault": None,
-        "last_violation": None,
+        "last_violation": None, "failing": [],
     }
     assert list(body["entities"]["cam"]) == [
         "kind", "status", "safety_relevant", "latched", "violations", "faults", "failed_cycles",
-        "last_alive_cycle", "open_since_cycle", "last_fault", "last_violation",
+        "last_alive_cycle", "open_since_cycle", "last_fault", "last_violation", "failing",
     ]
     assert body["changed"] == [{"entity": "cam", "from": "OK", "to": "FAILED"}]
     assert (body["cycle"], body["state"]) == (2, "FAULT")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,10 @@ from ..preprocess import PreprocessConfig, Preprocessor, Transform
 from ..schema import StrictModel
 
 log = logging.getLogger(__name__)
+
+
+class UnsupportedInputs(ValueError):
+    """The model has inputs besides the image that this backend's input stage cannot feed (a config error)."""
 
 
 class BackendError(RuntimeError):
@@ -71,6 +76,7 @@ class InputStage(ABC):
     sets: int
     batch: int  # images per buffer set
     fixed_batch: bool  # the model's batch dimension is fixed: every run feeds `batch` images
+    extra_feeds: Callable[[int], dict[str, np.ndarray]] | None = None  # batch size -> the non-image inputs
 
     @abstractmethod
     def write(self, set_index: int, item: int, image: np.ndarray) -> Transform: ...
@@ -98,6 +104,13 @@ class CpuInputStage(InputStage):
     def feed(self, set_index: int, n: int) -> np.ndarray:
         return self.preprocessors[set_index].batch(self.batch if self.fixed_batch else n)
 
+    def feeds(self, set_index: int, n: int) -> dict[str, np.ndarray]:
+        """Every input of one run: the image batch, plus the constant size inputs some models take."""
+        image = self.feed(set_index, n)
+        if self.extra_feeds is None:
+            return {self.input_name: image}
+        return {self.input_name: image, **self.extra_feeds(image.shape[0])}
+
 
 class Backend(ABC):
     type: ClassVar[str]
@@ -112,10 +125,12 @@ class Backend(ABC):
         self.options = options
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
+        self.metadata: dict[str, str] = {}  # what the exporter wrote into the model (ONNX metadata_props)
         self.is_active = False
         self.warmup_ms: float | None = None
         self.device = Device("auto")  # the model's `device:`; set by create_backend
         self.input_stage: InputStage | None = None
+        self.image_input: TensorSpec | None = None  # set by open_input_stage when the model fitting picks it
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def activate(self, warmup_batch: int = 1) -> None:
@@ -136,16 +151,30 @@ class Backend(ABC):
             raise BackendError(f"model '{self.model_id}': infer() before activate()")
         return self._infer_impl(feeds)
 
-    def open_input_stage(self, config: PreprocessConfig, batch: int, fixed_batch: bool) -> InputStage:
+    def open_input_stage(self, config: PreprocessConfig, batch: int, fixed_batch: bool,
+                         image: TensorSpec | None = None,
+                         extra_feeds: Callable[[int], dict[str, np.ndarray]] | None = None) -> InputStage:
         """Create the input stage and its buffers for `batch` images per set (after activate). Raises
-        ValueError when the preprocessing config does not fit the model's input."""
+        ValueError when the preprocessing config does not fit the model's input.
+
+        `image`: the image input when the model has more than one (or with open height/width filled in);
+        `extra_feeds`: batch size -> the other inputs' arrays (e.g. `orig_target_sizes`), fed with each batch.
+        """
         if self.input_stage is not None:
             self.input_stage.close()
+        self.image_input = image
         self.input_stage = self._open_input_stage_impl(config, batch, fixed_batch)
+        if extra_feeds is not None:
+            if not isinstance(self.input_stage, CpuInputStage):  # a device stage binds the image buffer only
+                self.input_stage.close()
+                self.input_stage = None
+                raise UnsupportedInputs(f"the {self.type} backend feeds the image input only; models with a "
+                                        "second input (such as orig_target_sizes) run on onnxruntime")
+            self.input_stage.extra_feeds = extra_feeds
         return self.input_stage
 
     def _open_input_stage_impl(self, config: PreprocessConfig, batch: int, fixed_batch: bool) -> InputStage:
-        return CpuInputStage(config, self.inputs[0], batch, fixed_batch, self.buffer_sets)
+        return CpuInputStage(config, self.image_input or self.inputs[0], batch, fixed_batch, self.buffer_sets)
 
     def submit(self, set_index: int, n: int) -> InferHandle:
         """Run the first n images of a filled buffer set. Synchronous by default; a GPU backend enqueues the
@@ -156,7 +185,7 @@ class Backend(ABC):
         if not isinstance(stage, CpuInputStage):
             raise BackendError(f"model '{self.model_id}': submit() needs open_input_stage() first")
         t0 = time.perf_counter()
-        outputs = self._infer_impl({stage.input_name: stage.feed(set_index, n)})
+        outputs = self._infer_impl(stage.feeds(set_index, n))
         return CompletedInference(outputs, (time.perf_counter() - t0) * 1e3)
 
     def deactivate(self) -> None:

@@ -98,6 +98,7 @@ class OnnxRuntimeBackend(Backend):
         self.inputs = [self._spec(i) for i in self._session.get_inputs()]
         self.outputs = [self._spec(o) for o in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
+        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
 
     def _infer_impl(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._session.run(self._output_names, feeds)

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 RUNTIME_CHOICES = ("tensorrt", "tensorrt_lean", "tensorrt_rtx")
-_RUNTIME_IMPORT = {"tensorrt_rtx": "tensorrt_rtx"}
+# TensorRT-RTX's PyPI wheel (tensorrt-rtx-cu13-bindings 1.7.1) installs the package `tensorrt_rtx_bindings`;
+# other installs name it `tensorrt_rtx`
+_RUNTIME_IMPORT = {"tensorrt_rtx": ("tensorrt_rtx", "tensorrt_rtx_bindings")}
 
 # Every TensorRT attribute this backend uses, by owner ("" = the module). All exist in TensorRT 10.3.
 TENSORRT_API: dict[str, tuple[str, ...]] = {
@@ -81,10 +83,11 @@ def load_runtime_module(name: str):
     """The TensorRT runtime module for `runtime:`; MissingDependency says what to install."""
     names = RUNTIME_CHOICES if name == "auto" else (name,)
     for candidate in names:
-        try:
-            return importlib.import_module(_RUNTIME_IMPORT.get(candidate, candidate))
-        except ImportError:
-            continue
+        for module in _RUNTIME_IMPORT.get(candidate, (candidate,)):
+            try:
+                return importlib.import_module(module)
+            except ImportError:
+                continue
     raise MissingDependency(
         f"no TensorRT runtime module ({' or '.join(names)}) can be imported. On Jetson, TensorRT comes with "
         "JetPack (python3-libnvinfer; a venv needs --system-site-packages to see it); elsewhere: "
@@ -204,6 +207,7 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"model '{self.model_id}': device {device}: this box has {cores} DLA core(s)"
                                    + (" (DLA cores exist on Jetson AGX/NX Orin and Xavier)" if cores == 0 else ""))
             self.runtime.DLA_core = device.index  # must be set before deserializing
+        self._preflight()  # the manifest against this host, so a mismatch is named before TensorRT says None
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise BackendError(f"model '{self.model_id}': TensorRT cannot load engine {self.path}: "
@@ -217,6 +221,20 @@ class TensorRTBackend(Backend):
         self._copy = cu.Stream()
         self.mapped = (self.options.mapped_memory == "on"
                        or (self.options.mapped_memory == "auto" and self.device_info.integrated))
+
+    def _preflight(self) -> None:
+        from ..engines import compat
+
+        host = compat.HostFacts(
+            {compat.flavour_of(self.trt): str(getattr(self.trt, "__version__", "?"))}, self.device_info.name,
+            self.device_info.compute_capability, self._cu.device_count(),
+            int(getattr(self.runtime, "num_DLA_cores", 0) or 0))
+        diffs = compat.preflight(self.path, host, self.device)
+        for diff in diffs:
+            if not diff.fatal:
+                log.warning("model '%s': %s", self.model_id, diff.message)
+        if compat.fatal(diffs):
+            raise BackendError(f"model '{self.model_id}': engine {self.path} {compat.verdict(diffs)}")
 
     def _last_errors(self) -> str:
         return "; ".join(self._messages[-3:])

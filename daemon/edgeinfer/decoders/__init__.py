@@ -1,4 +1,4 @@
-"""Decoders: raw model outputs -> detections in source-image pixels.
+"""Decoders: raw model outputs -> detections, classes or dense maps in source-image terms.
 
 Each decoder module holds its config model (tied by a `type` literal) and its class; `DecoderConfig` gathers
 the configs into a discriminated union and `DECODERS` maps the type key to the class.
@@ -11,36 +11,66 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from edgeinfer.decoders.base import DecodeError, Decoder, Detection
+from edgeinfer.decoders.base import (
+    Classification,
+    DecodeError,
+    Decoder,
+    DecoderContext,
+    DenseMap,
+    Detection,
+    OutputInfo,
+)
+from edgeinfer.decoders.classify import ClassifyDecoder, ClassifyDecoderConfig
+from edgeinfer.decoders.dense import DenseDecoder, DenseDecoderConfig
+from edgeinfer.decoders.detr import DetrDecoder, DetrDecoderConfig
+from edgeinfer.decoders.fit import check_decoder_fit
 from edgeinfer.decoders.labels import label_for, load_labels
 from edgeinfer.decoders.yolo import YoloDecoder, YoloDecoderConfig
 
-# A one-member Union for now, so pydantic still validates it as a tagged union (an unknown `type` gets a
-# message listing the known tags); more decoders (detr, classify, segment) join it with their own type key.
-DecoderConfig = Annotated[Union[YoloDecoderConfig], Field(discriminator="type")]  # noqa: UP007
+DecoderConfig = Annotated[
+    Union[YoloDecoderConfig, DetrDecoderConfig, ClassifyDecoderConfig, DenseDecoderConfig],  # noqa: UP007
+    Field(discriminator="type"),
+]
 
-DECODERS: dict[str, type[Decoder]] = {"yolo": YoloDecoder}
+DECODERS: dict[str, type[Decoder]] = {
+    "yolo": YoloDecoder,
+    "detr": DetrDecoder,
+    "classify": ClassifyDecoder,
+    "dense": DenseDecoder,
+}
 
 
 def create_decoder(
-    config: YoloDecoderConfig, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]]
+    config: Any, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]],
+    context: DecoderContext | None = None,
 ) -> Decoder:
-    """The decoder for `config.type`, checked against the model's declared output shapes."""
+    """The decoder for `config.type`, checked against the model's declared outputs."""
     try:
         decoder_class = DECODERS[config.type]
     except KeyError:
         raise ValueError(f"unknown decoder type {config.type!r}; known: {sorted(DECODERS)}") from None
-    return decoder_class(config, labels, output_shapes)
+    return decoder_class(config, labels, output_shapes, context)  # type: ignore[call-arg]
 
 
 __all__ = [
     "DECODERS",
+    "Classification",
+    "ClassifyDecoder",
+    "ClassifyDecoderConfig",
     "DecodeError",
     "Decoder",
     "DecoderConfig",
+    "DecoderContext",
+    "DenseDecoder",
+    "DenseDecoderConfig",
+    "DenseMap",
+    "DetrDecoder",
+    "DetrDecoderConfig",
     "Detection",
+    "OutputInfo",
     "YoloDecoder",
     "YoloDecoderConfig",
+    "check_decoder_fit",
     "create_decoder",
     "label_for",
     "load_labels",

@@ -12,7 +12,8 @@ Layouts (B = batch, N = candidate boxes, nc = classes; boxes in network-input pi
      (a dynamic dim counts as larger, since only the box count is ever dynamic). If step 1 matched several
      layouts, the one of those that fits is taken; if step 1 matched none (the labels list may be shorter
      than the model's classes) or there are no labels, the only fitting layout is taken.
-  3. anything else (no candidate, or still several) is a DecodeError asking for an explicit `layout`.
+  3. anything else (no candidate, or still several) is a DecodeError asking for an explicit `layout`; so is
+     [B, Q, 4 + nc] with nc labels, the RT-DETR layout, which v5 would otherwise fit and misread.
 E.g. [1, 2535, 85] -> v5, [1, 84, 8400] -> v8, [1, 300, 6] with 80 labels -> v10; [1, 300, 6] without labels
 or with one label is ambiguous (v10 or a one-class v5), and so is [1, 25200, 6] with one label.
 
@@ -28,7 +29,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from edgeinfer.decoders.base import DecodeError, Decoder, Detection, check_batch_item, normalize_shape
+from edgeinfer.decoders.base import (
+    DecodeError,
+    Decoder,
+    DecoderContext,
+    Detection,
+    check_batch_item,
+    normalize_shape,
+    resolve_class_filter,
+    validate_classes,
+)
 from edgeinfer.decoders.nms import nms
 from edgeinfer.preprocess.cpu import Transform
 from edgeinfer.schema import StrictModel
@@ -47,19 +57,12 @@ class YoloDecoderConfig(StrictModel):
     iou_threshold: float = Field(0.45, ge=0.0, le=1.0)  # suppressed when IoU > iou_threshold
     max_detections: int = Field(300, gt=0)
     class_agnostic: bool = False
-    classes: list[int] | None = None  # keep only these class ids; None keeps all
+    classes: list[int | str] | None = None  # keep only these class ids or names; None keeps all
 
     @field_validator("classes")
     @classmethod
-    def _classes_valid(cls, value: list[int] | None) -> list[int] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("classes is empty, which would drop every detection; leave it out to keep all")
-        negative = [class_id for class_id in value if class_id < 0]
-        if negative:
-            raise ValueError(f"class ids must be >= 0, got {negative}")
-        return value
+    def _classes_valid(cls, value: list[int | str] | None) -> list[int | str] | None:
+        return validate_classes(value)
 
 
 def _fits(layout: str, a: int | None, b: int | None) -> bool:
@@ -86,6 +89,16 @@ _EXPECTED = {
 }
 
 
+def _feature_ok(layout: str, a: int | None, b: int | None) -> bool:
+    return {"v5": b is not None and b >= 6, "v8": a is not None and a >= 5, "v10": b == 6}[layout]
+
+
+# Transformer heads (RT-DETR, DETR) emit a few hundred queries as [B, N, 4 + nc]: from the shape alone that
+# reads as a v5 head with one class fewer. YOLO grid heads have thousands of rows (2535 for YOLOv3-tiny at
+# 416, 6300 for YOLOv5n at 320), so `auto` takes v5 from the shape alone only above this many rows.
+_MAX_QUERY_ROWS = 1000
+
+
 def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Layout:
     """The YOLO layout for a declared output shape (see the module docstring for the `auto` rule)."""
     dims = normalize_shape(shape)
@@ -93,8 +106,7 @@ def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Lay
         raise DecodeError(f"YOLO output must be 3-D [batch, a, b], got shape {tuple(shape)}")
     _, a, b = dims
     if requested != "auto":
-        feature_ok = {"v5": b is not None and b >= 6, "v8": a is not None and a >= 5, "v10": b == 6}
-        if not feature_ok[requested]:
+        if not _feature_ok(requested, a, b):
             raise DecodeError(f"layout {requested} expects {_EXPECTED[requested]}, got shape {tuple(shape)}")
         return requested  # type: ignore[return-value]
     fits = [layout for layout in _LAYOUTS if _fits(layout, a, b)]
@@ -103,6 +115,15 @@ def resolve_layout(requested: str, shape: Sequence[Any], num_labels: int) -> Lay
     ]
     if len(matching) == 1:
         return matching[0]  # type: ignore[return-value]
+    if not matching and "v5" in fits and "v10" not in fits:
+        detr = num_labels > 0 and b == 4 + num_labels
+        if detr or (num_labels == 0 and a is not None and a <= _MAX_QUERY_ROWS):
+            what = (f"has 4 + {num_labels} columns for {num_labels} labels" if detr
+                    else f"has {a} rows, as many as a transformer's queries")
+            raise DecodeError(
+                f"cannot pick a YOLO layout: output shape {tuple(shape)} {what}: it may be [B, N, 4 + nc] boxes "
+                f"and class scores without objectness (RT-DETR, DETR), which no yolo layout decodes (set "
+                f"decoder.type: detr), or a v5 head with {b - 5} classes; if it is the latter, set decoder.layout: v5")
     candidates = [layout for layout in matching if layout in fits] if matching else fits
     if len(candidates) == 1:
         return candidates[0]  # type: ignore[return-value]
@@ -117,7 +138,8 @@ class YoloDecoder(Decoder):
     """Decodes output 0 of a YOLO model. Keeps scratch arrays between calls: one instance per thread."""
 
     def __init__(
-        self, config: YoloDecoderConfig, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]]
+        self, config: YoloDecoderConfig, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]],
+        context: DecoderContext | None = None,  # the YOLO layouts are told apart by output 0's shape alone
     ) -> None:
         super().__init__(labels)
         if not output_shapes:
@@ -125,8 +147,41 @@ class YoloDecoder(Decoder):
         self.config = config
         self.declared_shape = normalize_shape(output_shapes[0])
         self.layout: Layout = resolve_layout(config.layout, output_shapes[0], len(self.labels))
-        self._classes = None if config.classes is None else np.asarray(sorted(set(config.classes)), np.int64)
+        self.reason = ("set in the config" if config.layout != "auto" else
+                       f"auto: output shape {tuple(output_shapes[0])} with {len(self.labels)} label(s)")
+        self._classes = resolve_class_filter(config.classes, self.labels)
         self._scratch: dict[tuple[str, int, np.dtype], np.ndarray] = {}
+
+    def describe(self) -> str:
+        return f"yolo layout {self.layout} ({self.reason})"
+
+    @property
+    def num_classes(self) -> int | None:
+        """The model's class count when the layout carries it (v10 does not)."""
+        _, a, b = self.declared_shape
+        if self.layout == "v5":
+            return None if b is None else b - 5
+        if self.layout == "v8":
+            return None if a is None else a - 4
+        return None
+
+    def output_problems(self, outputs: Sequence[np.ndarray], input_hw: tuple[int, int]) -> list[str]:
+        """What in real outputs (one inference) this layout cannot produce; names the config key and the
+        layouts that would fit instead."""
+        output = outputs[0] if outputs else None
+        if not isinstance(output, np.ndarray) or output.ndim != 3 or output.shape[0] < 1:
+            return []  # the shape checks of `decode` report these
+        threshold = max(self.config.conf_threshold, 0.1)
+        problems = _raw_problems(self.layout, output[0], input_hw, threshold)
+        if not problems:
+            return []
+        _, a, b = output.shape
+        fitting = [alt for alt in _LAYOUTS if alt != self.layout and _feature_ok(alt, a, b)
+                   and not _raw_problems(alt, output[0], input_hw, threshold)]
+        hint = (f"layout {' or '.join(fitting)} fits them" if fitting
+                else "no yolo layout fits them (is it a YOLO detection model?)")
+        return [f"decoder.layout: {self.layout} does not fit the model's outputs on a test image: "
+                f"{'; '.join(problems)}; {hint}"]
 
     def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[Detection]:
         output = self._checked_output(outputs, index)
@@ -226,6 +281,39 @@ class YoloDecoder(Decoder):
         if rows.shape[0] == 0:
             return None
         return rows[:, :4].astype(np.float64), rows[:, 4].astype(np.float64), class_ids
+
+
+def _raw_problems(layout: str, prediction: np.ndarray, input_hw: tuple[int, int], threshold: float) -> list[str]:
+    """Raw values one batch item of a `layout` output cannot hold (see decoders/fit.py)."""
+    from edgeinfer.decoders.fit import box_range_problem, score_range_problem
+
+    pred = prediction.astype(np.float64, copy=False)
+    if layout == "v5":
+        if pred.shape[1] < 6:
+            return ["fewer than 6 columns"]
+        problem = score_range_problem(pred[:, 4:], "columns 4.. (objectness, class probabilities)")
+        scores = pred[:, 4] * pred[:, 5:].max(axis=1)
+        rows = pred[scores >= threshold]
+        boxes = _xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
+    elif layout == "v8":
+        if pred.shape[0] < 5:
+            return ["fewer than 5 rows"]
+        problem = score_range_problem(pred[4:], "rows 4.. (class scores)")
+        columns = pred[:, pred[4:].max(axis=0) >= threshold]
+        boxes = _xywh_to_xyxy(columns[0], columns[1], columns[2], columns[3])
+    else:
+        if pred.shape[1] != 6:
+            return ["not 6 columns"]
+        problem = score_range_problem(pred[:, 4], "column 4 (score)")
+        rows = pred[pred[:, 4] >= threshold]
+        ids = rows[:, 5]
+        if problem is None and ids.size and (np.any(np.abs(ids - np.rint(ids)) > 1e-3) or ids.min() < -1):
+            problem = f"column 5 (class id) holds values like {float(ids[0]):.3g}, not class ids"
+        boxes = rows[:, :4]
+    if problem is not None:
+        return [problem]
+    problem = box_range_problem(boxes, input_hw, "columns 0-3 (box)" if layout != "v8" else "rows 0-3 (box)")
+    return [problem] if problem else []
 
 
 def _xywh_to_xyxy(cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:

@@ -30,6 +30,11 @@ class Output(ABC):
         self.errors = 0
         self.closed_by_peer = False  # the reader went away for good (e.g. stdout piped into `head`)
 
+    @classmethod
+    def preflight_config(cls, config: OutputConfigBase) -> list[str]:
+        """File checks for `edgeinfer check` and start-up, each "<field>: <problem>"; [] when none."""
+        return []
+
     def open(self) -> None:
         """Acquire sockets/files. Called before any source starts."""
 
@@ -45,6 +50,10 @@ class Output(ABC):
     def heartbeat(self, record: dict[str, Any]) -> None:
         if self.config.heartbeat:
             self.publish(record)
+
+    def counters(self) -> dict[str, Any]:
+        """Plugin counters for the heartbeat (e.g. refused peers); {} when it has none."""
+        return {}
 
     def close(self) -> None:
         pass

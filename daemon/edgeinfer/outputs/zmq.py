@@ -1,8 +1,9 @@
 """ZeroMQ output for robots without ROS: records on a PUB socket, commands on a REP control socket.
 
-Every record goes out as two frames, `[topic, json]`. Topics are `detections/<source>` and `heartbeat`, so a
-subscriber picks what it wants by ZeroMQ's prefix filter. Sends never block: a subscriber that reads too slowly
-loses messages beyond `sndhwm` inside ZeroMQ instead of stalling the pipeline.
+Every record goes out as two frames, `[topic, json]`. Topics are `detections/<source>` (`classifications/<source>`
+and `dense/<source>` for those results) and `heartbeat`, so a subscriber picks what it wants by ZeroMQ's prefix
+filter. Sends never block: a subscriber that reads too slowly loses messages beyond `sndhwm` inside ZeroMQ
+instead of stalling the pipeline.
 
 The control socket is served by one thread. The request/reply rules live in `ControlProtocol`, which knows no
 sockets; the thread only moves frames between it and the REP socket. See docs/zmq.md for the wire protocol.
@@ -12,15 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..lazy import lazy_import
 from ..logutil import RateLimitedLog
+from ..zmqcommon import CurveConfig, CurveServer, check_connectable, check_endpoint, curve_problems
 from .base import Output, OutputConfigBase, OutputError
 
 log = logging.getLogger(__name__)
@@ -35,26 +37,13 @@ CLOSE_TIMEOUT_S = 0.8  # leaves close() within 1 s even when a handler hangs
 
 ControlHandler = Callable[[str, dict], "dict | None"]
 
-_TCP_ENDPOINT = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\d+|\*)$")
+_check_endpoint = check_endpoint  # the old name, kept for callers of this module
+PRIVILEGED_COMMANDS = ("reset",)  # with CURVE on, only keys in curve.reset_clients (or every client) may send
 
 
-def _check_endpoint(value: str, key: str) -> str:
-    if value.startswith("tcp://"):
-        match = _TCP_ENDPOINT.match(value)
-        if match is None:
-            raise ValueError(f"{key} {value!r} must look like tcp://HOST:PORT (e.g. tcp://*:5560, "
-                             f"tcp://127.0.0.1:5560; PORT may be * for any free port)")
-        port = match.group("port")
-        if port != "*" and not 0 < int(port) < 65536:
-            raise ValueError(f"{key} {value!r}: port {port} is outside 1..65535")
-        return value
-    for scheme in ("ipc://", "inproc://"):
-        if value.startswith(scheme):
-            if len(value) == len(scheme):
-                raise ValueError(f"{key} {value!r} names no address after {scheme}")
-            return value
-    raise ValueError(f"{key} {value!r} must start with tcp://, ipc:// or inproc:// "
-                     f"(e.g. tcp://*:5560 or ipc:///run/edgeinfer/detections)")
+class ZmqOutputCurveConfig(CurveConfig):
+    reset_clients: Path | None = Field(
+        None, description="folder of public keys allowed to `reset`; default: every client in `clients`")
 
 
 class ZmqOutputConfig(OutputConfigBase):
@@ -65,6 +54,8 @@ class ZmqOutputConfig(OutputConfigBase):
                                          description="REP socket for commands, always bound; null: no control")
     sndhwm: int = Field(default=100, ge=1, le=1_000_000,
                         description="messages queued per subscriber before ZeroMQ drops for that subscriber")
+    curve: ZmqOutputCurveConfig | None = Field(
+        None, description="CURVE on both sockets: only clients whose public key is in curve.clients connect")
 
     @field_validator("endpoint")
     @classmethod
@@ -78,12 +69,7 @@ class ZmqOutputConfig(OutputConfigBase):
 
     @model_validator(mode="after")
     def _consistent(self) -> ZmqOutputConfig:
-        if not self.bind and self.endpoint.startswith("tcp://*:"):
-            raise ValueError(f"endpoint {self.endpoint!r}: with bind: false the socket connects, "
-                             f"so it needs a host (e.g. tcp://192.168.1.10:5560), not '*'")
-        if not self.bind and self.endpoint.endswith(":*"):
-            raise ValueError(f"endpoint {self.endpoint!r}: with bind: false the socket connects, "
-                             f"so it needs a port, not '*'")
+        check_connectable(self.endpoint, self.bind)
         # two `:*` endpoints are two different free ports, so only fixed addresses can clash
         if self.bind and self.endpoint == self.control_endpoint and not self.endpoint.endswith(":*"):
             raise ValueError(f"endpoint and control_endpoint are both {self.endpoint!r}; give them different "
@@ -106,15 +92,19 @@ class ControlProtocol:
         self._commands: tuple[str, ...] | None = None
         self.requests = 0
         self.errors = 0
+        self.refused = 0  # privileged commands from a peer not allowed to send them
+        # z85 public keys allowed to send PRIVILEGED_COMMANDS; None: whoever reached the socket may
+        self.privileged_keys: frozenset[str] | None = None
 
     def set_handler(self, handler: ControlHandler | None, commands: Iterable[str] | None = None) -> None:
         # one tuple assignment, so the serving thread never sees a handler with the wrong command list
         self._handler, self._commands = handler, (tuple(commands) if commands is not None else None)
 
-    def handle(self, frames: list[bytes]) -> bytes:
+    def handle(self, frames: list[bytes], peer: str | None = None) -> bytes:
+        """`peer`: the client's CURVE public key (z85) when CURVE is on, else None."""
         self.requests += 1
         try:
-            reply = self._reply(frames)
+            reply = self._reply(frames, peer)
         except Exception as exc:  # the REP loop must always answer, whatever went wrong in here
             reply = self._error(f"internal error: {type(exc).__name__}: {exc}")
         try:
@@ -126,7 +116,7 @@ class ControlProtocol:
         self.errors += 1
         return {"ok": False, "error": message}
 
-    def _reply(self, frames: list[bytes]) -> dict[str, Any]:
+    def _reply(self, frames: list[bytes], peer: str | None) -> dict[str, Any]:
         if len(frames) != 1:
             return self._error(f"expected one frame holding a JSON object, got {len(frames)} frames")
         body = frames[0]
@@ -145,6 +135,11 @@ class ControlProtocol:
         if cmd == "ping":
             return {"ok": True, "reply": "pong"}
         handler, commands = self._handler, self._commands
+        allowed = self.privileged_keys
+        if cmd in PRIVILEGED_COMMANDS and allowed is not None and peer not in allowed:
+            self.refused += 1
+            return self._error(f"command {cmd!r} needs an authorised client: this client's key is not in "
+                               f"curve.reset_clients")
         if handler is None or (commands is not None and cmd not in commands):
             return self._unknown(cmd, commands if handler is not None else ())
         try:
@@ -188,6 +183,8 @@ class ZmqOutput(Output):
         self._control_done = False
         self._orphaned_context: Any = None
         self._rlog = RateLimitedLog(log)
+        self._curve: CurveServer | None = None
+        self._denied_before = 0
 
     # -- counters of the control socket ------------------------------------------------------------------
 
@@ -198,6 +195,19 @@ class ZmqOutput(Output):
     @property
     def control_errors(self) -> int:
         return self._protocol.errors
+
+    @property
+    def unauthenticated(self) -> int | None:
+        """Peers refused by CURVE (unknown client key) since start; None when CURVE is off."""
+        if self.config.curve is None:
+            return None
+        curve = self._curve
+        return self._denied_before + (curve.denied if curve is not None else 0)
+
+    def counters(self) -> dict[str, Any]:
+        return {"dropped": self.dropped, "control_requests": self.control_requests,
+                "control_errors": self.control_errors, "refused_commands": self._protocol.refused,
+                "unauthenticated": self.unauthenticated}
 
     def set_control_handler(self, handler: ControlHandler | None, commands: Iterable[str] | None = None) -> None:
         """`handler(cmd, request)` returns the reply object (`ok: true` is added when missing), or None / raises
@@ -211,6 +221,8 @@ class ZmqOutput(Output):
         zmq = self._zmq = lazy_import("zmq", INSTALL_HINT)
         self._context = zmq.Context(io_threads=1)  # our own, so close() can end it without touching others'
         try:
+            if self.config.curve is not None:
+                self._curve = self._start_curve(self.config.curve)
             self._pub = self._make_socket(zmq.PUB, self.config.endpoint, self.config.bind, "PUB")
             self.bound_endpoints["pub"] = self._last_endpoint(self._pub)
             if self.config.control_endpoint is not None:
@@ -222,17 +234,50 @@ class ZmqOutput(Output):
                 self._control_thread = threading.Thread(target=self._serve_control, args=(rep,),
                                                         name=f"edgeinfer-zmq-{self.id}", daemon=True)
                 self._control_thread.start()
+            if self._curve is not None:
+                self._curve.watch()
         except BaseException:
+            self._stop_curve()
             self._context.destroy(linger=0)
             self._context = self._pub = None
             raise
         log.info("output '%s': publishing on %s%s", self.id, self.bound_endpoints["pub"],
                  f", control on {self.bound_endpoints['control']}" if "control" in self.bound_endpoints else "")
 
+    @classmethod
+    def preflight_config(cls, config: ZmqOutputConfig) -> list[str]:  # type: ignore[override]
+        curve = config.curve
+        problems = curve_problems(curve)
+        if curve is not None and curve.reset_clients is not None and not curve.reset_clients.is_dir():
+            problems.append(f"curve: reset_clients folder not found: {curve.reset_clients}")
+        return problems
+
+    def _start_curve(self, curve: ZmqOutputCurveConfig) -> CurveServer:
+        problems = self.preflight_config(self.config)
+        if problems:
+            raise OutputError(f"output '{self.id}': " + "; ".join(problems))
+        try:
+            server = CurveServer(self._context, curve, f"output '{self.id}'")
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"output '{self.id}': curve: {exc}") from exc
+        keys = curve.reset_clients or curve.clients
+        zmq_auth = lazy_import("zmq.auth", INSTALL_HINT)
+        self._protocol.privileged_keys = frozenset(
+            k.decode() if isinstance(k, bytes) else str(k) for k in zmq_auth.load_certificates(str(keys)))
+        return server
+
+    def _stop_curve(self) -> None:
+        curve, self._curve = self._curve, None
+        if curve is not None:
+            curve.stop()
+            self._denied_before += curve.denied
+
     def _make_socket(self, kind: int, endpoint: str, bind: bool, what: str) -> Any:
         zmq = self._zmq
         sock = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)  # unsent records are stale at shutdown: never hold close() for them
+        if self._curve is not None:
+            self._curve.secure(sock)
         # options before bind/connect: ZeroMQ applies them to the connections made afterwards
         if kind == zmq.PUB:
             sock.setsockopt(zmq.SNDHWM, self.config.sndhwm)
@@ -263,6 +308,7 @@ class ZmqOutput(Output):
             if self._pub is not None:
                 self._pub.close(linger=0)
                 self._pub = None
+        self._stop_curve()  # its sockets must close before the context can end
         context, self._context = self._context, None
         if context is None:
             return
@@ -279,8 +325,8 @@ class ZmqOutput(Output):
 
     def publish(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
-        if kind == "detections":
-            topic = "detections/" + str(record.get("source"))
+        if kind in ("detections", "classifications", "dense"):  # every result kind, per source
+            topic = f"{kind}/{record.get('source')}"
         else:
             topic = kind if isinstance(kind, str) and kind else "unknown"
         self._send(topic, record)
@@ -309,6 +355,15 @@ class ZmqOutput(Output):
 
     # -- control thread ----------------------------------------------------------------------------------
 
+    def _peer_key(self, part: Any) -> str | None:
+        """The CURVE public key (z85) the ZAP handler admitted this client with; None without CURVE."""
+        if self.config.curve is None:
+            return None
+        try:
+            return part.get("User-Id")
+        except Exception:  # no ZAP metadata on this message: treat as no key
+            return None
+
     def _serve_control(self, rep: Any) -> None:
         zmq = self._zmq
         try:
@@ -316,12 +371,12 @@ class ZmqOutput(Output):
                 try:
                     if not rep.poll(CONTROL_POLL_MS, zmq.POLLIN):
                         continue
-                    frames = rep.recv_multipart(zmq.NOBLOCK)
+                    parts = rep.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     continue
                 except zmq.ContextTerminated:
                     return
-                reply = self._protocol.handle(frames)
+                reply = self._protocol.handle([p.bytes for p in parts], self._peer_key(parts[0]))
                 try:
                     # REP must answer before it may receive again, so every request gets a reply, errors included
                     rep.send(reply, zmq.NOBLOCK)

@@ -26,6 +26,7 @@ from .ros2 import Ros2Source, Ros2SourceConfig  # imports rclpy only when opened
 from .stream import RtspSource, RtspSourceConfig
 from .synthetic import SyntheticSource, SyntheticSourceConfig
 from .video import VideoSource, VideoSourceConfig
+from .zmq import ZmqSource, ZmqSourceConfig  # imports pyzmq only when the source opens
 
 SourceConfig = Annotated[
     VideoSourceConfig
@@ -34,6 +35,7 @@ SourceConfig = Annotated[
     | RtspSourceConfig
     | GStreamerSourceConfig
     | SyntheticSourceConfig
+    | ZmqSourceConfig
     | Ros2SourceConfig,
     Field(discriminator="type"),
 ]
@@ -45,6 +47,7 @@ SOURCE_TYPES: dict[str, type[Source]] = {
     "rtsp": RtspSource,
     "gstreamer": GStreamerSource,
     "synthetic": SyntheticSource,
+    "zmq": ZmqSource,
     "ros2": Ros2Source,
 }
 
@@ -79,5 +82,7 @@ __all__ = [
     "SyntheticSourceConfig",
     "VideoSource",
     "VideoSourceConfig",
+    "ZmqSource",
+    "ZmqSourceConfig",
     "create_source",
 ]

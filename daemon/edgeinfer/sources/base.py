@@ -62,7 +62,9 @@ class ReconnectConfig(StrictModel):
 
 class SourceConfigBase(StrictModel):
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)
-    min_fps: float | None = Field(None, gt=0, description="the watchdog calls the source stale below this")
+    min_fps: float | None = Field(
+        None, ge=0.001, le=10_000, description="the watchdog calls the source stale below this"
+    )
     frame_id: str | None = Field(
         None, max_length=256, description="coordinate frame of the images (ROS header.frame_id); default: the id"
     )
@@ -283,6 +285,10 @@ class Source(ABC):
                 "fps": (len(recent) - 1) / (now - recent[0]) if len(recent) >= 2 else 0.0,
             }
 
+    def counters(self) -> dict[str, Any]:
+        """Plugin counters for the heartbeat (e.g. malformed messages per reason); {} when it has none."""
+        return {}
+
     def __enter__(self) -> Source:
         self.start()
         return self
@@ -318,6 +324,9 @@ class Source(ABC):
                 self._fail(f"read failed: {error}")
                 return
             # End of the file/folder/run.
+            if self.loop and self._stop.is_set():  # a stop that arrived at the end of a pass is a stop
+                self._set_state("stopped")
+                return
             if self.loop and not self._stop.is_set():
                 if self._frames == frames_before:
                     self._fail("loop: a whole pass gave no usable frame")
@@ -331,7 +340,8 @@ class Source(ABC):
                 continue
             self._close_quietly()
             self._set_state("ended")
-            log.info("source '%s' (%s): ended after %d frames", self.id, self.describe(), self._frames)
+            log.info("source '%s' (%s): ended after %d frames%s", self.id, self.describe(), self._frames,
+                     f" ({self._bad_frames} bad frame(s) skipped)" if self._bad_frames else "")
             self._sink.end(self.id)
             return
 
@@ -389,7 +399,8 @@ class Source(ABC):
                 return "error", f"{type(exc).__name__}: {exc}"
             mono = time.monotonic()
             wall = time.time()
-            if image is None:  # a read that waits for a message (ROS) gives up with None when stopped
+            if image is None:
+                # a live read that gave up because stop was asked is a stop, not a broken stream
                 return ("stopped" if self._stop.is_set() else "end"), ""
             header: Captured | None = None
             if isinstance(image, Captured):

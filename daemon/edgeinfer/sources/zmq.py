@@ -1,0 +1,229 @@
+"""Frames pushed to the daemon over ZeroMQ: a robot without ROS sends its camera images (docs/zmq.md).
+
+Patterns: `sub` (connect to the robot's PUB), `pull` (bind, or connect to the robot's PUSH), `rep` (answer
+imagezmq's REQ senders). Messages are edgeinfer's wire format v1 (`zmqwire`) or, with `protocol: imagezmq`,
+what imagezmq's `send_image` / `send_jpg` send, unchanged.
+
+Latest frame: ZMQ_CONFLATE does not work with multipart messages, so each read drains everything queued (with a
+small RCVHWM there is little) and keeps only the newest good message; the older ones are counted as
+`superseded`. Only that one is decoded (a JPEG is decoded once, not once per queued message). A quiet sender
+is not a broken stream: the read just keeps waiting and the watchdog's `min_fps` says when it is too quiet.
+Malformed messages are dropped, counted per reason, and logged at a bounded rate; they are not watchdog
+faults, so a stray peer cannot move the robot's safety state (only the lack of good frames can).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .. import zmqwire
+from ..frame import Captured
+from ..health import HealthReporter
+from ..lazy import lazy_import
+from ..mailbox import FrameSink
+from ..zmqcommon import INSTALL_HINT, CurveConfig, CurveServer, check_connectable, check_endpoint, curve_problems
+from .base import Source, SourceConfigBase, SourceError
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100  # how often a waiting read looks at the stop flag: bounds stop() latency
+MAX_DRAIN = 256  # messages looked at per read before delivering: a flood cannot starve the pipeline
+HEADER_ALLOWANCE = 64 * 1024  # MAXMSGSIZE is max_bytes plus this, so ZeroMQ never buffers a giant message
+
+
+class ZmqSourceConfig(SourceConfigBase):
+    type: Literal["zmq"] = "zmq"
+    endpoint: str = Field(description="tcp://HOST:PORT or ipc:///path")
+    pattern: Literal["sub", "pull", "rep"] = Field(
+        "pull", description="sub: a robot's PUB; pull: a robot's PUSH; rep: imagezmq's REQ senders")
+    bind: bool | None = Field(None, description="default: sub connects, pull and rep bind")
+    protocol: Literal["edgeinfer", "imagezmq"] = Field(
+        "edgeinfer", description="edgeinfer: wire format v1 (docs/zmq.md); imagezmq: send_image / send_jpg")
+    rcvhwm: int = Field(2, ge=1, le=1000, description="messages ZeroMQ queues before dropping (keep it small)")
+    max_bytes: int = Field(zmqwire.DEFAULT_MAX_BYTES, ge=1024, le=1 << 30,
+                           description="larger payloads are dropped and counted as too_large")
+    curve: CurveConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ZmqSourceConfig:
+        check_endpoint(self.endpoint, "endpoint")
+        check_connectable(self.endpoint, self.binds)
+        if self.pattern == "rep" and self.protocol != "imagezmq":
+            raise ValueError("pattern 'rep' answers imagezmq's REQ senders: set protocol: imagezmq "
+                             "(edgeinfer senders use pull or sub, which never make the sender wait)")
+        return self
+
+    @property
+    def binds(self) -> bool:
+        return self.bind if self.bind is not None else self.pattern != "sub"
+
+
+class ZmqSource(Source):
+    preflight_problems_are_permanent = True  # a missing key file or pyzmq does not appear by retrying
+
+    def __init__(self, config: ZmqSourceConfig, sink: FrameSink, reporter: HealthReporter | None = None):
+        super().__init__(config, sink, reporter)
+        self.config: ZmqSourceConfig = config
+        self._zmq: Any = None
+        self._context: Any = None
+        self._sock: Any = None
+        self._curve: CurveServer | None = None
+        self._parse = zmqwire.parse_imagezmq if config.protocol == "imagezmq" else zmqwire.parse_message
+        self._counts_lock = threading.Lock()
+        self.malformed: dict[str, int] = dict.fromkeys(zmqwire.REASONS, 0)
+        self.received = 0
+        self.superseded = 0
+        self.seq_went_back = 0  # the sender's seq fell below the last one delivered (a restart, two senders)
+        self._last_seq: int | None = None  # the last frame number delivered (sender's seq + offset)
+        self._seq_offset = 0
+        self._denied_before = 0  # unauthenticated peers counted by ZAP handlers of earlier opens
+        self.bound_endpoint: str | None = None  # the address actually bound (a `:*` port resolved)
+        self.endpoint_ready = threading.Event()
+
+    @property
+    def finite(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        verb = "bound" if self.config.binds else "connected"
+        where = self.bound_endpoint or self.config.endpoint
+        return f"zmq {self.config.pattern} {verb} {where} ({self.config.protocol})"
+
+    def preflight(self) -> list[str]:
+        problems = []
+        try:
+            lazy_import("zmq", INSTALL_HINT)
+        except ImportError as exc:
+            problems.append(f"type: {exc}")
+        return problems + curve_problems(self.config.curve)
+
+    def counters(self) -> dict[str, Any]:
+        with self._counts_lock:
+            counts = {"received": self.received, "superseded": self.superseded,
+                      "seq_went_back": self.seq_went_back,
+                      "malformed": {k: v for k, v in self.malformed.items() if v}}
+        curve = self._curve
+        counts["unauthenticated"] = (self._denied_before + (curve.denied if curve is not None else 0)
+                                     if self.config.curve is not None else None)
+        return counts
+
+    def stats(self) -> dict[str, Any]:
+        return super().stats() | self.counters()
+
+    # ---- the plugin methods (run on the capture thread) -----------------------------------------------------
+
+    def _open(self) -> None:
+        zmq = self._zmq = lazy_import("zmq", INSTALL_HINT)
+        cfg = self.config
+        self._context = zmq.Context(io_threads=1)
+        try:
+            if cfg.curve is not None:
+                self._curve = CurveServer(self._context, cfg.curve, f"source '{self.id}'")
+            kind = {"sub": zmq.SUB, "pull": zmq.PULL, "rep": zmq.REP}[cfg.pattern]
+            sock = self._context.socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+            # ZeroMQ drops the connection of a peer whose message is far over the limit, so a rogue sender
+            # cannot make us buffer gigabytes; between max_bytes and this we receive, count and drop.
+            sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_bytes + HEADER_ALLOWANCE)
+            if self._curve is not None:
+                self._curve.secure(sock)
+            if cfg.pattern == "sub":
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            self._sock = sock
+            if cfg.binds:
+                sock.bind(cfg.endpoint)
+            else:
+                sock.connect(cfg.endpoint)
+            if self._curve is not None:
+                self._curve.watch()
+            value = sock.getsockopt(zmq.LAST_ENDPOINT)
+            self.bound_endpoint = value.decode() if isinstance(value, bytes) else str(value)
+        except zmq.ZMQError as exc:
+            self._close()
+            verb = "bind" if cfg.binds else "connect"
+            raise SourceError(f"cannot {verb} {cfg.pattern.upper()} socket to {cfg.endpoint}: {exc}") from exc
+        except BaseException:
+            self._close()
+            raise
+        self.endpoint_ready.set()
+        log.info("source '%s': receiving on %s", self.id, self.describe())
+
+    def _read(self) -> Captured | None:
+        zmq = self._zmq
+        sock = self._sock
+        reply = self.config.pattern == "rep"
+        while not self._stop.is_set():
+            if not sock.poll(POLL_MS, zmq.POLLIN):
+                continue  # a quiet sender: keep waiting, the watchdog's min_fps judges it
+            newest = None
+            for _ in range(MAX_DRAIN):
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if reply:
+                    sock.send(b"OK")  # imagezmq's REQ sender waits for this; answer before any work
+                try:
+                    parsed = self._parse(parts, self.config.max_bytes)
+                except zmqwire.Malformed as exc:
+                    self._count_malformed(exc)
+                    continue
+                with self._counts_lock:
+                    self.received += 1
+                    if newest is not None:
+                        self.superseded += 1
+                newest = parsed
+            if newest is None:
+                continue
+            try:
+                image = zmqwire.decode_image(newest)
+            except zmqwire.Malformed as exc:
+                self._count_malformed(exc)
+                continue
+            seq = self._frame_number(newest.seq) if newest.seq is not None else None
+            return Captured(image, wall=newest.stamp, seq=seq, frame_id=newest.frame_id)
+        return None
+
+    def _frame_number(self, seq: int) -> int:
+        """The sender's seq as the frame number, kept growing: the watchdog's flow check takes a frame number
+        that goes back for a fault (SAFE_STOP by default), but a robot whose sender restarts from 0 is not a
+        perception fault. So after a jump back the sender's seq is shifted past the last number delivered
+        (logged and counted); the stamp still matches the sender's exactly."""
+        number = seq + self._seq_offset
+        last = self._last_seq
+        if last is not None and number <= last:
+            self._seq_offset = last + 1 - seq
+            number = last + 1
+            with self._counts_lock:
+                self.seq_went_back += 1
+            self._log.log(logging.WARNING, "seq_back",
+                          f"source '{self.id}': the sender's seq went back to {seq} (a restarted sender, or "
+                          f"several senders on one source); its frames are numbered seq + {self._seq_offset} "
+                          f"from here on so that frame numbers keep growing")
+        self._last_seq = number
+        return number
+
+    def _count_malformed(self, exc: zmqwire.Malformed) -> None:
+        with self._counts_lock:
+            self.malformed[exc.reason] += 1
+            count = self.malformed[exc.reason]
+        self._log.log(logging.WARNING, f"malformed:{exc.reason}",
+                      f"source '{self.id}': dropped a malformed message ({exc.reason}: {exc}); "
+                      f"{count} {exc.reason} so far")
+
+    def _close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close(linger=0)
+        curve, self._curve = self._curve, None
+        if curve is not None:
+            curve.stop()
+            self._denied_before += curve.denied
+        context, self._context = self._context, None
+        if context is not None:
+            context.term()

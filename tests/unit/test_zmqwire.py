@@ -1,0 +1,201 @@
+"""The ZeroMQ frame decoder (wire format v1 and imagezmq's), as a pure function: every valid encoding, every
+malformed kind with its reason, and a fuzz run of 100,000+ generated messages that must never crash or hang."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeinfer import zmqwire
+from edgeinfer.zmqwire import Malformed, decode_message, encode_header, header_for_image
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    # smooth, so that JPEG keeps it close; the three channels differ, so a BGR/RGB swap shows
+    y, x = np.indices((48, 64))
+    return np.dstack([x * 4, y * 5, 255 - x * 2]).astype(np.uint8)
+
+
+def _reason(parts, **kw) -> str:
+    with pytest.raises(Malformed) as info:
+        decode_message(parts, **kw)
+    assert info.value.reason in zmqwire.REASONS
+    return info.value.reason
+
+
+def test_bgr8_round_trip_is_a_view_over_the_received_buffer(image) -> None:
+    payload = bytearray(image.tobytes())
+    header = header_for_image(image, seq=41, stamp=1764547200.25, source="front", frame_id="cam_front")
+    parsed, out = decode_message([header, payload])
+    assert np.array_equal(out, image)
+    assert np.shares_memory(out, np.frombuffer(payload, np.uint8))  # no copy on the way in
+    assert (parsed.seq, parsed.stamp, parsed.frame_id, parsed.source) == (41, 1764547200.25, "cam_front", "front")
+
+
+def test_rgb8_is_converted_to_bgr_and_mono8_stays_gray(image) -> None:
+    rgb = np.ascontiguousarray(image[:, :, ::-1])
+    _, out = decode_message([header_for_image(rgb, "rgb8"), rgb.tobytes()])
+    assert np.array_equal(out, image)
+    gray = np.ascontiguousarray(image[:, :, 0])
+    _, out = decode_message([header_for_image(gray, "mono8"), gray.tobytes()])
+    assert out.shape == (48, 64) and np.array_equal(out, gray)
+
+
+def test_padded_rows_use_the_step(image) -> None:
+    padded = np.zeros((48, 64 * 3 + 8), np.uint8)
+    padded[:, : 64 * 3] = image.reshape(48, -1)
+    header = encode_header("bgr8", 64, 48, step=64 * 3 + 8)
+    _, out = decode_message([header, padded.tobytes()])
+    assert np.array_equal(out, image)
+
+
+@pytest.mark.parametrize("encoding", ["jpeg", "png"])
+def test_compressed_frames_decode_and_their_size_is_checked(image, encoding) -> None:
+    ok, data = cv2.imencode(".jpg" if encoding == "jpeg" else ".png", image)
+    assert ok
+    _, out = decode_message([encode_header(encoding, 64, 48), data.tobytes()])
+    assert out.shape == image.shape
+    assert np.abs(out.astype(int) - image).mean() < (8 if encoding == "jpeg" else 1)
+    _, out = decode_message([encode_header(encoding), data.tobytes()])  # dimensions are optional
+    assert out.shape == image.shape
+    assert _reason([encode_header(encoding, 65, 48), data.tobytes()]) == "size"
+
+
+def test_imagezmq_send_image_and_send_jpg_messages(image) -> None:
+    meta = json.dumps({"msg": "rpi-1", "dtype": "uint8", "shape": list(image.shape)}).encode()
+    parsed, out = decode_message([meta, image.tobytes()], protocol="imagezmq")
+    assert np.array_equal(out, image) and parsed.source == "rpi-1" and parsed.seq is None
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    _, out = decode_message([json.dumps({"msg": "rpi-1"}).encode(), data], protocol="imagezmq")
+    assert out.shape == image.shape
+    assert _reason([meta, image.tobytes()[:-1]], protocol="imagezmq") == "size"
+    float_meta = json.dumps({"msg": "x", "dtype": "float32", "shape": [2, 2]}).encode()
+    assert _reason([float_meta, b"\0" * 16], protocol="imagezmq") == "encoding"
+    assert _reason([json.dumps({"msg": "x"}).encode(), b"not a jpeg"], protocol="imagezmq") == "corrupt"
+
+
+def test_each_malformed_kind_has_its_reason(image) -> None:
+    good = header_for_image(image)
+    payload = image.tobytes()
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    assert _reason([good]) == "parts"
+    assert _reason([good, payload, b""]) == "parts"
+    assert _reason([b"", payload]) == "header"
+    assert _reason([b"\xff\xfe not json", payload]) == "header"
+    assert _reason([b"[1, 2]", payload]) == "header"
+    assert _reason([b" " * (zmqwire.MAX_HEADER_BYTES + 1), payload]) == "header"
+    assert _reason([json.dumps({"v": 1, "encoding": "bgr8", "width": 64}).encode(), payload]) == "header"
+    assert _reason([json.dumps({"v": 1, "encoding": "bgr8", "width": -1, "height": 48}).encode(), payload]) == "header"
+    assert _reason([json.dumps({"v": 1, "encoding": "bgr8", "width": 64, "height": 48, "seq": "x"}).encode(),
+                    payload]) == "header"
+    assert _reason([json.dumps({"v": 2, "encoding": "bgr8"}).encode(), payload]) == "version"
+    assert _reason([json.dumps({"v": True, "encoding": "bgr8"}).encode(), payload]) == "version"
+    assert _reason([json.dumps({"v": 1, "encoding": "yuv422"}).encode(), payload]) == "encoding"
+    assert _reason([good, payload[:-3]]) == "size"
+    assert _reason([good, payload], max_bytes=len(payload) - 1) == "too_large"
+    assert _reason([encode_header("jpeg"), jpeg[: len(jpeg) // 3]]) == "corrupt"
+    assert _reason([encode_header("png"), b"\x89PNG\r\n\x1a\n" + b"\0" * 50]) == "corrupt"
+
+
+def _mutations(rng: random.Random, seeds: list[list[bytes]]):
+    """Messages near the valid ones (where bugs hide) and far from them."""
+    ops = ("flip", "truncate", "extend", "field", "parts", "random", "swap")
+    fields = ("v", "encoding", "width", "height", "step", "seq", "stamp", "source", "frame_id", "msg", "dtype",
+              "shape")
+    values = (None, True, -1, 0, 1, 3, 2**63, 2**70, 1e308, float("nan"), "", "bgr8", "jpeg", "x" * 300, [],
+              [1, 2], [48, 64, 3], [0, 0], {}, 65_535, 65_536)
+    while True:
+        header, payload = rng.choice(seeds)
+        op = rng.choice(ops)
+        if op == "flip":
+            target = bytearray(rng.choice((header, payload)))
+            for _ in range(rng.randint(1, 4)):
+                if target:
+                    target[rng.randrange(len(target))] ^= 1 << rng.randrange(8)
+            yield [bytes(target), payload] if rng.random() < 0.5 else [header, bytes(target)]
+        elif op == "truncate":
+            yield [header, payload[: rng.randrange(len(payload) + 1)]]
+        elif op == "extend":
+            yield [header, payload + bytes(rng.choice((1, 3, 64, 5000)))]
+        elif op == "field":
+            try:
+                meta = json.loads(header)
+            except ValueError:
+                meta = {}
+            meta[rng.choice(fields)] = rng.choice(values)
+            if rng.random() < 0.2:
+                meta.pop(rng.choice(fields), None)
+            yield [json.dumps(meta).encode(), payload]
+        elif op == "parts":
+            yield [header, payload, payload][: rng.choice((0, 1, 3))] if rng.random() < 0.5 else [header] * 3
+        elif op == "random":
+            yield [rng.randbytes(rng.randrange(40)), rng.randbytes(rng.randrange(200))]
+        else:
+            yield [payload[:200], header]
+
+
+def test_fuzz_100k_messages_never_crash_or_hang(image) -> None:
+    rng = random.Random(9)
+    small = np.ascontiguousarray(image[:6, :8])
+    gray = np.ascontiguousarray(small[:, :, 0])
+    seeds = [
+        [header_for_image(small, seq=1, stamp=1.5), small.tobytes()],
+        [header_for_image(gray, "mono8"), gray.tobytes()],
+        [encode_header("bgr8", 8, 6, step=30), bytes(180)],
+        [encode_header("jpeg", 8, 6), cv2.imencode(".jpg", small)[1].tobytes()],
+        [encode_header("png"), cv2.imencode(".png", small)[1].tobytes()],
+    ]
+    izmq_seeds = [
+        [json.dumps({"msg": "a", "dtype": "uint8", "shape": [6, 8, 3]}).encode(), small.tobytes()],
+        [json.dumps({"msg": "a"}).encode(), cv2.imencode(".jpg", small)[1].tobytes()],
+    ]
+    total, reasons, decoded = 0, dict.fromkeys(zmqwire.REASONS, 0), 0
+    start = time.monotonic()
+    for protocol, pool, count in (("edgeinfer", seeds, 80_000), ("imagezmq", izmq_seeds, 20_000)):
+        messages = _mutations(rng, pool)
+        for _ in range(count):
+            parts = next(messages)
+            try:
+                parsed, out = decode_message(parts, max_bytes=4096, protocol=protocol)
+            except Malformed as exc:
+                reasons[exc.reason] += 1
+            else:
+                decoded += 1
+                assert out.dtype == np.uint8
+                assert parsed.width == 0 or out.shape[:2] == (parsed.height, parsed.width)
+            total += 1
+    elapsed = time.monotonic() - start
+    print(f"\nfuzz: {total} messages in {elapsed:.1f} s, {decoded} decoded, dropped by reason {reasons}")
+    assert total >= 100_000
+    assert decoded > 1000  # the generator stays near valid messages, not only noise
+    assert all(reasons[r] > 0 for r in zmqwire.REASONS), reasons  # it reached every check
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=4),
+       st.dictionaries(st.sampled_from(["v", "encoding", "width", "height", "step", "seq", "stamp", "frame_id"]),
+                       st.one_of(st.none(), st.booleans(), st.integers(-5, 70_000), st.floats(),
+                                 st.text(max_size=8), st.sampled_from(list(zmqwire.ENCODINGS)))))
+def test_hypothesis_arbitrary_headers_and_parts(parts, header) -> None:
+    for candidate in (parts, [json.dumps(header).encode(), b"".join(parts) or b"\0"]):
+        try:
+            decode_message(candidate)
+        except Malformed as exc:
+            assert exc.reason in zmqwire.REASONS
+
+
+def test_header_for_image_refuses_what_it_cannot_describe(image) -> None:
+    with pytest.raises(ValueError, match="C-contiguous"):
+        header_for_image(image[:, ::2])
+    with pytest.raises(ValueError, match="not mono8"):
+        header_for_image(image, "mono8")
+    with pytest.raises(ValueError, match="uint8"):
+        header_for_image(image.astype(np.float32))
