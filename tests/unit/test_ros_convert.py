@@ -142,6 +142,10 @@ def test_diagnostics_levels_and_numbers():
     level, message, _ = by_name["edgeinfer: ros2"]
     assert level == cv.WARN and "DURABILITY" in message
     assert cv.diagnostic_statuses("edgeinfer", None, {}, {}, [], False)[0][1] == cv.STALE
+    stats["sources"]["cam"]["lost"] = 21  # the middleware's message-lost event (best-effort fragments)
+    statuses = cv.diagnostic_statuses("edgeinfer", HEARTBEAT, stats, {}, [], True)
+    _, level, _, values = next(s for s in statuses if s[0] == "edgeinfer: source cam")
+    assert level == cv.WARN and dict(values)["lost_in_transport"] == "21"
     stats["sources"]["cam"]["qos_events"] = ["incompatible QoS on /camera: ... RELIABILITY ..."]
     statuses = cv.diagnostic_statuses("edgeinfer", HEARTBEAT, stats, {}, [], True)
     _, level, message, _ = next(s for s in statuses if s[0] == "edgeinfer: source cam")
