@@ -204,7 +204,7 @@ def main() -> int:
         print(proc.stderr[-3000:], file=sys.stderr)
         return 1
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    # the source's default (sensor_data: best effort, matches every camera) and reliable, the camera reliable
+    # best effort and reliable subscriptions on the source (default: reliable); the camera publishes reliable
     for qos in ("sensor_data", "default"):
         result[f"latency_source_{qos}"] = latency(args.latency_images, args.fps, files.onnx, files.labels, video,
                                                   qos)

@@ -348,7 +348,7 @@ def test_a_best_effort_camera_and_a_reliable_source_is_reported_naming_reliabili
                             "fps": 5, "qos": {"reliability": "best_effort"}, "wait_subscribers_s": 0}]},
         tmp_path / "peer.log")
     config = {
-        "sources": [{"id": "cam", "type": "ros2", "topic": "/cam/image_raw", "qos": {"preset": "default"}}],
+        "sources": [{"id": "cam", "type": "ros2", "topic": "/cam/image_raw"}],  # the default QoS: reliable
         "models": [demo_model_entry(demo_model, "cam")],
         "ros": {"node_name": "detector", "lifecycle": "off"},
     }

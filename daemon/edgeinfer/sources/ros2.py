@@ -32,9 +32,10 @@ class Ros2SourceConfig(SourceConfigBase):
     type: Literal["ros2"] = "ros2"
     topic: str = Field(description="sensor_msgs/Image topic, or CompressedImage with transport: compressed")
     transport: Literal["raw", "compressed"] = "raw"
-    # best effort matches reliable and best-effort cameras; depth 1 because only the newest image is used:
-    # a deeper queue only makes the executor hand over images that are already old
-    qos: QosConfig = Field(default=QosConfig(preset="sensor_data", depth=1),
+    # Reliable, because Fast DDS over UDP lost most large best-effort images here (README, bench_ros2.py); a
+    # best-effort camera does not match and is reported naming RELIABILITY: set preset sensor_data for it.
+    # Depth 1: only the newest image is used, a deeper queue only hands over images that are already old.
+    qos: QosConfig = Field(default=QosConfig(preset="default", depth=1),
                            description="QoS of the image subscription")
     use_message_frame_id: bool = Field(default=True, description="the message's header.frame_id wins over "
                                        "frame_id (which then only fills in an empty one)")
