@@ -12,6 +12,9 @@ An "engine" file is JSON naming what to run:
       by torch on the given stream, reading and writing the device addresses it was given (no copies);
   {"standin": "scale", "shape": [3, 64, 64], "max_batch": 8}  a trivial NVRTC kernel (out = 2 * in): graph
       capture works on it, and it measures the runner's own overhead.
+  {"standin": "memset", "input": [3, 416, 416], "outputs": {"detections": [2535, 85]}, "max_batch": 8}
+      outputs of a detector's shape, zeroed on the stream (one cudaMemsetAsync each): an engine that costs
+      nothing, to measure the daemon's own ceiling around it;
   {"standin": "scale", ..., "sync_in_enqueue": true}  synchronizes inside enqueue, which makes graph capture
       fail the way a real engine with an unsupported layer does (tests the eager fallback).
 """
@@ -78,6 +81,8 @@ class Runtime:
             return _TorchEngine(spec)
         if kind == "scale":
             return _ScaleEngine(spec)
+        if kind == "memset":
+            return _MemsetEngine(spec)
         self.logger.log(ILogger.Severity.ERROR, f"stand-in: unknown engine kind {kind!r}")
         return None
 
@@ -279,6 +284,26 @@ class _ScaleEngine(_EngineBase):
             (err,) = self.rt.cudaStreamSynchronize(self.rt.cudaStream_t(stream))
             if int(err) != 0:
                 raise RuntimeError(f"cudaStreamSynchronize in enqueue: {err}")
+        return True
+
+
+class _MemsetEngine(_EngineBase):
+    def __init__(self, spec: dict):
+        from cuda.bindings import runtime
+
+        self.rt = runtime
+        self.max_batch = int(spec.get("max_batch", 8))
+        self.tensors = {"images": (TensorIOMode.INPUT, (-1, *spec.get("input", (3, 416, 416))), DataType.FLOAT)}
+        for name, shape in spec.get("outputs", {"detections": [2535, 85]}).items():
+            self.tensors[name] = (TensorIOMode.OUTPUT, (-1, *shape), DataType.FLOAT)
+
+    def execute(self, ctx: _Context, stream: int) -> bool:
+        for name, (mode, _shape, _dt) in self.tensors.items():
+            if mode is TensorIOMode.OUTPUT:
+                nbytes = int(np.prod(ctx.shapes[name])) * 4
+                (err,) = self.rt.cudaMemsetAsync(ctx.addresses[name], 0, nbytes, self.rt.cudaStream_t(stream))
+                if int(err) != 0:
+                    return False
         return True
 
 

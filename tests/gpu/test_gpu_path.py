@@ -46,7 +46,7 @@ CASES = [
          std=(0.229, 0.224, 0.225)),
     dict(resize="letterbox", color="rgb", layout="nhwc", dtype="uint8", scale=1.0),
 ]
-SIZES = [(272, 640), (1080, 1920), (480, 640), (100, 333)]
+SIZES = [(272, 640), (1080, 1920), (480, 640), (100, 333), (50, 90)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
@@ -69,7 +69,7 @@ def test_kernel_matches_cpu_preprocessor(case, tmp_path):
     worst = mean_diff = 0.0
     try:
         for src_h, src_w in SIZES:
-            # smooth content (as camera images are) plus noise: bilinear rounding differences stay at 1 LSB
+            # smooth content (as camera images are) with noise, and pure noise (the hardest case for rounding)
             yy, xx = np.mgrid[0:src_h, 0:src_w]
             base = np.stack([(xx * 255 // src_w), (yy * 255 // src_h), ((xx + yy) % 256)], -1)
             images = [np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8),
@@ -83,11 +83,10 @@ def test_kernel_matches_cpu_preprocessor(case, tmp_path):
             cu.copy_async(host.ptr, dst.ptr, host.nbytes, "d2h", stream)
             stream.synchronize()
             diff = np.abs(host.array.astype(np.float32) - cpu.buffer.astype(np.float32))
-            # one uint8 step of the resize (OpenCV's fixed-point rounding), times the normalisation
-            one_step = (1.0 if dtype == np.uint8 else max(config.scale / s for s in config.std)) + 1e-3
-            assert diff.max() <= one_step * 1.01, (src_h, src_w, diff.max())
-            # and on average far less (random noise, the second image, is the worst case for rounding)
-            assert diff.mean() <= 0.25 * one_step, diff.mean()
+            # the kernel reproduces OpenCV's INTER_LINEAR bit for bit: the same uint8 pixels, so what is left is
+            # the float normalisation's last bit (and the fp16 rounding that follows it)
+            tolerance = {"uint8": 0.0, "float32": 1e-5, "float16": 2.5e-3}[config.dtype]
+            assert diff.max() <= tolerance, (src_h, src_w, float(diff.max()), float((diff > tolerance).mean()))
             worst = max(worst, float(diff.max()))
             mean_diff = max(mean_diff, float(diff.mean()))
     finally:
@@ -268,8 +267,8 @@ def _match(ref: dict, others: list[dict]) -> dict | None:
 def test_demo_on_gpu_matches_cpu_on_every_frame(tmp_path, demo_model, demo_video):
     """Every detection of the CPU run has its twin in the GPU run (same label, IoU >= 0.9, score within 0.02)
     and the other way round, on every frame. The one allowance: a detection within 0.02 of the confidence
-    threshold may fall on the other side of it in the other run (the two preprocessors differ by one uint8
-    rounding step on some pixels, and the GPU convolves in another order)."""
+    threshold may fall on the other side of it in the other run: both runs feed the network the same pixels, but
+    the GPU convolves in another order."""
     engine = _standin(tmp_path, "yolov3-tiny.engine", standin="onnx2torch", onnx=str(demo_model.onnx), max_batch=4)
     records = {}
     for name, eng in (("cpu", None), ("gpu", engine)):
@@ -298,9 +297,14 @@ def test_demo_on_gpu_matches_cpu_on_every_frame(tmp_path, demo_model, demo_video
                 elif det["score"] < threshold + margin:
                     borderline.append((frame, side, det["label"], det["score"]))
                 else:
-                    wrong.append((frame, side, det))
+                    near = max((o for o in others if o["label"] == det["label"]),
+                               key=lambda o: _iou(o["bbox"], det["bbox"]), default=None)
+                    wrong.append((frame, side, det, near and (round(_iou(near["bbox"], det["bbox"]), 3),
+                                                              near["score"], near["bbox"])))
     print(f"GPU vs CPU over 250 frames: {matched} detections matched, worst IoU {min(ious):.4f}, worst score "
           f"difference {max(score_diffs):.4f}; {len(borderline)} within {margin} of the threshold only in one "
           f"run: {borderline}")
+    for item in wrong:
+        print("no twin:", item)
     assert not wrong, wrong[:10]
     assert matched >= 150 and len(borderline) <= 0.05 * matched

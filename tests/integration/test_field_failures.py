@@ -157,6 +157,10 @@ def test_sighup_reloads_the_config_and_refuses_an_invalid_one(tmp_path, tiny):
         daemon.config_path.write_text(yaml.safe_dump(written))
         daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_for(lambda lines: [r for r in lines if r.get("model") == "det2"], 30, "records of det2")
+        # READY=1 follows the restarted pipeline's start, so it may come just after its first records
+        deadline = time.monotonic() + 10
+        while sum(m.get("READY") == "1" for _, m in daemon.notify.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         fields = [m for _, m in daemon.notify.messages]
         assert any(m.get("RELOADING") == "1" for m in fields) and sum(m.get("READY") == "1" for m in fields) == 2
         assert not any(m.get("STOPPING") for m in fields)

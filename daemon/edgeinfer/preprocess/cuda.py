@@ -1,7 +1,7 @@
 """GPU preprocessing: one NVRTC-compiled kernel from raw uint8 BGR frames to the engine's input tensor.
 
-Only 8-bit pixels cross the bus. Per image of a batch, the kernel letterboxes or stretches (bilinear, sampled
-like cv2.INTER_LINEAR and rounded to uint8 like the CPU path's resize), reorders colours, applies
+Only 8-bit pixels cross the bus. Per image of a batch, the kernel letterboxes or stretches (cv2.INTER_LINEAR
+reproduced bit for bit, so both paths feed the network the same pixels), reorders colours, applies
 scale/mean/std, and writes NCHW or NHWC in float32, float16 or uint8 straight into the engine's input buffer.
 The geometry of each image (its size, the letterbox) lives in a small parameter block uploaded with the pixels,
 so the kernel's arguments never change per frame and a CUDA graph that holds the launch stays valid for frames
@@ -53,7 +53,9 @@ __device__ __forceinline__ out_t to_out(float v) {
 #endif
 }
 
-// One output pixel's three channels (source sampling, rounding, normalisation).
+// One output pixel's three channels: OpenCV's INTER_LINEAR for 8-bit images reproduced bit for bit (11-bit
+// fixed-point taps, the horizontal pass in integers, the vertical pass as its SIMD code rounds it), so the GPU
+// path feeds the network exactly the pixels the CPU path does; then colour order and normalisation.
 __device__ __forceinline__ void sample(const unsigned char* __restrict__ img, int sw, int sh, int pitch, int nw,
     int nh, int rx, int ry, const float* m, const float* a, const float* pad, int s0, int s1, int s2, float* o)
 {
@@ -61,24 +63,28 @@ __device__ __forceinline__ void sample(const unsigned char* __restrict__ img, in
         o[0] = pad[0]; o[1] = pad[1]; o[2] = pad[2];  // padding, already normalised
         return;
     }
-    // cv2.INTER_LINEAR: pixel centres aligned, edges clamped
-    float fx = (rx + 0.5f) * ((float)sw / (float)nw) - 0.5f;
-    float fy = (ry + 0.5f) * ((float)sh / (float)nh) - 0.5f;
-    int x0 = (int)floorf(fx), y0 = (int)floorf(fy);
-    fx -= x0; fy -= y0;
+    const double scale_x = 1.0 / ((double)nw / (double)sw), scale_y = 1.0 / ((double)nh / (double)sh);
+    float fx = (float)((rx + 0.5) * scale_x - 0.5);
+    int x0 = (int)floorf(fx);
+    fx -= (float)x0;
     if (x0 < 0) { x0 = 0; fx = 0.f; }
-    if (y0 < 0) { y0 = 0; fy = 0.f; }
     if (x0 >= sw - 1) { x0 = sw - 1; fx = 0.f; }
-    if (y0 >= sh - 1) { y0 = sh - 1; fy = 0.f; }
-    const int x1 = min(x0 + 1, sw - 1), y1 = min(y0 + 1, sh - 1);
-    const unsigned char* r0 = img + (long long)y0 * pitch;
-    const unsigned char* r1 = img + (long long)y1 * pitch;
+    float fy = (float)((ry + 0.5) * scale_y - 0.5);
+    int y0 = (int)floorf(fy);
+    fy -= (float)y0;  // rows are clamped below, the weights are not (as OpenCV does)
+    const int ax0 = __float2int_rn((1.f - fx) * 2048.f), ax1 = __float2int_rn(fx * 2048.f);
+    const int by0 = __float2int_rn((1.f - fy) * 2048.f), by1 = __float2int_rn(fy * 2048.f);
+    const int x1 = min(x0 + 1, sw - 1);
+    const int ya = min(max(y0, 0), sh - 1), yb = min(max(y0 + 1, 0), sh - 1);
+    const unsigned char* r0 = img + (long long)ya * pitch;
+    const unsigned char* r1 = img + (long long)yb * pitch;
     float bgr[3];
     #pragma unroll
     for (int c = 0; c < 3; ++c) {
-        const float t = __ldg(r0 + x0 * 3 + c) + fx * (__ldg(r0 + x1 * 3 + c) - __ldg(r0 + x0 * 3 + c));
-        const float b = __ldg(r1 + x0 * 3 + c) + fx * (__ldg(r1 + x1 * 3 + c) - __ldg(r1 + x0 * 3 + c));
-        bgr[c] = rintf(t + fy * (b - t));  // the CPU path resizes into uint8 first
+        const int h0 = __ldg(r0 + x0 * 3 + c) * ax0 + __ldg(r0 + x1 * 3 + c) * ax1;
+        const int h1 = __ldg(r1 + x0 * 3 + c) * ax0 + __ldg(r1 + x1 * 3 + c) * ax1;
+        int v = ((((h0 >> 4) * by0) >> 16) + (((h1 >> 4) * by1) >> 16) + 2) >> 2;
+        bgr[c] = (float)min(max(v, 0), 255);
     }
     o[0] = bgr[s0] * m[0] + a[0]; o[1] = bgr[s1] * m[1] + a[1]; o[2] = bgr[s2] * m[2] + a[2];
 }
@@ -179,7 +185,7 @@ def _nvrtc_compile(arch: str, defines: list[str]) -> bytes:
     prog = cu.check(nvrtc.nvrtcCreateProgram(KERNEL_SOURCE.encode(), b"edgeinfer_preprocess.cu", 0, [], []),
                     "nvrtcCreateProgram")
     try:
-        opts = [f"--gpu-architecture={arch}".encode(), b"-default-device", b"--use_fast_math", b"-std=c++14",
+        opts = [f"--gpu-architecture={arch}".encode(), b"-default-device", b"--fmad=false", b"-std=c++14",
                 *(d.encode() for d in defines)]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         if int(err) != 0:
