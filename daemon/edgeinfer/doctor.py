@@ -85,6 +85,15 @@ def probe() -> dict[str, dict[str, Any]]:
     found["ros2"] = ({"ok": True, "detail": f"rclpy ({os.environ.get('ROS_DISTRO', 'distro unknown')})"}
                      if rclpy else {"ok": False, "detail": "rclpy not importable: source /opt/ros/<distro>/"
                                     "setup.bash, or pip install ros-rclpy ros-rmw-fastrtps-cpp (ROS 2 Kilted wheels)"})
+    import importlib.util
+
+    missing = [p for p in ("vision_msgs", "edgeinfer_msgs", "sensor_msgs", "diagnostic_msgs", "std_srvs")
+               if importlib.util.find_spec(p) is None]
+    found["ros2_interfaces"] = ({"ok": True, "detail": "vision_msgs, edgeinfer_msgs, sensor_msgs, diagnostic_msgs, "
+                                 "std_srvs"} if not missing else
+                                {"ok": False, "detail": f"missing {', '.join(missing)} (the ros2 source/output need "
+                                 f"them): apt install ros-$ROS_DISTRO-vision-msgs and colcon build ros2_ws, then "
+                                 f"source its install/setup.bash; off ROS: make ros"})
     zmq, err = _try_import("zmq")
     found["zmq"] = ({"ok": True, "detail": f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"}
                     if zmq else {"ok": False, "detail": "pyzmq missing: pip install 'edgeinfer[zmq]'"})

@@ -426,6 +426,7 @@ class Pipeline:
         self.workers: list[ModelWorker] = []
         self.sources: list[Any] = []
         self.started_at = time.monotonic()
+        self.ros: Any = None  # the shared RosRuntime, created when a plugin uses ROS
 
     def start(self) -> None:
         """Open outputs, load and warm up every model, then start the sources (in that order, so no frame
@@ -435,6 +436,7 @@ class Pipeline:
 
         for out_cfg in self.config.outputs:
             output = create_output(out_cfg)
+            self._share_ros(output)
             output.open()
             self.outputs.append(output)
         slots_by_source: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
@@ -459,12 +461,15 @@ class Pipeline:
                 log.warning("source '%s' is read by no model; not started", src_cfg.id)
                 continue
             source = create_source(src_cfg, FanOut(targets), self.reporter)
+            self._share_ros(source)
             self.sources.append(source)
             if source.wait_for_consumer:
                 for worker in self.workers:
                     worker.in_order_sources.add(source.id)
         for source in self.sources:
             source.start()
+        if self.ros is not None:
+            self.ros.ready()
 
     def wait(self, stop: threading.Event, poll_s: float = 0.05) -> str:
         """Block until stopped, --max-frames reached, or every finite source is drained."""
@@ -496,7 +501,32 @@ class Pipeline:
                 output.close()
             except Exception as exc:  # one output's error must not keep the others open
                 log.error("output '%s': close failed: %s", output.id, exc)
+        if self.ros is not None:
+            self.ros.close()
         return clean
+
+    def _share_ros(self, plugin: Any) -> None:
+        """Hand the one shared ROS node to a plugin that uses ROS (created on first use: rclpy is imported
+        only when a ros2 source or output is configured)."""
+        if not getattr(plugin, "uses_ros", False):
+            return
+        if self.ros is None:
+            from .decoders import load_labels
+            from .ros.runtime import RosRuntime
+
+            self.ros = RosRuntime(self.config.ros, stats=self.stats, backends=self._backend_descriptions)
+            self.ros.start()
+            self._ros_models = [(m.id, load_labels(m.labels) if m.labels else []) for m in self.config.models]
+        if isinstance(plugin, Output):
+            plugin.attach_ros(self.ros, self._ros_models)
+        else:
+            plugin.attach_ros(self.ros)
+
+    def _backend_descriptions(self) -> dict[str, tuple[str, str]]:
+        """Per model: (backend description, configured device) for /diagnostics; the one serving now (a hot
+        swap replaces it)."""
+        return {w.id: (w.backend.describe(), str(w.backend.device)) for w in list(self.workers)
+                if w.backend.is_active}
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -48,13 +48,13 @@ class NotifyListener:
 
 class DaemonProcess:
     def __init__(self, tmp_path: Path, config: dict, watchdog_usec: int | None = 200_000,
-                 extra_outputs: list[dict] = ()):
+                 extra_outputs: list[dict] = (), env: dict | None = None):
         self.out = tmp_path / "out.jsonl"
         config = dict(config, outputs=[{"type": "jsonl", "path": str(self.out)}, *extra_outputs])
         self.config_path = tmp_path / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.notify = NotifyListener(tmp_path / "notify.sock")
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), PYTHONUNBUFFERED="1")
+        env = dict(os.environ if env is None else env, NOTIFY_SOCKET=str(self.notify.path), PYTHONUNBUFFERED="1")
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.stderr_path = tmp_path / "stderr.log"

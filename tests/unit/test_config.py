@@ -102,6 +102,20 @@ BAD_CONFIGS = [
     ("video file missing", mutate(sources=[{"id": "cam0", "type": "video", "path": "nope.mp4"}]), "sources[0].path",
      ["nope.mp4"]),
     ("wrong type for a number", mutate(**{"models.0.budget_ms": "fast"}), "models[0].budget_ms", ["number"]),
+    ("ros2 topic with '-'", mutate(sources=[{"id": "cam0", "type": "ros2", "topic": "/camera/image-raw"}]),
+     "sources[0].topic", ["not a valid ROS 2 topic name"]),
+    ("ros2 source transport", mutate(sources=[{"id": "cam0", "type": "ros2", "topic": "/c", "transport": "h264"}]),
+     "sources[0].transport", ["raw", "compressed"]),
+    ("ros2 detections topic without {model}", mutate(outputs=[{"type": "ros2", "detections_topic": "/dets"}]),
+     "outputs[0].detections_topic", ["{model}"]),
+    ("ros2 reliability", mutate(outputs=[{"type": "ros2", "qos": {"detections": {"reliability": "sometimes"}}}]),
+     "outputs[0].qos.detections.reliability", ["reliable", "best_effort"]),
+    ("ros2 qos preset", mutate(outputs=[{"type": "ros2", "qos": {"image": {"preset": "fast"}}}]),
+     "outputs[0].qos.image.preset", ["default", "sensor_data"]),
+    ("ros2 unknown qos topic", mutate(outputs=[{"type": "ros2", "qos": {"detection": {}}}]),
+     "outputs[0].qos.detection", ["unknown key", "detections", "label_info", "heartbeat"]),
+    ("ros lifecycle", mutate(ros={"lifecycle": "maybe"}), "ros.lifecycle", ["auto", "on", "off"]),
+    ("ros namespace", mutate(ros={"namespace": "robot1"}), "ros.namespace", ["absolute"]),
 ]
 
 

@@ -109,6 +109,7 @@ def test_every_type_key_parses_to_its_model_and_has_a_plugin(tmp_path: Path) -> 
         "gstreamer": {"pipeline": "videotestsrc ! videoconvert ! appsink drop=true"},
         "synthetic": {"frames": 5},
         "zmq": {"endpoint": "tcp://*:5555", "pattern": "pull"},
+        "ros2": {"topic": "/camera/image_raw/compressed", "transport": "compressed"},
     }
     assert set(examples) == set(SOURCE_TYPES)
     for kind, fields in examples.items():

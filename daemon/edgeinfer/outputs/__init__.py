@@ -8,12 +8,13 @@ from pydantic import Field
 
 from .base import Output, OutputConfigBase, OutputError
 from .jsonl import JsonlOutput, JsonlOutputConfig
+from .ros2 import Ros2Output, Ros2OutputConfig  # imports rclpy only in Ros2Output.open()
 from .zmq import ZmqOutput, ZmqOutputConfig  # imports pyzmq only in ZmqOutput.open()
 
-OUTPUT_TYPES: dict[str, type[Output]] = {"jsonl": JsonlOutput, "zmq": ZmqOutput}
+OUTPUT_TYPES: dict[str, type[Output]] = {"jsonl": JsonlOutput, "zmq": ZmqOutput, "ros2": Ros2Output}
 
 # the discriminator makes an unknown `type` name the allowed values, and errors point into the right model
-OutputConfig = Annotated[Union[JsonlOutputConfig, ZmqOutputConfig], Field(discriminator="type")]  # noqa: UP007
+OutputConfig = Annotated[Union[JsonlOutputConfig, ZmqOutputConfig, Ros2OutputConfig], Field(discriminator="type")]  # noqa: UP007
 
 
 def create_output(config: OutputConfigBase) -> Output:

@@ -22,6 +22,7 @@ from .base import (
 from .camera import CameraSource, CameraSourceConfig
 from .gstreamer import GStreamerSource, GStreamerSourceConfig
 from .images import ImagesSource, ImagesSourceConfig
+from .ros2 import Ros2Source, Ros2SourceConfig  # imports rclpy only when opened
 from .stream import RtspSource, RtspSourceConfig
 from .synthetic import SyntheticSource, SyntheticSourceConfig
 from .video import VideoSource, VideoSourceConfig
@@ -34,7 +35,8 @@ SourceConfig = Annotated[
     | RtspSourceConfig
     | GStreamerSourceConfig
     | SyntheticSourceConfig
-    | ZmqSourceConfig,
+    | ZmqSourceConfig
+    | Ros2SourceConfig,
     Field(discriminator="type"),
 ]
 
@@ -46,6 +48,7 @@ SOURCE_TYPES: dict[str, type[Source]] = {
     "gstreamer": GStreamerSource,
     "synthetic": SyntheticSource,
     "zmq": ZmqSource,
+    "ros2": Ros2Source,
 }
 
 

@@ -1,0 +1,384 @@
+"""ROS 2 output: per model a vision_msgs/Detection2DArray for every processed frame and a transient-local
+vision_msgs/LabelInfo, optionally the annotated image at a fixed rate; the watchdog heartbeat
+(edgeinfer_msgs/Heartbeat) every cycle; the safe-stop reset as a std_srvs/Trigger service; /diagnostics at
+1 Hz; incompatible-QoS events logged and reported on /diagnostics, naming the policy.
+
+A thin adapter: the node, context and executor belong to the pipeline's RosRuntime (edgeinfer.ros.runtime),
+the message contents come from pure functions (edgeinfer.ros.convert). rclpy and the interface packages are
+imported in `open()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..lazy import lazy_import
+from ..logutil import RateLimitedLog
+from ..ros import INTERFACES_HINT
+from ..ros import convert as cv
+from ..ros.config import QosConfig, check_topic
+from ..schema import StrictModel
+from .base import Output, OutputConfigBase, OutputError
+
+if TYPE_CHECKING:
+    from ..results import Result
+    from ..ros.runtime import RosRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Ros2ImageConfig(StrictModel):
+    enabled: bool = False
+    rate_hz: float = Field(default=5.0, gt=0, le=120, description="at most this many annotated images per second")
+    format: Literal["raw", "jpeg"] = Field(default="jpeg", description="raw: sensor_msgs/Image bgr8; jpeg: "
+                                           "sensor_msgs/CompressedImage")
+    jpeg_quality: int = Field(default=80, ge=1, le=100)
+    topic: str = Field(default="~/{model}/annotated", description="raw topic; jpeg appends /compressed")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return check_topic(value, "topic")
+
+
+class Ros2QosTopics(StrictModel):
+    # reliable publishers match both reliable (default) and best-effort (sensor_data) subscribers
+    detections: QosConfig = QosConfig()
+    label_info: QosConfig = QosConfig(durability="transient_local", depth=1)
+    heartbeat: QosConfig = QosConfig()
+    image: QosConfig = QosConfig(preset="sensor_data")
+    diagnostics: QosConfig = QosConfig()
+
+
+class Ros2OutputConfig(OutputConfigBase):
+    type: Literal["ros2"] = "ros2"
+    detections_topic: str = Field(default="~/{model}/detections", description="{model}: the model id, '-' as '_'")
+    label_info_topic: str = "~/{model}/label_info"
+    heartbeat_topic: str = "~/heartbeat"
+    label_in_class_id: bool = Field(default=False, description="hypothesis.class_id holds the label, not the "
+                                    "class number")
+    image: Ros2ImageConfig = Ros2ImageConfig()
+    reset_service: str | None = Field(default="~/reset", description="std_srvs/Trigger; null: no service")
+    diagnostics: bool = Field(default=True, description="publish diagnostic_msgs/DiagnosticArray")
+    diagnostics_topic: str = "/diagnostics"
+    diagnostics_period_s: float = Field(default=1.0, ge=0.1, le=60)
+    qos: Ros2QosTopics = Ros2QosTopics()
+    wait_for_subscribers: int = Field(default=0, ge=0, le=1000, description="open() waits until this many "
+                                      "subscribers match each detections topic (replaying files)")
+    wait_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+
+    @field_validator("detections_topic", "label_info_topic")
+    @classmethod
+    def _per_model(cls, value: str, info: Any) -> str:
+        check_topic(value, info.field_name)
+        if "{model}" not in value:
+            raise ValueError(f"{info.field_name} {value!r} must contain {{model}} (one topic per model)")
+        return value
+
+    @field_validator("heartbeat_topic", "diagnostics_topic", "reset_service")
+    @classmethod
+    def _name(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else check_topic(value, info.field_name)
+
+
+class _ModelTopics:
+    def __init__(self, detections: Any, label_info: Any, image: Any | None, array: Any):
+        self.detections = detections
+        self.label_info = label_info
+        self.image = image
+        self.next_image = 0.0  # monotonic time the next annotated image may go
+        # Messages reused frame after frame: publish() serialises at once, and building an
+        # ObjectHypothesisWithPose (its 36-float covariance) costs ~150 us, far more than filling one.
+        # Only this model's publish thread touches them.
+        self.array = array
+        self.pool: list[Any] = []
+
+
+class Ros2Output(Output):
+    config: Ros2OutputConfig
+    uses_ros = True  # the pipeline hands it the shared RosRuntime before open()
+
+    def __init__(self, config: Ros2OutputConfig, output_id: str):
+        super().__init__(config, output_id)
+        self.runtime: RosRuntime | None = None
+        self.models: list[tuple[str, list[str]]] = []  # (model id, labels) set by the pipeline
+        self.skipped = 0  # results not published: invalid/error status, or lifecycle inactive
+        self.images = 0
+        self.qos_events: deque[str] = deque(maxlen=50)
+        self._topics: dict[str, _ModelTopics] = {}
+        self._heartbeat_pub: Any = None
+        self._diag_pub: Any = None
+        self._timer: Any = None
+        self._service: Any = None
+        self._handler: Callable[[str, dict], dict | None] | None = None
+        self._last_heartbeat: dict[str, Any] | None = None
+        self._msgs: Any = None
+        self._lock = threading.Lock()
+        self._rlog = RateLimitedLog(log)
+
+    def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]]) -> None:
+        self.runtime = runtime
+        self.models = list(models)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def open(self) -> None:
+        if self.runtime is None or self.runtime.node is None:
+            raise OutputError(f"output '{self.id}': no ROS node (the pipeline hands one to ros2 outputs)")
+        m = self._msgs = _import_messages(self.config.heartbeat)
+        node = self.runtime.node
+        from rclpy.event_handler import PublisherEventCallbacks
+
+        from ..ros.runtime import qos_profile
+
+        def events(topic: str) -> Any:
+            return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
+
+        q = self.config.qos
+        for model_id, labels in self.models:
+            name = cv.ros_name(model_id)
+            det_topic = self.config.detections_topic.replace("{model}", name)
+            info_topic = self.config.label_info_topic.replace("{model}", name)
+            det = node.create_publisher(m.Detection2DArray, det_topic, qos_profile(q.detections),
+                                        event_callbacks=events(det_topic))
+            info = node.create_publisher(m.LabelInfo, info_topic, qos_profile(q.label_info),
+                                         event_callbacks=events(info_topic))
+            image = None
+            if self.config.image.enabled:
+                topic = self.config.image.topic.replace("{model}", name)
+                kind = m.Image
+                if self.config.image.format == "jpeg":
+                    topic, kind = topic + "/compressed", m.CompressedImage
+                image = node.create_publisher(kind, topic, qos_profile(q.image), event_callbacks=events(topic))
+            self._topics[model_id] = _ModelTopics(det, info, image, m.Detection2DArray())
+            info.publish(self._label_info(labels))
+        if self.config.heartbeat:
+            self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
+                                                        qos_profile(q.heartbeat),
+                                                        event_callbacks=events(self.config.heartbeat_topic))
+        if self.config.diagnostics:
+            self._diag_pub = node.create_publisher(m.DiagnosticArray, self.config.diagnostics_topic,
+                                                   qos_profile(q.diagnostics),
+                                                   event_callbacks=events(self.config.diagnostics_topic))
+            self._timer = node.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        if self.config.reset_service is not None:
+            self._service = node.create_service(m.Trigger, self.config.reset_service, self._on_reset)
+        if self.config.wait_for_subscribers:
+            self._wait_for_subscribers()
+        log.info("output '%s': node %s publishing %s", self.id, self.runtime.name,
+                 ", ".join(t.detections.topic_name for t in self._topics.values()))
+
+    def _wait_for_subscribers(self) -> None:
+        deadline = time.monotonic() + self.config.wait_timeout_s
+        want = self.config.wait_for_subscribers
+        while time.monotonic() < deadline:
+            if all(t.detections.get_subscription_count() >= want for t in self._topics.values()):
+                return
+            time.sleep(0.02)
+        counts = {k: t.detections.get_subscription_count() for k, t in self._topics.items()}
+        raise OutputError(f"output '{self.id}': wait_for_subscribers={want} not reached within "
+                          f"{self.config.wait_timeout_s:g} s (subscribers per model: {counts})")
+
+    def close(self) -> None:
+        node = self.runtime.node if self.runtime is not None else None
+        if node is None:
+            return
+        for entity in [self._timer, self._service, self._heartbeat_pub, self._diag_pub,
+                       *[p for t in self._topics.values() for p in (t.detections, t.label_info, t.image)]]:
+            if entity is None:
+                continue
+            try:
+                if entity is self._timer:
+                    node.destroy_timer(entity)
+                elif entity is self._service:
+                    node.destroy_service(entity)
+                else:
+                    node.destroy_publisher(entity)
+            except Exception as exc:  # the node may already be gone at shutdown
+                log.debug("output '%s': destroying %s: %s", self.id, entity, exc)
+        self._topics.clear()
+        self._timer = self._service = self._heartbeat_pub = self._diag_pub = None
+
+    # -- detections --------------------------------------------------------------------------------------
+    def publish_result(self, result: Result) -> None:
+        topics = self._topics.get(result.model)
+        if topics is None:
+            return
+        if result.status != "ok" or not self.runtime.active.is_set():
+            # An empty Detection2DArray would claim "nothing there": a frame whose detections are invalid
+            # (safe stop) or failed is not published; the heartbeat and /diagnostics say why.
+            self.skipped += 1
+            return
+        topics.detections.publish(self.detection_array(result, topics))
+        self.published += 1
+        if topics.image is not None and result.frame is not None:
+            now = time.monotonic()
+            if now >= topics.next_image and topics.image.get_subscription_count() > 0:
+                topics.next_image = now + 1.0 / self.config.image.rate_hz
+                topics.image.publish(self.annotated(result))
+                self.images += 1
+
+    def publish(self, record: dict[str, Any]) -> None:
+        pass  # every record reaches this output as a typed Result or a heartbeat
+
+    def detection_array(self, result: Result, topics: _ModelTopics | None = None) -> Any:
+        """The Detection2DArray of one result, filled into the model's reused messages (fresh ones without
+        `topics`)."""
+        m = self._msgs
+        msg = topics.array if topics is not None else m.Detection2DArray()
+        pool = topics.pool if topics is not None else []
+        sec, nanosec = cv.seconds_to_stamp(result.stamp)
+        header = msg.header
+        header.stamp.sec, header.stamp.nanosec = sec, nanosec
+        header.frame_id = result.frame_id
+        label_in_id = self.config.label_in_class_id
+        while len(pool) < len(result.detections):
+            det = m.Detection2D()
+            det.results = [m.ObjectHypothesisWithPose()]
+            pool.append(det)
+        for det, d in zip(pool, result.detections):
+            det.header = header
+            cx, cy, sx, sy = cv.detection_values(d.bbox)
+            box = det.bbox
+            box.center.position.x, box.center.position.y = cx, cy
+            box.size_x, box.size_y = sx, sy
+            hyp = det.results[0].hypothesis
+            hyp.class_id = cv.class_id_text(d.class_id, d.label, label_in_id)
+            hyp.score = float(d.score)
+        msg.detections = pool[:len(result.detections)]
+        return msg
+
+    def annotated(self, result: Result) -> Any:
+        m = self._msgs
+        image = cv.draw_detections(result.frame.image, result.detections)
+        sec, nanosec = cv.seconds_to_stamp(result.stamp)
+        if self.config.image.format == "jpeg":
+            msg = m.CompressedImage()
+            msg.format = "jpeg"
+            msg.data = cv.encode_jpeg(image, self.config.image.jpeg_quality)
+        else:
+            msg = m.Image()
+            msg.height, msg.width, msg.encoding, msg.step, msg.data = cv.bgr_to_image_fields(image)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        msg.header.frame_id = result.frame_id
+        return msg
+
+    def _label_info(self, labels: list[str]) -> Any:
+        m = self._msgs
+        msg = m.LabelInfo()
+        sec, nanosec = cv.seconds_to_stamp(time.time())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        classes = []
+        for i, name in enumerate(labels):
+            vc = m.VisionClass()
+            vc.class_id, vc.class_name = i, name
+            classes.append(vc)
+        msg.class_map = classes
+        return msg
+
+    # -- heartbeat, diagnostics, reset -------------------------------------------------------------------
+    def heartbeat(self, record: dict[str, Any]) -> None:
+        self._last_heartbeat = record
+        if self._heartbeat_pub is None:
+            return
+        m = self._msgs
+        v = cv.heartbeat_values(record)
+        msg = m.Heartbeat()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(v["stamp"])
+        msg.header.frame_id = ""
+        msg.cycle, msg.state, msg.state_name = v["cycle"], v["state"], v["state_name"]
+        entities = []
+        for e in v["entities"]:
+            es = m.EntityStatus()
+            for key, value in e.items():
+                setattr(es, key, value)
+            entities.append(es)
+        msg.entities = entities
+        msg.actions = v["actions"]
+        msg.newest_frame_age_ms = v["newest_frame_age_ms"]
+        msg.frame_age_sources, msg.frame_age_ms = v["frame_age_sources"], v["frame_age_ms"]
+        msg.fps_models, msg.fps = v["fps_models"], v["fps"]
+        self._heartbeat_pub.publish(msg)
+
+    def set_control_handler(self, handler: Callable[[str, dict], dict | None] | None,
+                            commands: Iterable[str] | None = None) -> None:
+        """The daemon's command handler (the same one the ZeroMQ control socket uses); `reset` is served."""
+        self._handler = handler
+
+    def _on_reset(self, request: Any, response: Any) -> Any:
+        handler = self._handler
+        if handler is None:
+            response.success, response.message = False, "edgeinfer is still starting"
+            return response
+        try:
+            reply = handler("reset", {}) or {}
+            response.success = bool(reply.get("ok", False))
+            response.message = str(reply.get("state") or reply.get("error") or reply.get("reply") or "")
+        except Exception as exc:  # the caller must get an answer, whatever failed
+            response.success, response.message = False, f"reset failed: {type(exc).__name__}: {exc}"
+        log.warning("output '%s': reset service called: %s (%s)", self.id, response.success, response.message)
+        return response
+
+    def _incompatible(self, topic: str, info: Any) -> None:
+        from ..ros.runtime import policy_name
+
+        policy = policy_name(info)
+        text = (f"incompatible QoS on {topic}: a subscriber requested a {policy} policy this publisher does "
+                f"not offer ({info.total_count} so far)")
+        self.qos_events.append(text)
+        self._rlog.warning(f"qos:{topic}", "output '%s': %s", self.id, text)
+
+    def _publish_diagnostics(self) -> None:
+        try:
+            self.publish_diagnostics()
+        except Exception as exc:  # a timer callback must never take the executor down
+            self._rlog.error("diag", "output '%s': /diagnostics failed: %s", self.id, exc)
+
+    def publish_diagnostics(self) -> None:
+        if self._diag_pub is None or self.runtime is None:
+            return
+        m = self._msgs
+        statuses = cv.diagnostic_statuses(self.runtime.config.node_name, self._last_heartbeat,
+                                          self.runtime.stats(), self.runtime.backends(), list(self.qos_events),
+                                          self.runtime.active.is_set())
+        msg = m.DiagnosticArray()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(time.time())
+        hardware = socket.gethostname()
+        out = []
+        for name, level, message, values in statuses:
+            st = m.DiagnosticStatus()
+            st.level = bytes([level])
+            st.name, st.message, st.hardware_id = name, message, hardware
+            st.values = [m.KeyValue(key=k, value=v) for k, v in values]
+            out.append(st)
+        msg.status = out
+        self._diag_pub.publish(msg)
+
+
+class _Messages:
+    pass
+
+
+def _import_messages(heartbeat: bool) -> Any:
+    """The message classes, imported lazily with a message that says how to get each package."""
+    m = _Messages()
+    vision = lazy_import("vision_msgs.msg", INTERFACES_HINT)
+    sensor = lazy_import("sensor_msgs.msg", INTERFACES_HINT)
+    diag = lazy_import("diagnostic_msgs.msg", INTERFACES_HINT)
+    srv = lazy_import("std_srvs.srv", INTERFACES_HINT)
+    for name in ("Detection2DArray", "Detection2D", "ObjectHypothesisWithPose", "LabelInfo", "VisionClass"):
+        setattr(m, name, getattr(vision, name))
+    m.Image, m.CompressedImage = sensor.Image, sensor.CompressedImage
+    m.DiagnosticArray, m.DiagnosticStatus, m.KeyValue = diag.DiagnosticArray, diag.DiagnosticStatus, diag.KeyValue
+    m.Trigger = srv.Trigger
+    if heartbeat:
+        own = lazy_import("edgeinfer_msgs.msg", INTERFACES_HINT)
+        m.Heartbeat, m.EntityStatus = own.Heartbeat, own.EntityStatus
+    return m
