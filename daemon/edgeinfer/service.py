@@ -108,6 +108,9 @@ class Daemon:
         body["newest_frame_age_ms"] = min(ages.values()) if ages else None
         body["frame_age_ms"] = ages
         body["fps"] = self.pipeline.fps()
+        backends = self.pipeline.backend_status()
+        if backends:  # only models whose backend has a state to show (e.g. remote with local fallback)
+            body["backends"] = backends
         return body
 
     def _publish_invalid_markers(self, snapshot: Snapshot) -> None:

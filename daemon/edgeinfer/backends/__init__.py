@@ -6,9 +6,11 @@ from pathlib import Path
 
 from .base import Backend, BackendError, TensorSpec
 from .onnxruntime import OnnxRuntimeBackend
+from .triton import TritonBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     OnnxRuntimeBackend.type: OnnxRuntimeBackend,
+    TritonBackend.type: TritonBackend,
 }
 
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -25,7 +27,15 @@ def resolve_backend_type(requested: str, path: Path) -> str:
 def create_backend(model_id: str, requested: str, path: Path, options: dict) -> Backend:
     kind = resolve_backend_type(requested, path)
     cls = BACKENDS[kind]
-    return cls(model_id, path, cls.options_model.model_validate(options))
+    validated = cls.options_model.model_validate(options)
+    backend = cls(model_id, path, validated)
+    fallback = getattr(validated, "fallback", None)
+    if fallback is not None:  # a remote backend with a local one behind it (fallback.py)
+        from .fallback import FallbackBackend
+
+        local = create_backend(model_id, fallback.backend, fallback.path or path, fallback.backend_options)
+        backend = FallbackBackend(backend, local, fallback)
+    return backend
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendError", "TensorSpec", "create_backend"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +39,9 @@ class TensorSpec:
 class Backend(ABC):
     type: ClassVar[str]
     options_model: ClassVar[type[StrictModel]]
+    remote: ClassVar[bool] = False  # runs on another machine (cannot be a local fallback)
+    # Set by the model worker: where a backend reports runtime faults it handles itself (a fallback switch)
+    on_fault: Callable[[str], None] | None = None
 
     def __init__(self, model_id: str, path: Path, options: StrictModel):
         self.model_id = model_id
@@ -92,6 +96,16 @@ class Backend(ABC):
 
     def describe(self) -> str:
         return self.type
+
+    def status(self) -> dict[str, Any] | None:
+        """State worth a heartbeat (e.g. which link serves); None when there is nothing to say."""
+        return None
+
+    @classmethod
+    def options_for_model(cls, options: dict[str, Any], budget_ms: float) -> dict[str, Any]:
+        """The backend options as given, completed from the model's settings (a remote deadline from its
+        budget). Called on the raw YAML, so `options` may be anything."""
+        return options
 
     # -- helpers -----------------------------------------------------------------------------------------
     @property
