@@ -312,8 +312,8 @@ class TritonBackend(Backend):
     def _repository_models(self, client) -> str:
         try:
             index = self._call("repository_index", client.get_model_repository_index, timeout_s=self._connect_s)
-        except BackendError:
-            return ""
+        except BackendError as exc:  # servers may restrict the repository API (pytriton does)
+            return f"unknown (repository index not readable: {str(exc).rpartition('failed: ')[2][:120]})"
         entries = index.get("models", []) if isinstance(index, dict) else getattr(index, "models", [])
         names = []
         for e in entries if isinstance(entries, list) else list(entries):
