@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps models demo test lint clean
+.PHONY: setup system-deps triton-server models demo test lint clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,16 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	sh tests/system-deps.sh
 
+# A real Triton Inference Server for the tests and bench_triton.py, in its own venv (nvidia-pytriton pins numpy<2)
+TRITON_VENV ?= .venv-triton
+triton-server: $(TRITON_VENV)/.installed
+
+$(TRITON_VENV)/.installed: tests/triton-server-requirements.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r tests/triton-server-requirements.txt
+	touch $@
+
 models: setup
 	$(EDGE) models fetch yolov3-tiny
 	$(EDGE) models fetch bikes
@@ -33,8 +43,8 @@ demo: models
 lint: setup
 	$(VENV)/bin/ruff check daemon tests benchmarks
 
-test: setup system-deps models lint
+test: setup system-deps triton-server models lint
 	$(PY) -m pytest -q -ra --durations=10
 
 clean:
-	rm -rf $(VENV) models/yolov3-tiny models/media
+	rm -rf $(VENV) $(TRITON_VENV) models/yolov3-tiny models/media

@@ -21,6 +21,7 @@ from edgeinfer.backends import BackendError, create_backend
 from edgeinfer.config import parse_config
 from edgeinfer.pipeline import Pipeline
 from support.daemon_process import DaemonProcess
+from support.tiny_models import constant_detector
 from support.triton_server import TritonServer, free_ports, require_server_python
 
 pytestmark = pytest.mark.slow
@@ -35,8 +36,18 @@ BUDGET_MS = 3000.0
 
 @pytest.fixture
 def server(demo_model, tmp_path):
+    """A server of the test's own, for tests that kill or freeze it."""
     require_server_python()
     srv = TritonServer(demo_model.onnx, tmp_path / "triton.log", threads=1).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(demo_model, tmp_path_factory):
+    """One server for the tests that leave it as they found it."""
+    require_server_python()
+    srv = TritonServer(demo_model.onnx, tmp_path_factory.mktemp("triton") / "triton.log", threads=1).start()
     yield srv
     srv.stop()
 
@@ -55,7 +66,7 @@ def triton_options(url: str, fallback: bool = True, **extra) -> dict:
     return options
 
 
-def test_detections_through_triton_equal_the_local_backends(server, demo_model, demo_video, tmp_path):
+def test_detections_through_triton_equal_the_local_backends(shared_server, demo_model, demo_video, tmp_path):
     """Two models on one video, every frame in order: one through Triton (no fallback, so any failure would
     show as an error record), one on the local ONNX Runtime. Same boxes, frame by frame."""
     frames = 30
@@ -63,7 +74,7 @@ def test_detections_through_triton_equal_the_local_backends(server, demo_model, 
     data = {
         "sources": [{"id": "bikes", "type": "video", "path": str(demo_video)}],
         "models": [model_entry(demo_model, id="remote", backend="triton",
-                               backend_options=triton_options(server.grpc_url, fallback=False)),
+                               backend_options=triton_options(shared_server.grpc_url, fallback=False)),
                    model_entry(demo_model, id="local", backend="onnxruntime")],
         "outputs": [{"type": "jsonl", "path": str(out)}],
     }
@@ -102,11 +113,11 @@ def test_detections_through_triton_equal_the_local_backends(server, demo_model, 
     print(f"\n{len(common)} frames, {boxes} boxes identical through Triton and ONNX Runtime")
 
 
-def test_http_protocol_and_metadata_fit_the_local_model(server, demo_model):
+def test_http_protocol_and_metadata_fit_the_local_model(shared_server, demo_model):
     x = np.random.default_rng(0).random((2, 3, 416, 416), dtype=np.float32)
     with create_backend("m", "onnxruntime", demo_model.onnx, {}) as local:
         want = local.infer({"images": x})[0]
-    for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
+    for protocol, url in (("grpc", shared_server.grpc_url), ("http", shared_server.http_url)):
         backend = create_backend("m", "triton", demo_model.onnx,
                                  triton_options(url, fallback=False, protocol=protocol, deadline_ms=5000))
         with backend:
@@ -115,6 +126,16 @@ def test_http_protocol_and_metadata_fit_the_local_model(server, demo_model):
             assert [(s.name, s.shape) for s in backend.outputs] == [("detections", (None, 2535, 85))]
             got = backend.infer({"images": x})[0]
         assert got.shape == want.shape and np.allclose(got, want, atol=1e-4), protocol
+
+
+def test_server_with_another_model_than_the_local_fallback_is_refused_at_start(shared_server, demo_model,
+                                                                             tmp_path):
+    other = constant_detector(tmp_path / "tiny.onnx", np.array([[1, 1, 1, 1, 0.9, 0.9]], np.float32))
+    backend = create_backend("m", "triton", demo_model.onnx,
+                             {**triton_options(shared_server.grpc_url), "fallback": {"path": str(other)}})
+    with pytest.raises(BackendError, match="does not match the local fallback"):
+        backend.activate()
+    assert not backend.local.is_active and not backend.primary.is_active
 
 
 def test_unreachable_server_is_a_backend_error_naming_the_url(demo_model):
@@ -127,9 +148,9 @@ def test_unreachable_server_is_a_backend_error_naming_the_url(demo_model):
     assert "UNAVAILABLE" in str(err.value)
 
 
-def test_wrong_model_name_is_a_backend_error_naming_server_and_model(server, demo_model):
-    backend = create_backend("m", "triton", demo_model.onnx, {"url": server.grpc_url, "model_name": "nope"})
-    with pytest.raises(BackendError, match=rf"grpc://{server.grpc_url} model 'nope'.*not ready.*models there"):
+def test_wrong_model_name_is_a_backend_error_naming_server_and_model(shared_server, demo_model):
+    backend = create_backend("m", "triton", demo_model.onnx, {"url": shared_server.grpc_url, "model_name": "nope"})
+    with pytest.raises(BackendError, match=rf"grpc://{shared_server.grpc_url} model 'nope'.*not ready.*models there"):
         backend.activate()
 
 

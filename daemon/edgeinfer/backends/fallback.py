@@ -62,6 +62,9 @@ class FallbackBackend(Backend):
         try:
             self._activate_primary()
         except BackendError as exc:
+            if self._unfit is not None:  # a reachable server with another model: a config mistake, say it now
+                self.local.deactivate()
+                raise
             # the server may come up after the robot: start on the local model and keep trying in the background
             self.last_error = str(exc)
             log.warning("%s; serving from the local %s until the server is healthy", exc, self.local.describe())
