@@ -105,7 +105,9 @@ def pipeline_level(server: TritonServer, frames: int, threads: int) -> dict:
             config = Path(tmp) / "bench.yaml"
             config.write_text(yaml.safe_dump(data))
             proc = subprocess.run([sys.executable, "-m", "edgeinfer", "run", str(config), "--max-frames",
-                                   str(frames)], capture_output=True, text=True, check=True)
+                                   str(frames)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name}: edgeinfer run exited {proc.returncode}:\n{proc.stderr[-3000:]}")
             records = [json.loads(x) for x in proc.stdout.splitlines()]
             records = [r for r in records if r["type"] == "detections"]
             span = records[-1]["stamp"] - records[0]["stamp"]

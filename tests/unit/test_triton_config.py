@@ -78,3 +78,10 @@ def test_config_with_triton_loads_without_tritonclient():
             f"parse_config(yaml.safe_dump({BASE!r})); print('tritonclient' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_example_triton_config_is_valid(repo_root, demo_model, demo_video):
+    config = repo_root / "configs" / "triton.yaml"
+    assert main(["check", "--no-models", str(config)]) == 0
+    model = parse_config(config.read_text()).models[0]
+    assert model.backend == "triton" and model.backend_options["deadline_ms"] == model.budget_ms / 2
