@@ -113,19 +113,23 @@ def test_detections_through_triton_equal_the_local_backends(shared_server, demo_
     print(f"\n{len(common)} frames, {boxes} boxes identical through Triton and ONNX Runtime")
 
 
-def test_http_protocol_and_metadata_fit_the_local_model(shared_server, demo_model):
+def test_grpc_and_http_with_compression_give_the_local_outputs_and_metadata_fits(shared_server, demo_model):
     x = np.random.default_rng(0).random((2, 3, 416, 416), dtype=np.float32)
     with create_backend("m", "onnxruntime", demo_model.onnx, {}) as local:
         want = local.infer({"images": x})[0]
-    for protocol, url in (("grpc", shared_server.grpc_url), ("http", shared_server.http_url)):
+    for protocol, url, compression in (("grpc", shared_server.grpc_url, "none"),
+                                       ("grpc", shared_server.grpc_url, "gzip"),
+                                       ("http", shared_server.http_url, "none"),
+                                       ("http", shared_server.http_url, "deflate")):
         backend = create_backend("m", "triton", demo_model.onnx,
-                                 triton_options(url, fallback=False, protocol=protocol, deadline_ms=5000))
+                                 triton_options(url, fallback=False, protocol=protocol, deadline_ms=5000,
+                                                compression=compression))
         with backend:
             assert [(s.name, s.shape, s.dtype) for s in backend.inputs] == [("images", (None, 3, 416, 416),
                                                                              np.dtype(np.float32))]
             assert [(s.name, s.shape) for s in backend.outputs] == [("detections", (None, 2535, 85))]
             got = backend.infer({"images": x})[0]
-        assert got.shape == want.shape and np.allclose(got, want, atol=1e-4), protocol
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-4), (protocol, compression)
 
 
 def test_server_with_another_model_than_the_local_fallback_is_refused_at_start(shared_server, demo_model,
@@ -228,6 +232,7 @@ def test_killed_server_falls_back_without_losing_a_frame_and_restart_switches_ba
         daemon.wait_for(records_after(20, killed_at), 60, "20 frames served locally")
         server.start()
         hb = daemon.wait_for(link_is("remote", switches_to_remote=1), 90, "the switch back to Triton")
+        assert hb["backends"]["yolo"]["healthy_probes"] >= 3, "switched back before 3 consecutive healthy probes"
         back_at = len(daemon.records())
         remote_then = hb["backends"]["yolo"]["remote_frames"]
         daemon.wait_for(link_is("remote", remote_frames=remote_then + 10), 60, "frames through Triton again")
