@@ -36,6 +36,7 @@ from edgeinfer.backends import create_backend  # noqa: E402
 from support.triton_server import TritonServer, require_server_python  # noqa: E402
 
 ONNX = ROOT / "models/yolov3-tiny/yolov3-tiny.onnx"
+LABELS = ROOT / "models/yolov3-tiny/coco.names"
 VIDEO = ROOT / "models/media/bikes.mp4"
 
 
@@ -45,7 +46,8 @@ def demo_blob() -> np.ndarray:
     cap.release()
     if not ok:
         raise SystemExit("cannot read the demo video: run `make models` first")
-    return cv2.dnn.blobFromImage(image, 1 / 255.0, (416, 416), swapRB=True, crop=False).astype(np.float32)
+    rgb = cv2.cvtColor(cv2.resize(image, (416, 416)), cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
 
 
 def summary(times_s: list[float]) -> dict:
@@ -61,9 +63,13 @@ def backend_level(server: TritonServer, frames: int, rounds: int, threads: int) 
         "local onnxruntime": create_backend("bench", "onnxruntime", ONNX, local_opts),
         "triton grpc": create_backend("bench", "triton", ONNX, {"url": server.grpc_url, "model_name": "yolo",
                                                                  "deadline_ms": 10_000}),
-        "triton http": create_backend("bench", "triton", ONNX, {"url": server.http_url, "model_name": "yolo",
-                                                                 "protocol": "http", "deadline_ms": 10_000}),
     }
+    try:
+        import tritonclient.http  # noqa: F401
+        variants["triton http"] = create_backend("bench", "triton", ONNX, {
+            "url": server.http_url, "model_name": "yolo", "protocol": "http", "deadline_ms": 10_000})
+    except ImportError:
+        print("tritonclient[http] not installed: HTTP not measured")
     times: dict[str, list[float]] = {k: [] for k in variants}
     outputs = {}
     for backend in variants.values():
@@ -89,7 +95,7 @@ def backend_level(server: TritonServer, frames: int, rounds: int, threads: int) 
 def pipeline_level(server: TritonServer, frames: int, threads: int) -> dict:
     base = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     base["sources"][0]["path"] = str(VIDEO)
-    base["models"][0].update(path=str(ONNX), labels=str(ROOT / "models/yolov3-tiny/coco.names"))
+    base["models"][0].update(path=str(ONNX), labels=str(LABELS))
     base["outputs"][0]["heartbeat"] = False
     local_opts = {"intra_op_threads": threads} if threads else {}
     runs = {
@@ -125,7 +131,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads, both sides")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--models", type=Path, help="folder holding yolov3-tiny.onnx, coco.names, bikes.mp4 "
+                        "(default: the fetched models/)")
     args = parser.parse_args()
+    if args.models:
+        global ONNX, LABELS, VIDEO
+        ONNX, LABELS, VIDEO = (args.models / n for n in ("yolov3-tiny.onnx", "coco.names", "bikes.mp4"))
     require_server_python()
     with tempfile.TemporaryDirectory() as tmp:
         server = TritonServer(ONNX, Path(tmp) / "triton.log", threads=args.threads).start()
