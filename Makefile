@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps triton-server models demo test lint clean
+.PHONY: setup system-deps triton-server models demo test test-gpu lint clean
 
 setup: $(VENV)/.installed
 
@@ -48,3 +48,8 @@ test: setup system-deps triton-server models lint
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) models/yolov3-tiny models/media
+
+# On a box with an NVIDIA GPU and cuda-python (pip install '.[trt]'): the GPU tests and the GPU benchmark
+test-gpu: setup models
+	$(PY) -m pytest -q -ra -m gpu tests/gpu
+	PYTHONPATH=tests/gpu $(PY) benchmarks/bench_gpu.py

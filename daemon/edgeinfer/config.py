@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
 from .decoders import DecoderConfig, YoloDecoderConfig
+from .devices import DEVICE_HELP, cuda_device_problem, parse_device
 from .outputs import JsonlOutputConfig, OutputConfig
 from .preprocess import PreprocessConfig
 from .schema import StrictModel
@@ -37,6 +38,7 @@ class ModelConfig(StrictModel):
     path: Path = Field(description="ONNX file (or engine) relative to the config file")
     backend: Literal[BACKEND_CHOICES] = "auto"  # type: ignore[valid-type]
     backend_options: dict[str, Any] = Field(default_factory=dict)
+    device: str = Field(default="auto", description=DEVICE_HELP)
     sources: list[str] = Field(min_length=1, description="ids of the sources this model reads")
     labels: Path | None = None
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -59,6 +61,12 @@ class ModelConfig(StrictModel):
                 options = data.get("backend_options", {})
                 data = {**data, "backend_options": BACKENDS[data["backend"]].options_for_model(options, budget)}
         return data
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        parse_device(value)  # raises ValueError naming the allowed values
+        return value
 
     @field_validator("decoder", mode="before")
     @classmethod
@@ -285,6 +293,19 @@ def preflight_problems(config: Config) -> list[Problem]:
     for i, model in enumerate(config.models):
         if not model.path.is_file():
             problems.append(Problem(f"models[{i}].path", f"file not found: {model.path}"))
+        device = parse_device(model.device)
+        backend = resolve_backend_type(model.backend, model.path)
+        if device.kind == "dla" and backend != "tensorrt":
+            problems.append(Problem(f"models[{i}].device", f"{device} runs TensorRT engines only; this model uses "
+                                    f"backend {backend} (build an engine for the DLA, or use device gpu or cpu)"))
+        elif device.kind == "cpu" and backend == "tensorrt":
+            problems.append(Problem(f"models[{i}].device", "a TensorRT engine runs on a GPU or DLA, not on "
+                                    "the cpu; use device gpu, gpu:N, dla0 or dla1"))
+        else:
+            needs_cuda = device if backend != "tensorrt" or device.kind != "auto" else parse_device("gpu")
+            problem = cuda_device_problem(needs_cuda)
+            if problem:
+                problems.append(Problem(f"models[{i}].device", problem))
         if model.labels is not None and not model.labels.is_file():
             problems.append(Problem(f"models[{i}].labels", f"file not found: {model.labels}"))
     for i, source in enumerate(config.sources):

@@ -60,7 +60,10 @@ def probe() -> dict[str, dict[str, Any]]:
 
     cuda, err = _try_import("cuda.bindings.runtime")
     found["cuda-python"] = ({"ok": True, "detail": f"cuda-bindings {_version('cuda-bindings') or '?'}"}
-                            if cuda else {"ok": False, "detail": "not installed (pip install cuda-python)"})
+                            if cuda else {"ok": False, "detail": "not installed (pip install 'edgeinfer[trt]'; "
+                                          "JetPack 6 / CUDA 12 needs cuda-python 12.x)"})
+    if cuda:
+        found["cuda"] = _probe_cuda()
 
     gpus = []
     if shutil.which("nvidia-smi"):
@@ -91,6 +94,29 @@ def probe() -> dict[str, dict[str, Any]]:
     found["systemd"] = {"ok": True, "detail": "NOTIFY_SOCKET set (running under systemd)"
                         if os.environ.get("NOTIFY_SOCKET") else "not under systemd (no NOTIFY_SOCKET)"}
     return found
+
+
+def _probe_cuda() -> dict[str, Any]:
+    """The GPUs the TensorRT backend would see, and whether NVRTC (the preprocessing kernel) loads."""
+    try:
+        from .cuda import runtime
+
+        count = runtime.device_count()
+        devices = []
+        for index in range(count):
+            info = runtime.device_info(index)
+            shared = ", integrated: mapped memory" if info.integrated else ""
+            devices.append(f"gpu:{index} {info.name} ({info.arch}{shared}, {info.total_memory / 2**30:.0f} GiB)")
+        try:
+            runtime.nvrtc().nvrtcVersion()
+            nvrtc = "NVRTC ok"
+        except Exception as exc:
+            nvrtc = f"NVRTC missing ({type(exc).__name__}): the GPU preprocessing kernel cannot compile"
+        if not count:
+            return {"ok": False, "detail": f"no CUDA device visible; {nvrtc}"}
+        return {"ok": "missing" not in nvrtc, "detail": "; ".join(devices + [nvrtc])}
+    except Exception as exc:
+        return {"ok": False, "detail": f"CUDA probe failed: {type(exc).__name__}: {exc}"}
 
 
 def run_doctor(as_json: bool = False) -> int:

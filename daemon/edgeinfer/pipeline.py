@@ -25,24 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, BackendError, create_backend
-from .config import Config, ModelConfig
-from .decoders import DecodeError, create_decoder, load_labels
+from .backends import BackendError
+from .backends.base import CompletedInference, InferHandle
+from .config import Config
 from .frame import Frame
 from .health import HealthReporter, NullReporter
 from .logutil import RateLimitedLog
 from .mailbox import FanOut, FrameSlots
+from .model import Model, PipelineError
 from .outputs import Output, create_output
-from .preprocess import PreprocessError, Preprocessor
+from .preprocess import PreprocessError
 from .results import Result
 
 log = logging.getLogger(__name__)
 _END = object()  # end-of-stream marker passed down a worker's queues
-BUFFER_SETS = 2  # one being filled while the other is inferred
-
-
-class PipelineError(RuntimeError):
-    """The pipeline cannot start (model and config disagree, a backend cannot load, ...)."""
+__all__ = ["ModelWorker", "Pipeline", "PipelineError", "check_models"]
 
 
 class RateMeter:
@@ -97,6 +94,8 @@ class _Batch:
     outputs: list[np.ndarray] | None = None
     infer_ms: float = 0.0
     error: str | None = None
+    handle: InferHandle | None = None
+    ended: bool = False  # the watchdog heard the end of this batch's inference
 
 
 class PublishGate:
@@ -119,11 +118,16 @@ class PublishGate:
 
 
 class ModelWorker:
-    def __init__(self, config: ModelConfig, backend: Backend, outputs: list[Output], slots: FrameSlots,
-                 reporter: HealthReporter, gate: PublishGate, detections_valid: Callable[[], bool]):
+    def __init__(self, model: Model, outputs: list[Output], slots: FrameSlots, reporter: HealthReporter,
+                 gate: PublishGate, detections_valid: Callable[[], bool]):
+        config = model.config
+        self.model = model
         self.config = config
         self.id = config.id
-        self.backend = backend
+        self.backend = model.backend
+        self.stage = model.stage
+        self.decoder = model.decoder
+        self.batch = model.batch
         self.outputs = outputs
         self.slots = slots
         self.reporter = reporter
@@ -139,36 +143,15 @@ class ModelWorker:
         self._stop = threading.Event()
         self._rlog = RateLimitedLog(log)
         # faults a backend handles itself (a remote fallback switch) still reach the watchdog
-        backend.on_fault = lambda message: reporter.fault(config.id, message)
-
-        spec = backend.inputs[0]
-        if len(backend.inputs) != 1:
-            raise PipelineError(f"model '{self.id}': {len(backend.inputs)} inputs; image models take one")
-        model_batch = backend.max_batch
-        if model_batch is not None and config.max_batch > model_batch:
-            raise PipelineError(f"models.{self.id}.max_batch={config.max_batch} but the model's batch "
-                                f"dimension is fixed at {model_batch}")
-        self.batch = model_batch or config.max_batch
-        self._fixed_batch = model_batch is not None
-        self.input_name = spec.name
-        shape = (self.batch, *spec.shape[1:])  # the Preprocessor checks the rest against the config
-        try:
-            self._buffers = [Preprocessor(config.preprocess, shape, spec.dtype) for _ in range(BUFFER_SETS)]
-        except ValueError as exc:  # e.g. preprocess.dtype disagrees with the model's input type
-            raise PipelineError(f"models.{self.id}.preprocess does not fit the model: {exc}") from exc
+        self.backend.on_fault = lambda message: reporter.fault(config.id, message)
+        sets = self.stage.sets
+        # A set goes back to `_free` only after its outputs are decoded: the backend may reuse its output
+        # buffers on the set's next run.
         self._free: queue.Queue[int] = queue.Queue()
-        for i in range(BUFFER_SETS):
+        for i in range(sets):
             self._free.put(i)
-        self._ready: queue.Queue[Any] = queue.Queue(maxsize=BUFFER_SETS)
-        self._done: queue.Queue[Any] = queue.Queue(maxsize=2)
-        try:
-            labels = load_labels(config.labels) if config.labels else []
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"models.{self.id}.labels: {exc}") from exc
-        try:
-            self.decoder = create_decoder(config.decoder, labels, [tuple(o.shape) for o in backend.outputs])
-        except DecodeError as exc:
-            raise PipelineError(f"models.{self.id}.decoder does not fit the model's outputs: {exc}") from exc
+        self._ready: queue.Queue[Any] = queue.Queue(maxsize=sets)
+        self._done: queue.Queue[Any] = queue.Queue(maxsize=sets)
         self._threads = [
             threading.Thread(target=self._guard, args=(self._prepare_loop,), name=f"prepare:{self.id}",
                              daemon=True),
@@ -228,13 +211,12 @@ class ModelWorker:
             slot = self._get(self._free)
             if slot is None:
                 return
-            prep = self._buffers[slot]
             kept, transforms = [], []
             for frame in frames:
                 self.stats.taken += 1
                 self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
                 try:
-                    transforms.append(prep.write(len(kept), frame.image))
+                    transforms.append(self.stage.write(slot, len(kept), frame.image))
                     kept.append(frame)
                 except PreprocessError as exc:
                     self.stats.bad_frames += 1
@@ -256,28 +238,39 @@ class ModelWorker:
             if batch is _END:
                 self._put(self._done, _END)
                 return
-            prep = self._buffers[batch.slot]
-            feed = prep.batch(self.batch if self._fixed_batch else len(batch.frames))
             self.reporter.begin(self.id)
-            t0 = time.perf_counter()
             try:
-                batch.outputs = self.backend.infer({self.input_name: feed})
+                batch.handle = self.backend.submit(batch.slot, len(batch.frames))
             except Exception as exc:  # backend errors are runtime faults: count, report, carry on
-                batch.error = f"inference failed: {exc}"
-                self.stats.infer_errors += 1
-                self.reporter.fault(self.id, batch.error)
-                self._rlog.error("infer", "model '%s': %s", self.id, batch.error)
-            finally:
-                self.reporter.end(self.id)
-                self._free.put(batch.slot)  # outputs are the backend's own arrays: the input set is free
-            batch.infer_ms = (time.perf_counter() - t0) * 1e3
-            self.stats.last_infer_ms = batch.infer_ms
-            if batch.error is None:
-                self.stats.inferred += len(batch.frames)
-                for frame in batch.frames:
-                    self.reporter.checkpoint(self.id, "infer", (frame.source, frame.seq))
+                self._infer_failed(batch, exc)
+            if isinstance(batch.handle, CompletedInference) or batch.error is not None:
+                self._infer_finished(batch)  # synchronous backend: the work is over, say so at once
             if not self._put(self._done, batch):
                 return
+
+    def _infer_failed(self, batch: _Batch, exc: Exception) -> None:
+        batch.error = f"inference failed: {exc}"
+        self.stats.infer_errors += 1
+        self.reporter.fault(self.id, batch.error)
+        self._rlog.error("infer", "model '%s': %s", self.id, batch.error)
+
+    def _infer_finished(self, batch: _Batch) -> None:
+        """Wait for the outputs (at once for a synchronous backend) and end the deadline-supervised work."""
+        if batch.ended:
+            return
+        batch.ended = True
+        try:
+            if batch.error is None and batch.handle is not None:
+                batch.outputs, batch.infer_ms = batch.handle.wait()
+        except Exception as exc:
+            self._infer_failed(batch, exc)
+        finally:
+            self.reporter.end(self.id)
+        self.stats.last_infer_ms = batch.infer_ms
+        if batch.error is None:
+            self.stats.inferred += len(batch.frames)
+            for frame in batch.frames:
+                self.reporter.checkpoint(self.id, "infer", (frame.source, frame.seq))
 
     # -- stage 3: decode and publish -----------------------------------------------------------------
     def _publish_loop(self) -> None:
@@ -288,8 +281,12 @@ class ModelWorker:
             if batch is _END:
                 self.finished.set()
                 return
-            for index, (frame, transform) in enumerate(zip(batch.frames, batch.transforms)):
-                self._publish_one(batch, index, frame, transform)
+            try:
+                self._infer_finished(batch)  # an asynchronous (GPU) backend: wait for its stream here
+                for index, (frame, transform) in enumerate(zip(batch.frames, batch.transforms)):
+                    self._publish_one(batch, index, frame, transform)
+            finally:
+                self._free.put(batch.slot)  # decoded: the backend may now reuse this set's buffers
 
     def _publish_one(self, batch: _Batch, index: int, frame: Frame, transform: Any) -> None:
         status, detections, error = "ok", [], batch.error
@@ -344,7 +341,7 @@ class Pipeline:
         self.detections_valid = detections_valid
         self.gate = PublishGate(max_frames)
         self.outputs: list[Output] = []
-        self.backends: list[Backend] = []
+        self.models: list[Model] = []
         self.workers: list[ModelWorker] = []
         self.sources: list[Any] = []
         self.started_at = time.monotonic()
@@ -360,13 +357,12 @@ class Pipeline:
             self.outputs.append(output)
         slots_by_source: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
         for model_cfg in self.config.models:
-            backend = create_backend(model_cfg.id, model_cfg.backend, model_cfg.path, model_cfg.backend_options)
-            backend.activate(warmup_batch=model_cfg.max_batch)
-            self.backends.append(backend)
+            model = Model.load(model_cfg)
+            self.models.append(model)
             slots = FrameSlots(model_cfg.sources)
             for name in model_cfg.sources:
                 slots_by_source[name].append(slots)
-            self.workers.append(ModelWorker(model_cfg, backend, self.outputs, slots, self.reporter, self.gate,
+            self.workers.append(ModelWorker(model, self.outputs, slots, self.reporter, self.gate,
                                             self.detections_valid))
         for worker in self.workers:
             worker.start()
@@ -402,8 +398,8 @@ class Pipeline:
             worker.stop()  # closes the frame slots: wakes sources waiting for a free slot
         clean = all([s.join(max(0.0, deadline - time.monotonic())) for s in self.sources])
         clean = all([w.join(deadline) for w in self.workers]) and clean
-        for backend in self.backends:
-            backend.deactivate()
+        for model in self.models:
+            model.close()
         for output in self.outputs:
             output.close()
         return clean
@@ -445,13 +441,8 @@ def check_models(config: Config) -> list[tuple[int, str]]:
     without starting anything. Returns (model index, problem) pairs."""
     problems = []
     for index, model_cfg in enumerate(config.models):
-        backend = create_backend(model_cfg.id, model_cfg.backend, model_cfg.path, model_cfg.backend_options)
         try:
-            backend.activate(warmup_batch=model_cfg.max_batch)
-            ModelWorker(model_cfg, backend, [], FrameSlots(model_cfg.sources), NullReporter(), PublishGate(None),
-                        lambda: True)
+            Model.load(model_cfg).close()
         except (PipelineError, BackendError) as exc:
             problems.append((index, str(exc)))
-        finally:
-            backend.deactivate()
     return problems

@@ -2,6 +2,13 @@
 
 Public `activate / infer / deactivate` wrap small `_*_impl` methods so every backend gets the same lifecycle
 checks and warm-up; backends are context managers. The pipeline never names a concrete backend.
+
+A backend owns its input stage and buffers (`open_input_stage`): by default the CPU preprocessor writing into
+numpy arrays, `buffer_sets` of them; a GPU backend instead takes raw uint8 frames into pinned staging memory and
+preprocesses on its own stream. The pipeline fills a buffer set through the stage, `submit`s it, and waits on
+the returned handle for the outputs. The outputs may be the backend's own memory, reused by the next run of the
+same set: a buffer set is free again only after its outputs have been decoded (Polygraphy's runners state the
+same rule).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..devices import Device
+from ..preprocess import PreprocessConfig, Preprocessor, Transform
 from ..schema import StrictModel
 
 log = logging.getLogger(__name__)
@@ -36,9 +45,67 @@ class TensorSpec:
         return len(self.shape) > 0 and self.shape[0] is None
 
 
+class InferHandle(ABC):
+    """An inference in flight; `wait` returns (outputs in `Backend.outputs` order, inference ms)."""
+
+    @abstractmethod
+    def wait(self) -> tuple[list[np.ndarray], float]: ...
+
+
+class CompletedInference(InferHandle):
+    """A synchronous backend's result: already done when `submit` returns."""
+
+    __slots__ = ("outputs", "ms")
+
+    def __init__(self, outputs: list[np.ndarray], ms: float):
+        self.outputs = outputs
+        self.ms = ms
+
+    def wait(self) -> tuple[list[np.ndarray], float]:
+        return self.outputs, self.ms
+
+
+class InputStage(ABC):
+    """Frames -> one buffer set of the backend's input. `write` is called from the pipeline's prepare thread
+    for a set that is not in flight; it returns how the image was mapped (to map boxes back)."""
+
+    sets: int
+    batch: int  # images per buffer set
+    fixed_batch: bool  # the model's batch dimension is fixed: every run feeds `batch` images
+
+    @abstractmethod
+    def write(self, set_index: int, item: int, image: np.ndarray) -> Transform: ...
+
+    def close(self) -> None:
+        pass
+
+
+class CpuInputStage(InputStage):
+    """The CPU preprocessor (OpenCV/numpy) into `sets` preallocated numpy batches."""
+
+    def __init__(self, config: PreprocessConfig, spec: TensorSpec, batch: int, fixed_batch: bool, sets: int):
+        self.sets, self.batch, self.fixed_batch = sets, batch, fixed_batch
+        self.input_name = spec.name
+        shape = (batch, *spec.shape[1:])  # the Preprocessor checks the rest against the config
+        self.preprocessors = [Preprocessor(config, shape, spec.dtype) for _ in range(sets)]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocessors[0].input_size
+
+    def write(self, set_index: int, item: int, image: np.ndarray) -> Transform:
+        return self.preprocessors[set_index].write(item, image)
+
+    def feed(self, set_index: int, n: int) -> np.ndarray:
+        return self.preprocessors[set_index].batch(self.batch if self.fixed_batch else n)
+
+
 class Backend(ABC):
     type: ClassVar[str]
     options_model: ClassVar[type[StrictModel]]
+    #: input buffer sets the pipeline cycles through: one filling, one in flight (a GPU backend may want a third
+    #: so that the upload of frame n+1 overlaps the compute of frame n while frame n-1 is decoded)
+    buffer_sets: ClassVar[int] = 2
     remote: ClassVar[bool] = False  # runs on another machine (cannot be a local fallback)
     # Set by the model worker: where a backend reports runtime faults it handles itself (a fallback switch)
     on_fault: Callable[[str], None] | None = None
@@ -51,6 +118,8 @@ class Backend(ABC):
         self.outputs: list[TensorSpec] = []
         self.is_active = False
         self.warmup_ms: float | None = None
+        self.device = Device("auto")  # the model's `device:`; set by create_backend
+        self.input_stage: InputStage | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def activate(self, warmup_batch: int = 1) -> None:
@@ -71,10 +140,36 @@ class Backend(ABC):
             raise BackendError(f"model '{self.model_id}': infer() before activate()")
         return self._infer_impl(feeds)
 
+    def open_input_stage(self, config: PreprocessConfig, batch: int, fixed_batch: bool) -> InputStage:
+        """Create the input stage and its buffers for `batch` images per set (after activate). Raises
+        ValueError when the preprocessing config does not fit the model's input."""
+        if self.input_stage is not None:
+            self.input_stage.close()
+        self.input_stage = self._open_input_stage_impl(config, batch, fixed_batch)
+        return self.input_stage
+
+    def _open_input_stage_impl(self, config: PreprocessConfig, batch: int, fixed_batch: bool) -> InputStage:
+        return CpuInputStage(config, self.inputs[0], batch, fixed_batch, self.buffer_sets)
+
+    def submit(self, set_index: int, n: int) -> InferHandle:
+        """Run the first n images of a filled buffer set. Synchronous by default; a GPU backend enqueues the
+        work on its stream and returns at once."""
+        if not self.is_active:
+            raise BackendError(f"model '{self.model_id}': submit() before activate()")
+        stage = self.input_stage
+        if not isinstance(stage, CpuInputStage):
+            raise BackendError(f"model '{self.model_id}': submit() needs open_input_stage() first")
+        t0 = time.perf_counter()
+        outputs = self._infer_impl({stage.input_name: stage.feed(set_index, n)})
+        return CompletedInference(outputs, (time.perf_counter() - t0) * 1e3)
+
     def deactivate(self) -> None:
         if self.is_active:
             self.is_active = False
-            self._deactivate_impl()
+            self._deactivate_impl()  # first: a GPU backend waits for its streams before buffers go
+        if self.input_stage is not None:
+            self.input_stage.close()
+            self.input_stage = None
 
     def __enter__(self) -> Backend:
         self.activate()
@@ -113,6 +208,11 @@ class Backend(ABC):
         """None when every input's batch dimension is dynamic, else the fixed batch."""
         fixed = [s.shape[0] for s in self.inputs if s.shape and s.shape[0] is not None]
         return min(fixed) if fixed else None
+
+    @property
+    def batch_limit(self) -> int | None:
+        """The largest batch a dynamic batch dimension accepts (a TensorRT profile's max), None = any."""
+        return None
 
     @staticmethod
     def _zeros(spec: TensorSpec, batch: int) -> np.ndarray:

@@ -192,6 +192,11 @@ class FallbackBackend(Backend):
             }
 
     @property
+    def batch_limit(self) -> int | None:
+        limits = [b for b in (self.primary.batch_limit, self.local.batch_limit) if b is not None]
+        return min(limits) if limits else None
+
+    @property
     def serving(self) -> str:
         return "remote" if self._serving_primary else "local"
 

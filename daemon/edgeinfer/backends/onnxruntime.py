@@ -61,7 +61,14 @@ class OnnxRuntimeBackend(Backend):
         if not self.path.is_file():
             raise BackendError(f"model '{self.model_id}': ONNX file not found: {self.path}")
         available = ort.get_available_providers()
-        wanted = self.options.providers or [p for p in PREFERRED_PROVIDERS if p in available]
+        if self.options.providers:
+            wanted = list(self.options.providers)
+        elif self.device.kind == "cpu":
+            wanted = ["CPUExecutionProvider"]
+        elif self.device.kind == "gpu":  # a GPU was asked for: no silent CPU fallback
+            wanted = [p for p in PREFERRED_PROVIDERS[:2] if p in available][:1] or ["CUDAExecutionProvider"]
+        else:
+            wanted = [p for p in PREFERRED_PROVIDERS if p in available]
         missing = [p for p in wanted if p not in available]
         if missing:
             raise BackendError(
@@ -80,8 +87,12 @@ class OnnxRuntimeBackend(Backend):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.options.graph_optimization]
+        providers: list = list(wanted)
+        if self.device.kind == "gpu":  # pin the CUDA/TensorRT providers to the configured device
+            providers = [(p, {"device_id": self.device.index}) if p != "CPUExecutionProvider" else p
+                         for p in wanted]
         try:
-            self._session = ort.InferenceSession(os.fspath(self.path), sess_options=so, providers=wanted)
+            self._session = ort.InferenceSession(os.fspath(self.path), sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise BackendError(f"model '{self.model_id}': ONNX Runtime cannot load {self.path}: {exc}") from exc
         self.inputs = [self._spec(i) for i in self._session.get_inputs()]

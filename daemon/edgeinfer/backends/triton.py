@@ -243,6 +243,7 @@ class TritonBackend(Backend):
             self.outputs = [by_name[n] for n in self.options.output_names]
         self._output_names = [s.name for s in self.outputs]
         self._requests.clear()
+        self._max_batch = self._server_max_batch(client)
         # A model's first request on the server loads and initializes it there (seconds on a cold Python or
         # ONNX backend): sent here with the connect timeout, so the deadline-bound warm-up that follows
         # measures the server at its normal speed.
@@ -308,6 +309,25 @@ class TritonBackend(Backend):
             return None
         except BackendError as exc:
             return str(exc)
+
+    @property
+    def batch_limit(self) -> int | None:
+        return getattr(self, "_max_batch", None)
+
+    def _server_max_batch(self, client) -> int | None:
+        """The model config's max_batch_size (Triton's batcher refuses larger batches); None when the server
+        does not batch the model or does not show its config."""
+        try:
+            cfg = self._call("model_config", client.get_model_config, self.server_model, self.options.model_version,
+                             timeout_s=self._connect_s)
+        except BackendError as exc:
+            log.debug("%s", exc)
+            return None
+        if isinstance(cfg, dict):
+            value = cfg.get("max_batch_size", 0)
+        else:
+            value = cfg.config.max_batch_size
+        return int(value) if value and int(value) > 0 else None
 
     def _repository_models(self, client) -> str:
         try:

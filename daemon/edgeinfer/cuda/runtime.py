@@ -1,0 +1,280 @@
+"""CUDA runtime objects with explicit lifetimes (close(), context managers; never __del__).
+
+Every call goes through `check`, which turns a CUDA error code into a `CudaError` naming the call and CUDA's
+own error string, so a backend can re-raise it as a `BackendError` that says what failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..lazy import lazy_import
+
+_INSTALL_HINT = "Install CUDA's Python bindings with: pip install 'edgeinfer[trt]' (cuda-python)."
+_lock = threading.Lock()
+_modules: dict[str, Any] = {}
+
+
+def cudart():
+    """The `cuda.bindings.runtime` module (imported on first use)."""
+    mod = _modules.get("runtime")
+    if mod is None:
+        mod = lazy_import("cuda.bindings.runtime", _INSTALL_HINT)
+        _modules["runtime"] = mod
+    return mod
+
+
+def nvrtc():
+    mod = _modules.get("nvrtc")
+    if mod is None:
+        mod = lazy_import("cuda.bindings.nvrtc", _INSTALL_HINT)
+        _modules["nvrtc"] = mod
+    return mod
+
+
+def driver():
+    mod = _modules.get("driver")
+    if mod is None:
+        mod = lazy_import("cuda.bindings.driver", _INSTALL_HINT)
+        _modules["driver"] = mod
+    return mod
+
+
+class CudaError(RuntimeError):
+    def __init__(self, call: str, code: Any, message: str):
+        self.call = call
+        self.code = code
+        super().__init__(f"{call} failed: {message}")
+
+
+def _error_string(err: Any) -> str:
+    rt = cudart()
+    try:
+        _, name = rt.cudaGetErrorName(err)
+        _, text = rt.cudaGetErrorString(err)
+        return f"{name.decode()} ({text.decode()})"
+    except Exception:  # a driver or NVRTC enum: its repr names it
+        return str(err)
+
+
+def check(result: Any, call: str) -> Any:
+    """Unpack a cuda-python result tuple `(err, *values)`; raise CudaError unless err is success."""
+    if isinstance(result, tuple):
+        err, values = result[0], result[1:]
+    else:
+        err, values = result, ()
+    if int(err) != 0:
+        raise CudaError(call, err, _error_string(err))
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+# -- devices ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceInfo:
+    index: int
+    name: str
+    compute_capability: tuple[int, int]
+    integrated: bool  # shares memory with the host (Jetson): mapped host memory avoids copies
+    total_memory: int
+    async_engine_count: int  # copy engines: >0 means copies overlap kernels
+
+    @property
+    def arch(self) -> str:
+        return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+
+
+def device_count() -> int:
+    """CUDA devices visible to this process; 0 (not an error) when there is no driver or no GPU."""
+    rt = cudart()
+    err, count = rt.cudaGetDeviceCount()
+    return int(count) if int(err) == 0 else 0
+
+
+def device_info(index: int) -> DeviceInfo:
+    rt = cudart()
+    props = check(rt.cudaGetDeviceProperties(index), f"cudaGetDeviceProperties({index})")
+    name = props.name
+    name = name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)
+    return DeviceInfo(index, name, (int(props.major), int(props.minor)), bool(props.integrated),
+                      int(props.totalGlobalMem), int(props.asyncEngineCount))
+
+
+def set_device(index: int) -> None:
+    check(cudart().cudaSetDevice(index), f"cudaSetDevice({index})")
+
+
+def mem_get_info() -> tuple[int, int]:
+    """(free, total) bytes of the current device."""
+    free, total = check(cudart().cudaMemGetInfo(), "cudaMemGetInfo")
+    return int(free), int(total)
+
+
+# -- memory ----------------------------------------------------------------------------------------------
+class HostBuffer:
+    """Page-locked host memory (cudaHostAlloc), seen as a numpy array.
+
+    `mapped=True` also maps it into the device's address space (zero copy on integrated GPUs): kernels and
+    engines read `device_ptr` directly. The numpy view is valid until close(); whoever enqueues an async copy
+    from it must keep this object alive until the stream has synchronized (FACTS: a freed host array under an
+    async copy crashed).
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, mapped: bool = False):
+        rt = cudart()
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(d) for d in shape)
+        self.nbytes = max(1, int(np.prod(self.shape)) * self.dtype.itemsize)
+        flags = rt.cudaHostAllocMapped if mapped else rt.cudaHostAllocDefault
+        self.ptr = int(check(rt.cudaHostAlloc(self.nbytes, flags), f"cudaHostAlloc({self.nbytes} bytes)"))
+        self.mapped = mapped
+        self.device_ptr = (int(check(rt.cudaHostGetDevicePointer(self.ptr, 0), "cudaHostGetDevicePointer"))
+                           if mapped else None)
+        raw = (ctypes.c_byte * self.nbytes).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=np.uint8, count=int(np.prod(self.shape)) * self.dtype.itemsize
+                                   ).view(self.dtype).reshape(self.shape)
+
+    def close(self) -> None:
+        if self.ptr:
+            self.array = None
+            check(cudart().cudaFreeHost(self.ptr), "cudaFreeHost")
+            self.ptr = 0
+
+    def __enter__(self) -> HostBuffer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class DeviceBuffer:
+    """Device memory (cudaMalloc)."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = max(1, int(nbytes))
+        self.ptr = int(check(cudart().cudaMalloc(self.nbytes), f"cudaMalloc({self.nbytes} bytes)"))
+
+    def close(self) -> None:
+        if self.ptr:
+            check(cudart().cudaFree(self.ptr), "cudaFree")
+            self.ptr = 0
+
+    def __enter__(self) -> DeviceBuffer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def copy_async(dst: int, src: int, nbytes: int, kind: str, stream: Stream) -> None:
+    rt = cudart()
+    direction = {"h2d": rt.cudaMemcpyKind.cudaMemcpyHostToDevice, "d2h": rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                 "d2d": rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice}[kind]
+    check(rt.cudaMemcpyAsync(dst, src, nbytes, direction, stream.handle), f"cudaMemcpyAsync({kind}, {nbytes} bytes)")
+
+
+# -- streams, events, graphs ---------------------------------------------------------------------------------
+class Stream:
+    """A non-blocking stream: it never synchronizes with the legacy default stream."""
+
+    def __init__(self):
+        rt = cudart()
+        self.handle = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
+        self.driver_handle = driver().CUstream(int(self.handle))  # the same stream, typed for driver calls
+
+    def synchronize(self) -> None:
+        check(cudart().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
+
+    def wait(self, event: Event) -> None:
+        check(cudart().cudaStreamWaitEvent(self.handle, event.handle, 0), "cudaStreamWaitEvent")
+
+    @property
+    def address(self) -> int:
+        return int(self.handle)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            check(cudart().cudaStreamDestroy(self.handle), "cudaStreamDestroy")
+            self.handle = None
+
+
+class Event:
+    def __init__(self, timing: bool = True):
+        rt = cudart()
+        flags = rt.cudaEventDefault if timing else rt.cudaEventDisableTiming
+        self.handle = check(rt.cudaEventCreateWithFlags(flags), "cudaEventCreateWithFlags")
+
+    def record(self, stream: Stream) -> None:
+        check(cudart().cudaEventRecord(self.handle, stream.handle), "cudaEventRecord")
+
+    def synchronize(self) -> None:
+        check(cudart().cudaEventSynchronize(self.handle), "cudaEventSynchronize")
+
+    def query(self) -> bool:
+        """True when the work before the record has finished."""
+        rt = cudart()
+        (err,) = rt.cudaEventQuery(self.handle)
+        if int(err) == 0:
+            return True
+        if err == rt.cudaError_t.cudaErrorNotReady:
+            return False
+        raise CudaError("cudaEventQuery", err, _error_string(err))
+
+    def elapsed_ms(self, since: Event) -> float:
+        """Milliseconds from `since` to this event (both recorded and finished)."""
+        return float(check(cudart().cudaEventElapsedTime(since.handle, self.handle), "cudaEventElapsedTime"))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            check(cudart().cudaEventDestroy(self.handle), "cudaEventDestroy")
+            self.handle = None
+
+
+class Graph:
+    """A CUDA graph captured from the work a callable enqueues on a stream, replayed with one launch."""
+
+    def __init__(self, graph: Any, exec_graph: Any):
+        self._graph = graph
+        self._exec = exec_graph
+
+    @classmethod
+    def capture(cls, stream: Stream, enqueue) -> Graph:
+        """Capture what `enqueue()` puts on `stream`. A failed capture is always ended (FACTS: a stream left
+        capturing makes every later call fail), and the CudaError says which step failed."""
+        rt = cudart()
+        check(rt.cudaStreamBeginCapture(stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+              "cudaStreamBeginCapture")
+        graph = None
+        try:
+            enqueue()
+        except BaseException:
+            err, graph = rt.cudaStreamEndCapture(stream.handle)
+            if graph is not None and int(err) == 0:
+                rt.cudaGraphDestroy(graph)
+            rt.cudaGetLastError()  # clear the sticky-free error the failed capture left
+            raise
+        graph = check(rt.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
+        try:
+            exec_graph = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        except CudaError:
+            rt.cudaGraphDestroy(graph)
+            raise
+        return cls(graph, exec_graph)
+
+    def launch(self, stream: Stream) -> None:
+        check(cudart().cudaGraphLaunch(self._exec, stream.handle), "cudaGraphLaunch")
+
+    def close(self) -> None:
+        rt = cudart()
+        if self._exec is not None:
+            rt.cudaGraphExecDestroy(self._exec)
+            self._exec = None
+        if self._graph is not None:
+            rt.cudaGraphDestroy(self._graph)
+            self._graph = None

@@ -1,0 +1,253 @@
+"""A stand-in for TensorRT's runtime, for the GPU tests: TensorRT itself cannot be installed here.
+
+It implements the part of TensorRT's runtime API that `edgeinfer.backends.tensorrt` uses (`TENSORRT_API`),
+and nothing else, so the backend runs unchanged against it: the logger callback, `Runtime` with `DLA_core`,
+`deserialize_cuda_engine` returning None and logging an error for bytes it cannot read, name-based tensor
+I/O, optimization-profile shapes, `set_input_shape`, `set_tensor_address` and `execute_async_v3` on the
+caller's stream. What it stands for is the engine call alone; everything around it (pinned memory, streams,
+events, graphs, the preprocessing kernel, the decoder) is the product's real code on a real GPU.
+
+An "engine" file is JSON naming what to run:
+  {"standin": "onnx2torch", "onnx": PATH, "max_batch": 8}  the real network, converted by onnx2torch and run
+      by torch on the given stream, reading and writing the device addresses it was given (no copies);
+  {"standin": "scale", "shape": [3, 64, 64], "max_batch": 8}  a trivial NVRTC kernel (out = 2 * in): graph
+      capture works on it, and it measures the runner's own overhead.
+  {"standin": "scale", ..., "sync_in_enqueue": true}  synchronizes inside enqueue, which makes graph capture
+      fail the way a real engine with an unsupported layer does (tests the eager fallback).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+__version__ = "0.0-standin"
+
+
+class TensorIOMode(Enum):
+    NONE = 0
+    INPUT = 1
+    OUTPUT = 2
+
+
+class DataType(Enum):
+    FLOAT = np.float32
+    HALF = np.float16
+    UINT8 = np.uint8
+    INT32 = np.int32
+
+
+def nptype(dtype: DataType):
+    return dtype.value
+
+
+class ILogger:
+    class Severity(Enum):
+        INTERNAL_ERROR = 0
+        ERROR = 1
+        WARNING = 2
+        INFO = 3
+        VERBOSE = 4
+
+    def __init__(self):
+        pass
+
+    def log(self, severity, msg):  # overridden by the user's logger
+        pass
+
+
+class Runtime:
+    num_DLA_cores = 0
+    DLA_core = -1
+
+    def __init__(self, logger: ILogger):
+        self.logger = logger
+
+    def deserialize_cuda_engine(self, data: bytes):
+        try:
+            spec = json.loads(bytes(data).decode())
+            kind = spec["standin"]
+        except (ValueError, KeyError, TypeError):
+            self.logger.log(ILogger.Severity.ERROR, "stand-in: Serialization assertion failed: magic tag does not "
+                                                    "match (not an engine file)")
+            return None
+        if kind == "onnx2torch":
+            return _TorchEngine(spec)
+        if kind == "scale":
+            return _ScaleEngine(spec)
+        self.logger.log(ILogger.Severity.ERROR, f"stand-in: unknown engine kind {kind!r}")
+        return None
+
+
+class _EngineBase:
+    """Tensors: name -> (mode, shape with -1 for the batch, DataType)."""
+
+    tensors: dict
+    max_batch: int
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return 1
+
+    def get_tensor_name(self, index: int) -> str:
+        return list(self.tensors)[index]
+
+    def get_tensor_mode(self, name: str) -> TensorIOMode:
+        return self.tensors[name][0]
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        return self.tensors[name][1]
+
+    def get_tensor_dtype(self, name: str) -> DataType:
+        return self.tensors[name][2]
+
+    def get_tensor_profile_shape(self, name: str, profile: int):
+        shape = self.tensors[name][1]
+        return [(1, *shape[1:]), (1, *shape[1:]), (self.max_batch, *shape[1:])]
+
+    def create_execution_context(self):
+        return _Context(self)
+
+
+class _Context:
+    def __init__(self, engine: _EngineBase):
+        self.engine = engine
+        self.shapes = {n: t[1] for n, t in engine.tensors.items()}
+        self.addresses: dict[str, int] = {}
+
+    def set_input_shape(self, name: str, shape) -> bool:
+        shape = tuple(int(d) for d in shape)
+        if not 1 <= shape[0] <= self.engine.max_batch:
+            return False
+        self.shapes[name] = shape
+        for out, (mode, oshape, _dt) in self.engine.tensors.items():
+            if mode is TensorIOMode.OUTPUT:
+                self.shapes[out] = (shape[0], *oshape[1:])
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        return self.shapes[name]
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        self.addresses[name] = int(address)
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        return self.engine.execute(self, int(stream_handle))
+
+
+class _CudaArray:
+    """A device pointer seen by torch without a copy (__cuda_array_interface__)."""
+
+    def __init__(self, ptr: int, shape: tuple, dtype):
+        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": np.dtype(dtype).str,
+                                         "data": (ptr, False), "version": 3, "stream": None}
+
+
+class _TorchEngine(_EngineBase):
+    def __init__(self, spec: dict):
+        import onnx
+        import onnx2torch
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = False  # closer to the CPU reference, as an fp32 engine would be
+        torch.backends.cuda.matmul.allow_tf32 = False
+        self.torch = torch
+        path = Path(spec["onnx"])
+        model = onnx.load(str(path))
+        self.max_batch = int(spec.get("max_batch", 8))
+        self.tensors = {}
+        for io, mode in ((model.graph.input, TensorIOMode.INPUT), (model.graph.output, TensorIOMode.OUTPUT)):
+            for value in io:
+                dims = tuple(d.dim_value if d.dim_value > 0 else -1 for d in value.type.tensor_type.shape.dim)
+                self.tensors[value.name] = (mode, dims, DataType.FLOAT)
+        net = onnx2torch.convert(model).cuda().eval()
+        if spec.get("jit", True):
+            # TorchScript runs the network in C++ without holding the GIL, as TensorRT's enqueue does; the
+            # converted module in eager mode would spend ~2 ms of Python per frame that a real engine does not
+            inp = [v for v in model.graph.input][0]
+            dims = [d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]
+            try:
+                with torch.no_grad():
+                    net = torch.jit.trace(net, torch.zeros(*dims, device="cuda"), check_trace=False)
+            except Exception as exc:  # keep the eager module: slower on the CPU, same answers
+                print(f"stand-in: torch.jit.trace failed ({exc}); running the eager module")
+        self.net = net
+
+    def execute(self, ctx: _Context, stream: int) -> bool:
+        torch = self.torch
+        names = list(self.tensors)
+        inp = [n for n in names if self.tensors[n][0] is TensorIOMode.INPUT][0]
+        outs = [n for n in names if self.tensors[n][0] is TensorIOMode.OUTPUT]
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream)), torch.no_grad():
+            x = torch.as_tensor(_CudaArray(ctx.addresses[inp], ctx.shapes[inp], np.float32), device="cuda")
+            y = self.net(x)
+            ys = y if isinstance(y, (tuple, list)) else (y,)
+            for name, value in zip(outs, ys):
+                target = torch.as_tensor(_CudaArray(ctx.addresses[name], ctx.shapes[name], np.float32), device="cuda")
+                target.copy_(value)
+        return True
+
+
+_SCALE_SRC = r"""
+extern "C" __global__ void standin_scale(const float* x, float* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = 2.0f * x[i];
+}
+"""
+
+
+class _ScaleEngine(_EngineBase):
+    def __init__(self, spec: dict):
+        from cuda.bindings import driver, nvrtc, runtime
+
+        self.rt, self.drv = runtime, driver
+        shape = tuple(spec.get("shape", (3, 64, 64)))
+        self.max_batch = int(spec.get("max_batch", 8))
+        self.sync_in_enqueue = bool(spec.get("sync_in_enqueue", False))
+        self.tensors = {"images": (TensorIOMode.INPUT, (-1, *shape), DataType.FLOAT),
+                        "scaled": (TensorIOMode.OUTPUT, (-1, *shape), DataType.FLOAT)}
+        err, dev = runtime.cudaGetDevice()
+        err, props = runtime.cudaGetDeviceProperties(dev)
+        arch = f"--gpu-architecture=sm_{props.major}{props.minor}".encode()
+        err, prog = nvrtc.nvrtcCreateProgram(_SCALE_SRC.encode(), b"scale.cu", 0, [], [])
+        (err,) = nvrtc.nvrtcCompileProgram(prog, 1, [arch])
+        assert int(err) == 0, "stand-in kernel failed to compile"
+        err, size = nvrtc.nvrtcGetCUBINSize(prog)
+        cubin = b" " * size
+        nvrtc.nvrtcGetCUBIN(prog, cubin)
+        self._cubin = cubin
+        err, self.module = driver.cuModuleLoadData(cubin)
+        err, self.function = driver.cuModuleGetFunction(self.module, b"standin_scale")
+        self._args = {}
+
+    def execute(self, ctx: _Context, stream: int) -> bool:
+        shape = ctx.shapes["images"]
+        n = int(np.prod(shape))
+        key = (ctx.addresses["images"], ctx.addresses["scaled"], n)
+        args = self._args.get(key)
+        if args is None:
+            values = [np.array([key[0]], np.uint64), np.array([key[1]], np.uint64), np.array([n], np.int64)]
+            args = self._args[key] = (np.array([v.ctypes.data for v in values], np.uint64), values)
+        (err,) = self.drv.cuLaunchKernel(self.function, (n + 255) // 256, 1, 1, 256, 1, 1, 0,
+                                         self.drv.CUstream(stream), args[0].ctypes.data, 0)
+        if int(err) != 0:
+            return False
+        if self.sync_in_enqueue:  # illegal while capturing: this is what makes the capture fail
+            (err,) = self.rt.cudaStreamSynchronize(self.rt.cudaStream_t(stream))
+            if int(err) != 0:
+                raise RuntimeError(f"cudaStreamSynchronize in enqueue: {err}")
+        return True
+
+
+def write_engine(path: Path, **spec) -> Path:
+    """Write a stand-in engine file (JSON) and return its path."""
+    path.write_text(json.dumps(spec))
+    return path
