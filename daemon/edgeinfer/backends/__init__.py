@@ -41,6 +41,7 @@ def create_backend(model_id: str, requested: str, path: Path, options: dict, dev
         local = create_backend(model_id, fallback.backend, fallback.path or path, fallback.backend_options,
                                device)
         backend = FallbackBackend(backend, local, fallback)
+        backend.device = local.device  # `device:` is where this box runs the model: the local backend's
     return backend
 
 
