@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from edgeinfer.backends import create_backend  # noqa: E402
+from support.tiny_models import constant_detector  # noqa: E402
 from support.triton_server import TritonServer, require_server_python  # noqa: E402
 
 ONNX = ROOT / "models/yolov3-tiny/yolov3-tiny.onnx"
@@ -56,18 +57,19 @@ def summary(times_s: list[float]) -> dict:
             "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2), "fps": round(len(ms) / (sum(ms) / 1e3), 1)}
 
 
-def backend_level(server: TritonServer, frames: int, rounds: int, threads: int) -> dict:
+def backend_level(server: TritonServer, frames: int, rounds: int, threads: int, onnx: Path = ONNX,
+                  name: str = "yolo") -> dict:
     blob = demo_blob()
     local_opts = {"intra_op_threads": threads} if threads else {}
     variants = {
-        "local onnxruntime": create_backend("bench", "onnxruntime", ONNX, local_opts),
-        "triton grpc": create_backend("bench", "triton", ONNX, {"url": server.grpc_url, "model_name": "yolo",
+        "local onnxruntime": create_backend("bench", "onnxruntime", onnx, local_opts),
+        "triton grpc": create_backend("bench", "triton", onnx, {"url": server.grpc_url, "model_name": name,
                                                                  "deadline_ms": 10_000}),
     }
     try:
         import tritonclient.http  # noqa: F401
-        variants["triton http"] = create_backend("bench", "triton", ONNX, {
-            "url": server.http_url, "model_name": "yolo", "protocol": "http", "deadline_ms": 10_000})
+        variants["triton http"] = create_backend("bench", "triton", onnx, {
+            "url": server.http_url, "model_name": name, "protocol": "http", "deadline_ms": 10_000})
     except ImportError:
         print("tritonclient[http] not installed: HTTP not measured")
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -142,6 +144,13 @@ def main() -> None:
         ONNX, LABELS, VIDEO = (args.models / n for n in ("yolov3-tiny.onnx", "coco.names", "bikes.mp4"))
     require_server_python()
     with tempfile.TemporaryDirectory() as tmp:
+        # the transport alone: a model with the demo's input and output sizes that computes almost nothing
+        null = constant_detector(Path(tmp) / "null.onnx", np.zeros((2535, 85), np.float32), size=416)
+        null_server = TritonServer(null, Path(tmp) / "null.log", name="null").start()
+        try:
+            transport = backend_level(null_server, args.frames, args.rounds, args.threads, null, "null")
+        finally:
+            null_server.stop()
         server = TritonServer(ONNX, Path(tmp) / "triton.log", threads=args.threads).start()
         try:
             backend = backend_level(server, args.frames, args.rounds, args.threads)
@@ -155,14 +164,19 @@ def main() -> None:
     for name, r in backend.items():
         print(f"{name:<22}{r['median_ms']:>11}{r['p95_ms']:>9}{r['fps']:>8}"
               f"{r['median_ms'] / local_b['median_ms']:>9.2f}{r['max_abs_diff_vs_local']:>11.1e}")
+    print("\nthe same with a null model of the same input/output sizes (2 MB in, 0.86 MB out): the transport")
+    print(f"{'variant':<22}{'median ms':>11}{'p95 ms':>9}{'fps':>8}{'+ms vs local':>14}")
+    for name, r in transport.items():
+        extra = r["median_ms"] - transport["local onnxruntime"]["median_ms"]
+        print(f"{name:<22}{r['median_ms']:>11}{r['p95_ms']:>9}{r['fps']:>8}{extra:>14.2f}")
     print(f"\nedgeinfer run, demo video in file order, {args.frames} frames")
     print(f"{'variant':<26}{'fps':>7}{'infer med':>11}{'infer p95':>11}{'fps / local':>13}{'errors':>8}")
     for name, r in pipeline.items():
         print(f"{name:<26}{r['fps']:>7}{r['infer_ms_median']:>11}{r['infer_ms_p95']:>11}"
               f"{r['fps'] / local_p['fps']:>13.2f}{r['errors']:>8}")
     if args.json:
-        args.json.write_text(json.dumps({"backend": backend, "pipeline": pipeline, "frames": args.frames,
-                                         "threads": args.threads}, indent=2))
+        args.json.write_text(json.dumps({"backend": backend, "transport": transport, "pipeline": pipeline,
+                                         "frames": args.frames, "threads": args.threads}, indent=2))
 
 
 if __name__ == "__main__":
