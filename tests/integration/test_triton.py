@@ -171,16 +171,53 @@ def test_server_down_at_start_serves_locally_then_switches_to_it(demo_model, tmp
         assert backend.status()["link"] == "local"
         backend.infer({"images": x})
         srv.start()
-        deadline = time.monotonic() + 60
-        while backend.status()["link"] != "remote" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        status = backend.status()
-        assert status["link"] == "remote", status
+        wait_link(backend, "remote")
         backend.infer({"images": x})
         assert backend.status()["remote_frames"] >= 1 and backend.status()["local_frames"] >= 1
     finally:
         backend.deactivate()
         srv.stop()
+
+
+def wait_link(backend, link: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while backend.status()["link"] != link and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = backend.status()
+    assert status["link"] == link, status
+    return status
+
+
+def test_a_flapping_server_gets_no_frames_back_until_it_stays_healthy(server, demo_model):
+    """Hysteresis: the server thaws for 0.25 s and freezes for 0.5 s, over and over. Probes every 0.1 s pass
+    while it is thawed, but never 8 in a row, so frames stay local; once it stays up, it serves again."""
+    options = triton_options(server.grpc_url, deadline_ms=1000, connect_timeout_ms=300)
+    options["fallback"].update(probe_interval_ms=100, recover_probes=8)
+    backend = create_backend("m", "triton", demo_model.onnx, options)
+    x = np.zeros((1, 3, 416, 416), np.float32)
+    seen_probes = []
+    try:
+        backend.activate()
+        wait_link(backend, "remote")  # at once, or after the probes when the loaded machine missed a deadline
+        server.freeze()
+        backend.infer({"images": x})  # misses the deadline, served locally
+        assert backend.status()["link"] == "local"
+        for _ in range(8):
+            server.thaw()
+            for _ in range(5):
+                time.sleep(0.05)
+                seen_probes.append(backend.status()["healthy_probes"])
+            server.freeze()
+            time.sleep(0.5)
+            assert backend.status()["link"] == "local", f"switched back to a flapping server: {seen_probes}"
+        switches = backend.status()["switches_to_remote"]
+        server.thaw()
+        status = wait_link(backend, "remote")
+        assert status["switches_to_remote"] == switches + 1, status
+    finally:
+        server.thaw()
+        backend.deactivate()
+    print(f"\nhealthy-probe counts seen while flapping: max {max(seen_probes)} of 8")
 
 
 # -- the daemon, with the server killed / frozen mid-stream -----------------------------------------------
