@@ -21,6 +21,7 @@ from edgeinfer.backends import BackendError, create_backend
 from edgeinfer.config import parse_config
 from edgeinfer.pipeline import Pipeline
 from support.daemon_process import DaemonProcess
+from support.tcp_proxy import PausableLink
 from support.tiny_models import constant_detector
 from support.triton_server import TritonServer, free_ports, require_server_python
 
@@ -184,40 +185,46 @@ def wait_link(backend, link: str, timeout: float = 60.0) -> dict:
     while backend.status()["link"] != link and time.monotonic() < deadline:
         time.sleep(0.05)
     status = backend.status()
-    assert status["link"] == link, status
+    assert status["link"] == link, repr(status)
     return status
 
 
-def test_a_flapping_server_gets_no_frames_back_until_it_stays_healthy(server, demo_model):
-    """Hysteresis: the server thaws for 0.25 s and freezes for 0.5 s, over and over. Probes every 0.1 s pass
-    while it is thawed, but never 8 in a row, so frames stay local; once it stays up, it serves again."""
-    options = triton_options(server.grpc_url, deadline_ms=1000, connect_timeout_ms=300)
-    options["fallback"].update(probe_interval_ms=100, recover_probes=8)
+def test_a_flapping_link_gets_no_frames_back_until_it_stays_healthy(shared_server, demo_model):
+    """Hysteresis: the link to the server flows for 0.4 s and stalls for 1.2 s (a relay holds the bytes;
+    longer than the 1 s deadline, so a probe that straddles a stall fails), over and over. Probes every 0.1 s
+    pass while it flows (a switch on the first healthy probe would flap), but never 10 in a row, so frames stay
+    local; once the link stays up, the server serves again. (The link, not the server, flaps: repeated SIGSTOP
+    crashes the pytriton build's Python backend.)"""
+    link = PausableLink(shared_server.grpc_port)
+    options = triton_options(link.url, deadline_ms=1000, connect_timeout_ms=300)
+    options["fallback"].update(probe_interval_ms=100, recover_probes=10)
     backend = create_backend("m", "triton", demo_model.onnx, options)
     x = np.zeros((1, 3, 416, 416), np.float32)
     seen_probes = []
     try:
         backend.activate()
         wait_link(backend, "remote")  # at once, or after the probes when the loaded machine missed a deadline
-        server.freeze()
+        link.pause()
         backend.infer({"images": x})  # misses the deadline, served locally
         assert backend.status()["link"] == "local"
-        for _ in range(8):
-            server.thaw()
-            for _ in range(5):
+        for _ in range(6):
+            link.resume()
+            for _ in range(8):
                 time.sleep(0.05)
                 seen_probes.append(backend.status()["healthy_probes"])
-            server.freeze()
-            time.sleep(0.5)
-            assert backend.status()["link"] == "local", f"switched back to a flapping server: {seen_probes}"
+            link.pause()
+            time.sleep(1.2)
+            assert backend.status()["link"] == "local", f"switched back to a flapping link: {seen_probes}"
+        assert max(seen_probes) >= 1, "no probe passed while the link flowed: the test did not flap"
         switches = backend.status()["switches_to_remote"]
-        server.thaw()
+        link.resume()
         status = wait_link(backend, "remote")
         assert status["switches_to_remote"] == switches + 1, status
     finally:
-        server.thaw()
+        link.resume()
         backend.deactivate()
-    print(f"\nhealthy-probe counts seen while flapping: max {max(seen_probes)} of 8")
+        link.close()
+    print(f"\nhealthy-probe counts seen while flapping: max {max(seen_probes)} of 10")
 
 
 # -- the daemon, with the server killed / frozen mid-stream -----------------------------------------------

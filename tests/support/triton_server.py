@@ -3,7 +3,8 @@
 The server runs from its own venv (`make triton-server` builds `.venv-triton`: nvidia-pytriton pins numpy<2,
 which the product's venv must not get); EDGEINFER_TRITON_PYTHON points elsewhere. Each server gets free ports,
 so tests (and engineers) never collide. The server is a process tree (the pytriton script, tritonserver, the
-Python backend stub): kill / freeze act on the whole tree, as a crashed or hung host would.
+Python backend stub, all in one process group): kill / freeze signal the whole group at once, as a crashed or
+hung host would.
 """
 
 from __future__ import annotations
@@ -88,7 +89,6 @@ class TritonServer:
         self.args = ["--name", name, "--max-batch", str(max_batch), "--threads", str(threads),
                      "--queue-delay-us", str(queue_delay_us)]
         self.proc: subprocess.Popen | None = None
-        self._tree: list[int] = []
 
     @property
     def grpc_url(self) -> str:
@@ -106,7 +106,6 @@ class TritonServer:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self.wait_ready(timeout)
-        self._tree = process_tree(self.proc.pid)
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -134,34 +133,34 @@ class TritonServer:
         except OSError:
             return ""
 
-    def _signal_tree(self, sig: int) -> None:
-        pids = set(self._tree) | (set(process_tree(self.proc.pid)) if self.proc else set())
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+    def _signal(self, sig: int) -> None:
+        # to the whole process group at once (start_new_session: its id is the script's pid): stopping the
+        # tritonserver and its Python backend stub one after the other lets one see the other hang, and the
+        # server's Python backend then aborts on a shared-memory lock
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         """As a crashed host: every process of the server dies at once, no goodbye on the socket."""
         if self.proc is None:
             return
-        self._tree = process_tree(self.proc.pid)
-        self._signal_tree(signal.SIGKILL)
+        tree = process_tree(self.proc.pid)
+        self._signal(signal.SIGKILL)
         self.proc.wait(10)
         deadline = time.monotonic() + 5
-        for pid in self._tree:  # grandchildren are reaped by init: wait until they are gone or zombies
+        for pid in tree:  # grandchildren are reaped by init: wait until they are gone or zombies (ports freed)
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         self.proc = None
 
     def freeze(self) -> None:
         """As a hung host: connections stay open, nothing answers."""
-        self._tree = process_tree(self.proc.pid)
-        self._signal_tree(signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
-        self._signal_tree(signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc is None:
