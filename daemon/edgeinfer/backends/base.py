@@ -118,6 +118,9 @@ class Backend(ABC):
     #: input buffer sets the pipeline cycles through: one filling, one in flight (a GPU backend may want a third
     #: so that the upload of frame n+1 overlaps the compute of frame n while frame n-1 is decoded)
     buffer_sets: ClassVar[int] = 2
+    remote: ClassVar[bool] = False  # runs on another machine (cannot be a local fallback)
+    # Set by the model worker: where a backend reports runtime faults it handles itself (a fallback switch)
+    on_fault: Callable[[str], None] | None = None
 
     def __init__(self, model_id: str, path: Path, options: StrictModel):
         self.model_id = model_id
@@ -216,6 +219,16 @@ class Backend(ABC):
 
     def describe(self) -> str:
         return self.type
+
+    def status(self) -> dict[str, Any] | None:
+        """State worth a heartbeat (e.g. which link serves); None when there is nothing to say."""
+        return None
+
+    @classmethod
+    def options_for_model(cls, options: dict[str, Any], budget_ms: float) -> dict[str, Any]:
+        """The backend options as given, completed from the model's settings (a remote deadline from its
+        budget). Called on the raw YAML, so `options` may be anything."""
+        return options
 
     # -- helpers -----------------------------------------------------------------------------------------
     @property

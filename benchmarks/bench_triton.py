@@ -1,0 +1,183 @@
+"""Triton (remote, here on loopback) against the local ONNX Runtime backend, side by side in one run.
+
+    python benchmarks/bench_triton.py [--frames 100] [--rounds 5] [--threads 0] [--json out.json]
+
+Needs `make triton-server` (the real tritonserver bundled in nvidia-pytriton, in .venv-triton) and `make models`.
+
+1. Backend level, the same preprocessed demo frame, rounds alternated so machine noise hits every variant
+   alike: `infer` latency (median, p95) and sequential fps of the local ONNX Runtime backend, the triton
+   backend over gRPC and over HTTP. The server runs the same ONNX file with ONNX Runtime on the same CPU, so the
+   difference is what the remote path costs: serialisation, the socket, Triton's scheduler, the Python backend.
+2. Pipeline level: `edgeinfer run` on the demo video (every frame, in order) with `backend: onnxruntime`, then
+   with `backend: triton` (+ local fallback): fps and per-frame inference time as a user would see them.
+Ratios are triton / local. On a real deployment the server has a GPU and the box does not: the trade is this
+transport cost against the server's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from edgeinfer.backends import create_backend  # noqa: E402
+from support.tiny_models import constant_detector  # noqa: E402
+from support.triton_server import TritonServer, require_server_python  # noqa: E402
+
+ONNX = ROOT / "models/yolov3-tiny/yolov3-tiny.onnx"
+LABELS = ROOT / "models/yolov3-tiny/coco.names"
+VIDEO = ROOT / "models/media/bikes.mp4"
+
+
+def demo_blob() -> np.ndarray:
+    cap = cv2.VideoCapture(str(VIDEO))
+    ok, image = cap.read()
+    cap.release()
+    if not ok:
+        raise SystemExit("cannot read the demo video: run `make models` first")
+    rgb = cv2.cvtColor(cv2.resize(image, (416, 416)), cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
+
+
+def summary(times_s: list[float]) -> dict:
+    ms = sorted(t * 1e3 for t in times_s)
+    return {"n": len(ms), "median_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2), "fps": round(len(ms) / (sum(ms) / 1e3), 1)}
+
+
+def backend_level(server: TritonServer, frames: int, rounds: int, threads: int, onnx: Path = ONNX,
+                  name: str = "yolo") -> dict:
+    blob = demo_blob()
+    local_opts = {"intra_op_threads": threads} if threads else {}
+    variants = {
+        "local onnxruntime": create_backend("bench", "onnxruntime", onnx, local_opts),
+        "triton grpc": create_backend("bench", "triton", onnx, {"url": server.grpc_url, "model_name": name,
+                                                                 "deadline_ms": 10_000}),
+    }
+    try:
+        import tritonclient.http  # noqa: F401
+        variants["triton http"] = create_backend("bench", "triton", onnx, {
+            "url": server.http_url, "model_name": name, "protocol": "http", "deadline_ms": 10_000})
+    except ImportError:
+        print("tritonclient[http] not installed: HTTP not measured")
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    outputs = {}
+    for backend in variants.values():
+        backend.activate()
+    try:
+        for _ in range(rounds):
+            for name, backend in variants.items():
+                feed = {backend.inputs[0].name: blob}
+                for _ in range(frames // rounds):
+                    t0 = time.perf_counter()
+                    out = backend.infer(feed)
+                    times[name].append(time.perf_counter() - t0)
+                outputs[name] = out[0]
+    finally:
+        for backend in variants.values():
+            backend.deactivate()
+    ref = outputs["local onnxruntime"]
+    result = {name: summary(t) | {"max_abs_diff_vs_local": float(np.abs(outputs[name] - ref).max())}
+              for name, t in times.items()}
+    return result
+
+
+def pipeline_level(server: TritonServer, frames: int, threads: int) -> dict:
+    base = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    base["sources"][0]["path"] = str(VIDEO)
+    base["models"][0].update(path=str(ONNX), labels=str(LABELS))
+    # a speed run, not a failure drill: a budget no loaded machine misses, so no frame is served by the fallback
+    # and the watchdog does not stop the run
+    base["models"][0]["budget_ms"] = 20_000
+    base["outputs"][0]["heartbeat"] = False
+    local_opts = {"intra_op_threads": threads} if threads else {}
+    runs = {
+        "local onnxruntime": {"backend": "onnxruntime", "backend_options": local_opts},
+        "triton grpc + fallback": {"backend": "triton", "backend_options": {
+            "url": server.grpc_url, "model_name": "yolo", "fallback": {"backend_options": local_opts}}},
+    }
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in runs.items():
+            data = yaml.safe_load(yaml.safe_dump(base))
+            data["models"][0].update(model)
+            config = Path(tmp) / "bench.yaml"
+            config.write_text(yaml.safe_dump(data))
+            proc = subprocess.run([sys.executable, "-m", "edgeinfer", "run", str(config), "--max-frames",
+                                   str(frames)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name}: edgeinfer run exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+            records = [json.loads(x) for x in proc.stdout.splitlines()]
+            records = [r for r in records if r["type"] == "detections"]
+            span = records[-1]["stamp"] - records[0]["stamp"]
+            infer = sorted(r["infer_ms"] for r in records)
+            result[name] = {"frames": len(records), "fps": round((len(records) - 1) / span, 1),
+                            "infer_ms_median": round(statistics.median(infer), 2),
+                            "infer_ms_p95": round(infer[int(0.95 * (len(infer) - 1))], 2),
+                            "errors": sum(r["status"] != "ok" for r in records)}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads, both sides")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--models", type=Path, help="folder holding yolov3-tiny.onnx, coco.names, bikes.mp4 "
+                        "(default: the fetched models/)")
+    args = parser.parse_args()
+    if args.models:
+        global ONNX, LABELS, VIDEO
+        ONNX, LABELS, VIDEO = (args.models / n for n in ("yolov3-tiny.onnx", "coco.names", "bikes.mp4"))
+    require_server_python()
+    with tempfile.TemporaryDirectory() as tmp:
+        # the transport alone: a model with the demo's input and output sizes that computes almost nothing
+        null = constant_detector(Path(tmp) / "null.onnx", np.zeros((2535, 85), np.float32), size=416)
+        null_server = TritonServer(null, Path(tmp) / "null.log", name="null").start()
+        try:
+            transport = backend_level(null_server, args.frames, args.rounds, args.threads, null, "null")
+        finally:
+            null_server.stop()
+        server = TritonServer(ONNX, Path(tmp) / "triton.log", threads=args.threads).start()
+        try:
+            backend = backend_level(server, args.frames, args.rounds, args.threads)
+            pipeline = pipeline_level(server, args.frames, args.threads)
+        finally:
+            server.stop()
+    local_b, local_p = backend["local onnxruntime"], pipeline["local onnxruntime"]
+    print(f"\nbackend.infer, one demo frame [1,3,416,416] fp32, {args.frames} runs each, {args.rounds} rounds "
+          "alternated")
+    print(f"{'variant':<22}{'median ms':>11}{'p95 ms':>9}{'fps':>8}{'x local':>9}{'max|diff|':>11}")
+    for name, r in backend.items():
+        print(f"{name:<22}{r['median_ms']:>11}{r['p95_ms']:>9}{r['fps']:>8}"
+              f"{r['median_ms'] / local_b['median_ms']:>9.2f}{r['max_abs_diff_vs_local']:>11.1e}")
+    print("\nthe same with a null model of the same input/output sizes (2 MB in, 0.86 MB out): the transport")
+    print(f"{'variant':<22}{'median ms':>11}{'p95 ms':>9}{'fps':>8}{'+ms vs local':>14}")
+    for name, r in transport.items():
+        extra = r["median_ms"] - transport["local onnxruntime"]["median_ms"]
+        print(f"{name:<22}{r['median_ms']:>11}{r['p95_ms']:>9}{r['fps']:>8}{extra:>14.2f}")
+    print(f"\nedgeinfer run, demo video in file order, {args.frames} frames")
+    print(f"{'variant':<26}{'fps':>7}{'infer med':>11}{'infer p95':>11}{'fps / local':>13}{'errors':>8}")
+    for name, r in pipeline.items():
+        print(f"{name:<26}{r['fps']:>7}{r['infer_ms_median']:>11}{r['infer_ms_p95']:>11}"
+              f"{r['fps'] / local_p['fps']:>13.2f}{r['errors']:>8}")
+    if args.json:
+        args.json.write_text(json.dumps({"backend": backend, "transport": transport, "pipeline": pipeline,
+                                         "frames": args.frames, "threads": args.threads}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
