@@ -174,7 +174,8 @@ class ModelWorker:
         self._stop = threading.Event()
         self._rlog = RateLimitedLog(log)
         # faults a backend handles itself (a remote fallback switch) still reach the watchdog
-        self.backend.on_fault = lambda message: reporter.fault(config.id, message)
+        self._on_fault = lambda message: reporter.fault(config.id, message)
+        self.backend.on_fault = self._on_fault
         sets = self.stage.sets
         # A set goes back to its free queue only after its outputs are decoded: the backend may reuse its output
         # buffers on the set's next run.
@@ -222,6 +223,7 @@ class ModelWorker:
         with self._swap_lock:
             model, self._swap_to = self._swap_to, None
         if model is not None:
+            model.backend.on_fault = self._on_fault
             old, self._serving = self._serving, _Serving(model)
             self._retired.append(old)
             self.swaps += 1
