@@ -27,30 +27,19 @@ def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, f
     """min_fps per source and model, with the default alive check for live sources filled in.
 
     A live source (camera, stream, endless synthetic) without `min_fps` gets `watchdog.live_source_min_fps`,
-    so a camera that never connects is not OK; a model without `min_fps` whose sources are all live must
-    finish an inference within the slowest source's interval plus its `budget_ms`, so the model that reads a
-    dead camera fails too (a safety-relevant model: SAFE_STOP) while a slow model on a live camera does not.
-    Files are processed as fast as the model goes: no default for them."""
+    so a camera that never connects (or dies) is EXPIRED and the daemon DEGRADED, never OK. The models that
+    read it keep their own checks only: a dead camera is the camera's fault, not the model's, and the daemon
+    keeps running and reconnecting instead of stopping. List the source in `watchdog.safety_relevant` to make
+    its loss a SAFE_STOP. Files are processed as fast as the model goes: no default for them."""
     from .mailbox import FanOut
     from .sources import SOURCE_TYPES
 
     default = config.watchdog.live_source_min_fps
     sources: dict[str, float | None] = {}
-    live: dict[str, bool] = {}
     for s in config.sources:
-        live[s.id] = not SOURCE_TYPES[s.type](s, FanOut([])).finite
-        sources[s.id] = s.min_fps if s.min_fps is not None else (default if live[s.id] else None)
-    models: dict[str, float | None] = {}
-    for m in config.models:
-        inputs = [sources.get(name) for name in m.sources]
-        if m.min_fps is not None:
-            models[m.id] = m.min_fps
-        elif default and all(live.get(name) for name in m.sources) and all(inputs):
-            # a frame may come at the end of the slowest source's window and then take the whole budget
-            period_s = 1.0 / min(inputs) + m.budget_ms / 1000.0  # type: ignore[type-var]
-            models[m.id] = 1.0 / period_s
-        else:
-            models[m.id] = None
+        live = not SOURCE_TYPES[s.type](s, FanOut([])).finite
+        sources[s.id] = s.min_fps if s.min_fps is not None else (default if live else None)
+    models = {m.id: m.min_fps for m in config.models}
     return sources, models
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from edgeinfer.backends import BackendError, create_backend
-from edgeinfer.config import parse_config
+from edgeinfer.config import ModelConfig, parse_config
 from edgeinfer.pipeline import Pipeline
 from support.daemon_process import DaemonProcess
 from support.tcp_proxy import PausableLink
@@ -80,7 +80,8 @@ def test_detections_through_triton_equal_the_local_backends(shared_server, demo_
         "outputs": [{"type": "jsonl", "path": str(out)}],
     }
     config = parse_config(yaml.safe_dump(data), base_dir=tmp_path)
-    assert config.models[0].backend_options["deadline_ms"] == 1000.0  # the model's budget_ms (default)
+    default_budget = ModelConfig.model_fields["budget_ms"].default
+    assert config.models[0].backend_options["deadline_ms"] == default_budget  # the model's budget_ms (default)
     pipeline = Pipeline(config, max_frames=2 * frames)
     pipeline.start()
     stop = threading.Event()
@@ -307,7 +308,24 @@ def test_frozen_server_misses_the_deadline_falls_back_and_nothing_stalls(server,
         daemon.wait_for(records_after(30, frozen_at), 60, "30 frames while the server is frozen")
         assert link_is("local")(daemon.lines()), "switched back to a frozen server"
         server.thaw()
-        daemon.wait_for(link_is("remote", switches_to_remote=1), 90, "the switch back after SIGCONT")
+        # pytriton's Python backend stub sometimes aborts on a shared-memory lock after SIGSTOP/SIGCONT (seen on
+        # a loaded 2-core box, seconds after the thaw): that is the test server's own failure, not the daemon's.
+        # Such a server is brought back as a restarted host would be, and the daemon must still switch back.
+        deadline = time.monotonic() + 150
+        down_since = None
+        while not link_is("remote", switches_to_remote=1)(daemon.lines()):
+            assert time.monotonic() < deadline, f"no switch back after SIGCONT:\n{daemon.stderr()[-3000:]}"
+            try:
+                server.wait_ready(1.0)
+                down_since = None
+            except RuntimeError:
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > 3.0:
+                    print(f"\nthe Triton test server died after SIGCONT; restarting it:\n{server.log_tail()[-800:]}")
+                    server.kill()
+                    server.start()
+                    down_since = None
+            time.sleep(0.5)
     finally:
         code = daemon.stop()
     records = daemon.records()

@@ -156,7 +156,11 @@ class FallbackBackend(Backend):
             if reason is not None:
                 self._healthy = 0
                 self.last_error = reason
-                return
+        if reason is not None:  # why the server is not taken back yet, at a bounded rate
+            self._rlog.log(logging.INFO, "probe", "model '%s': health probe of %s failed: %s; the local %s serves",
+                           self.model_id, self._descriptions[0], reason, self._descriptions[1])
+            return
+        with self._lock:
             self._healthy += 1
             if self._healthy < self.options.recover_probes:
                 return
