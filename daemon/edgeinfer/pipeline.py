@@ -515,14 +515,15 @@ class Pipeline:
         if not getattr(plugin, "uses_ros", False):
             return
         if self.ros is None:
-            from .decoders import load_labels
+            from .decoders import declared_kind, load_labels
             from .ros.runtime import RosRuntime
 
             self.ros = RosRuntime(self.config.ros, stats=self.stats, backends=self._backend_descriptions)
             self.ros.start()
             self._ros_models = [(m.id, load_labels(m.labels) if m.labels else []) for m in self.config.models]
+            self._ros_kinds = {m.id: declared_kind(m.decoder) for m in self.config.models}
         if isinstance(plugin, Output):
-            plugin.attach_ros(self.ros, self._ros_models)
+            plugin.attach_ros(self.ros, self._ros_models, kinds=self._ros_kinds)
         else:
             plugin.attach_ros(self.ros)
 

@@ -1,4 +1,6 @@
-"""ROS 2 output: per model a vision_msgs/Detection2DArray for every processed frame and a transient-local
+"""ROS 2 output: per model one message for every processed frame -- vision_msgs/Detection2DArray (detectors),
+vision_msgs/Classification (classifiers: top-k ObjectHypothesis) or sensor_msgs/Image (dense maps in source
+pixels: segmentation mono8/mono16 class ids, saliency/depth 32FC1) -- and a transient-local
 vision_msgs/LabelInfo, optionally the annotated image at a fixed rate; the watchdog heartbeat
 (edgeinfer_msgs/Heartbeat) every cycle; the safe-stop reset as a std_srvs/Trigger service; /diagnostics at
 1 Hz; incompatible-QoS events logged and reported on /diagnostics, naming the policy.
@@ -10,6 +12,7 @@ imported in `open()`.
 
 from __future__ import annotations
 
+import array
 import logging
 import socket
 import threading
@@ -52,6 +55,9 @@ class Ros2ImageConfig(StrictModel):
 class Ros2QosTopics(StrictModel):
     # reliable publishers match both reliable (default) and best-effort (sensor_data) subscribers
     detections: QosConfig = QosConfig()
+    classifications: QosConfig = QosConfig()
+    # reliable too: Fast DDS over UDP loses fragments of large best-effort images (docs/ros2.md)
+    dense: QosConfig = QosConfig()
     label_info: QosConfig = QosConfig(durability="transient_local", depth=1)
     heartbeat: QosConfig = QosConfig()
     image: QosConfig = QosConfig(preset="sensor_data")
@@ -61,6 +67,9 @@ class Ros2QosTopics(StrictModel):
 class Ros2OutputConfig(OutputConfigBase):
     type: Literal["ros2"] = "ros2"
     detections_topic: str = Field(default="~/{model}/detections", description="{model}: the model id, '-' as '_'")
+    classifications_topic: str = Field(default="~/{model}/classifications", description="classifier models: "
+                                       "vision_msgs/Classification")
+    dense_topic: str = Field(default="~/{model}/dense", description="dense-map models: sensor_msgs/Image")
     label_info_topic: str = "~/{model}/label_info"
     heartbeat_topic: str = "~/heartbeat"
     label_in_class_id: bool = Field(default=False, description="hypothesis.class_id holds the label, not the "
@@ -75,7 +84,7 @@ class Ros2OutputConfig(OutputConfigBase):
                                       "subscribers match each detections topic (replaying files)")
     wait_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
-    @field_validator("detections_topic", "label_info_topic")
+    @field_validator("detections_topic", "classifications_topic", "dense_topic", "label_info_topic")
     @classmethod
     def _per_model(cls, value: str, info: Any) -> str:
         check_topic(value, info.field_name)
@@ -89,9 +98,16 @@ class Ros2OutputConfig(OutputConfigBase):
         return None if value is None else check_topic(value, info.field_name)
 
 
+# the config key of the topic each result kind is published on
+RESULT_TOPICS = {"detections": "detections_topic", "classifications": "classifications_topic",
+                 "dense": "dense_topic"}
+
+
 class _ModelTopics:
-    def __init__(self, detections: Any, label_info: Any, image: Any | None, array: Any):
-        self.detections = detections
+    def __init__(self, kind: str, results: Any, label_info: Any, image: Any | None, array: Any):
+        self.kind = kind
+        self.results = results  # the publisher of this model's kind
+        self.detections = results if kind == "detections" else None
         self.label_info = label_info
         self.image = image
         self.next_image = 0.0  # monotonic time the next annotated image may go
@@ -110,6 +126,7 @@ class Ros2Output(Output):
         super().__init__(config, output_id)
         self.runtime: RosRuntime | None = None
         self.models: list[tuple[str, list[str]]] = []  # (model id, labels) set by the pipeline
+        self.kinds: dict[str, str] = {}  # model id -> result kind its config declares
         self.skipped = 0  # results not published: invalid/error status, or lifecycle inactive
         self.images = 0
         self.qos_events: deque[str] = deque(maxlen=50)
@@ -121,12 +138,17 @@ class Ros2Output(Output):
         self._handler: Callable[[str, dict], dict | None] | None = None
         self._last_heartbeat: dict[str, Any] | None = None
         self._msgs: Any = None
+        self._events: Callable[[str], Any] = lambda topic: None
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(log)
 
-    def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]]) -> None:
+    def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]],
+                   kinds: dict[str, str] | None = None) -> None:
+        """`kinds`: model id -> the result kind its config declares (detections when not given); a model whose
+        decoder comes from its metadata gets the publisher of its kind at its first result."""
         self.runtime = runtime
         self.models = list(models)
+        self.kinds = dict(kinds or {})
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -141,13 +163,13 @@ class Ros2Output(Output):
         def events(topic: str) -> Any:
             return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
 
+        self._events = events
         q = self.config.qos
         for model_id, labels in self.models:
             name = cv.ros_name(model_id)
-            det_topic = self.config.detections_topic.replace("{model}", name)
+            kind = self.kinds.get(model_id, "detections")
+            results = self._result_publisher(model_id, kind)
             info_topic = self.config.label_info_topic.replace("{model}", name)
-            det = node.create_publisher(m.Detection2DArray, det_topic, qos_profile(q.detections),
-                                        event_callbacks=events(det_topic))
             info = node.create_publisher(m.LabelInfo, info_topic, qos_profile(q.label_info),
                                          event_callbacks=events(info_topic))
             image = None
@@ -157,7 +179,7 @@ class Ros2Output(Output):
                 if self.config.image.format == "jpeg":
                     topic, kind = topic + "/compressed", m.CompressedImage
                 image = node.create_publisher(kind, topic, qos_profile(q.image), event_callbacks=events(topic))
-            self._topics[model_id] = _ModelTopics(det, info, image, m.Detection2DArray())
+            self._topics[model_id] = _ModelTopics(kind, results, info, image, self._reused_message(kind))
             info.publish(self._label_info(labels))
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
@@ -173,16 +195,45 @@ class Ros2Output(Output):
         if self.config.wait_for_subscribers:
             self._wait_for_subscribers()
         log.info("output '%s': node %s publishing %s", self.id, self.runtime.name,
-                 ", ".join(t.detections.topic_name for t in self._topics.values()))
+                 ", ".join(t.results.topic_name for t in self._topics.values()))
+
+    def _result_publisher(self, model_id: str, kind: str) -> Any:
+        """The publisher of one model's results: the message type and topic of its kind."""
+        from ..ros.runtime import qos_profile
+
+        m = self._msgs
+        message = {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]
+        if message is None:  # an older vision_msgs (before Humble) has Classification2D, not Classification
+            raise OutputError(f"output '{self.id}': model '{model_id}' is a classifier but this vision_msgs has no "
+                              "Classification message (Humble or later is needed)")
+        topic = getattr(self.config, RESULT_TOPICS[kind]).replace("{model}", cv.ros_name(model_id))
+        qos = getattr(self.config.qos, kind)
+        return self.runtime.node.create_publisher(message, topic, qos_profile(qos), event_callbacks=self._events(topic))
+
+    def _reused_message(self, kind: str) -> Any:
+        m = self._msgs
+        return {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]()
+
+    def _switch_kind(self, topics: _ModelTopics, model_id: str, kind: str) -> None:
+        """A model whose decoder came from its metadata (no decoder in the config) turned out to be of another
+        kind than assumed at open(): its publisher is replaced (subscribers may miss the first message while
+        they match the new one)."""
+        old = topics.results
+        topics.kind, topics.results = kind, self._result_publisher(model_id, kind)
+        topics.detections = topics.results if kind == "detections" else None
+        topics.array, topics.pool = self._reused_message(kind), []
+        self.runtime.node.destroy_publisher(old)
+        log.warning("output '%s': model '%s' publishes %s (from its metadata) on %s", self.id, model_id, kind,
+                    topics.results.topic_name)
 
     def _wait_for_subscribers(self) -> None:
         deadline = time.monotonic() + self.config.wait_timeout_s
         want = self.config.wait_for_subscribers
         while time.monotonic() < deadline:
-            if all(t.detections.get_subscription_count() >= want for t in self._topics.values()):
+            if all(t.results.get_subscription_count() >= want for t in self._topics.values()):
                 return
             time.sleep(0.02)
-        counts = {k: t.detections.get_subscription_count() for k, t in self._topics.items()}
+        counts = {k: t.results.get_subscription_count() for k, t in self._topics.items()}
         raise OutputError(f"output '{self.id}': wait_for_subscribers={want} not reached within "
                           f"{self.config.wait_timeout_s:g} s (subscribers per model: {counts})")
 
@@ -191,7 +242,7 @@ class Ros2Output(Output):
         if node is None:
             return
         for entity in [self._timer, self._service, self._heartbeat_pub, self._diag_pub,
-                       *[p for t in self._topics.values() for p in (t.detections, t.label_info, t.image)]]:
+                       *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)]]:
             if entity is None:
                 continue
             try:
@@ -216,7 +267,19 @@ class Ros2Output(Output):
             # (safe stop) or failed is not published; the heartbeat and /diagnostics say why.
             self.skipped += 1
             return
-        topics.detections.publish(self.detection_array(result, topics))
+        if result.kind != topics.kind:
+            self._switch_kind(topics, result.model, result.kind)
+        if result.kind == "classifications":
+            topics.results.publish(self.classification(result, topics))
+        elif result.kind == "dense":
+            if result.dense is None:  # an ok dense result always carries its map; say so if one does not
+                self.skipped += 1
+                self._rlog.error(f"dense:{result.model}", "output '%s': model '%s': a dense result without a map",
+                                 self.id, result.model)
+                return
+            topics.results.publish(self.dense_image(result, topics))
+        else:
+            topics.results.publish(self.detection_array(result, topics))
         self.published += 1
         if topics.image is not None and result.frame is not None:
             now = time.monotonic()
@@ -253,6 +316,36 @@ class Ros2Output(Output):
             hyp.class_id = cv.class_id_text(d.class_id, d.label, label_in_id)
             hyp.score = float(d.score)
         msg.detections = pool[:len(result.detections)]
+        return msg
+
+    def classification(self, result: Result, topics: _ModelTopics | None = None) -> Any:
+        """vision_msgs/Classification of one result: header = capture stamp and frame_id, results[] = the
+        decoder's top-k as ObjectHypothesis (class_id as text, score), best first."""
+        m = self._msgs
+        msg = topics.array if topics is not None else m.Classification()
+        pool = topics.pool if topics is not None else []
+        msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(result.stamp)
+        msg.header.frame_id = result.frame_id
+        values = cv.classification_values(result.classifications, self.config.label_in_class_id)
+        while len(pool) < len(values):
+            pool.append(m.ObjectHypothesis())
+        for hyp, (class_id, score) in zip(pool, values):
+            hyp.class_id, hyp.score = class_id, score
+        msg.results = pool[:len(values)]
+        return msg
+
+    def dense_image(self, result: Result, topics: _ModelTopics | None = None) -> Any:
+        """sensor_msgs/Image of a dense result's map in source pixels: mono8/mono16 class ids (segmentation),
+        32FC1 values (saliency, depth); header = capture stamp and frame_id."""
+        msg = topics.array if topics is not None else self._msgs.Image()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(result.stamp)
+        msg.header.frame_id = result.frame_id
+        height, width, encoding, big_endian, step, data = cv.dense_image_fields(result.dense.task, result.dense.map)
+        msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = height, width, encoding, big_endian, step
+        # array('B').frombytes takes the map's buffer in one memcpy; array('B', view) or a list would iterate
+        payload = array.array("B")
+        payload.frombytes(data)
+        msg.data = payload
         return msg
 
     def annotated(self, result: Result) -> Any:
@@ -375,6 +468,8 @@ def _import_messages(heartbeat: bool) -> Any:
     srv = lazy_import("std_srvs.srv", INTERFACES_HINT)
     for name in ("Detection2DArray", "Detection2D", "ObjectHypothesisWithPose", "LabelInfo", "VisionClass"):
         setattr(m, name, getattr(vision, name))
+    # Humble and later; checked when a classifier model needs it
+    m.Classification, m.ObjectHypothesis = getattr(vision, "Classification", None), vision.ObjectHypothesis
     m.Image, m.CompressedImage = sensor.Image, sensor.CompressedImage
     m.DiagnosticArray, m.DiagnosticStatus, m.KeyValue = diag.DiagnosticArray, diag.DiagnosticStatus, diag.KeyValue
     m.Trigger = srv.Trigger
