@@ -167,8 +167,8 @@ class Ros2Output(Output):
         q = self.config.qos
         for model_id, labels in self.models:
             name = cv.ros_name(model_id)
-            kind = self.kinds.get(model_id, "detections")
-            results = self._result_publisher(model_id, kind)
+            result_kind = self.kinds.get(model_id, "detections")
+            results = self._result_publisher(model_id, result_kind)
             info_topic = self.config.label_info_topic.replace("{model}", name)
             info = node.create_publisher(m.LabelInfo, info_topic, qos_profile(q.label_info),
                                          event_callbacks=events(info_topic))
@@ -179,7 +179,8 @@ class Ros2Output(Output):
                 if self.config.image.format == "jpeg":
                     topic, kind = topic + "/compressed", m.CompressedImage
                 image = node.create_publisher(kind, topic, qos_profile(q.image), event_callbacks=events(topic))
-            self._topics[model_id] = _ModelTopics(kind, results, info, image, self._reused_message(kind))
+            self._topics[model_id] = _ModelTopics(result_kind, results, info, image,
+                                                  self._reused_message(result_kind))
             info.publish(self._label_info(labels))
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
