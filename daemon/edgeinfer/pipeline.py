@@ -521,7 +521,9 @@ class Pipeline:
             self.ros = RosRuntime(self.config.ros, stats=self.stats, backends=self._backend_descriptions)
             self.ros.start()
             self._ros_models = [(m.id, load_labels(m.labels) if m.labels else []) for m in self.config.models]
-            self._ros_kinds = {m.id: declared_kind(m.decoder) for m in self.config.models}
+            # None: no decoder configured, the model's metadata may pick one (known at its first result)
+            self._ros_kinds = {m.id: declared_kind(m.decoder) if "decoder" in m.model_fields_set else None
+                               for m in self.config.models}
         if isinstance(plugin, Output):
             plugin.attach_ros(self.ros, self._ros_models, kinds=self._ros_kinds)
         else:

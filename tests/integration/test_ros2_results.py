@@ -151,3 +151,29 @@ def test_saliency_as_32fc1_and_segmentation_as_mono8_images_in_source_pixels(tmp
         np.testing.assert_array_equal(ids, png)
         assert (ids[:, :310] == 1).all() and (ids[110:290, 330:] == 2).all()
         assert (ids[:90, 330:] == 0).all() and (ids[310:, 330:] == 0).all()
+
+
+@needs_ros
+def test_a_classifier_known_only_from_its_metadata_gets_its_topic_at_the_first_result(tmp_path):
+    # an Ultralytics-style classify export with no decoder in the config: the output assumed a detector at
+    # open(), learns "classifications" from the first result, and (wait_for_subscribers) waits for its subscriber
+    model = constant_outputs_model(
+        tmp_path / "inspect.onnx", [("output0", np.array([[0.1, 0.7, 0.2]], np.float32))],
+        metadata={"names": repr({0: "ok", 1: "defect", 2: "unknown"}), "imgsz": "[64, 64]", "task": "classify",
+                  "author": "Ultralytics"})
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)]
+    records, received, log = run(
+        tmp_path, frames, [{"id": "inspect", "path": str(model), "sources": ["cam"]}],
+        [{"name": "classes", "topic": "/edgeinfer/inspect/classifications", "type": "vision_msgs/msg/Classification",
+          "qos": RELIABLE},
+         {"name": "detections", "topic": "/edgeinfer/inspect/detections", "type": "vision_msgs/msg/Detection2DArray",
+          "qos": RELIABLE}],
+        {"classes": 5})
+    assert "publishes classifications (decoder from its metadata)" in log
+    assert len(records) == 5 and not received["detections"]
+    msgs = [e["msg"] for e in received["classes"]]
+    assert len(msgs) == 5  # none lost while the new publisher matched: the first result waited for it
+    for msg, record in zip(msgs, records):
+        header_matches(msg, record)
+        assert [(h["class_id"], round(h["score"], 4)) for h in msg["results"]] == [("1", 0.7), ("2", 0.2),
+                                                                                   ("0", 0.1)]

@@ -106,6 +106,7 @@ RESULT_TOPICS = {"detections": "detections_topic", "classifications": "classific
 class _ModelTopics:
     def __init__(self, kind: str, results: Any, label_info: Any, image: Any | None, array: Any):
         self.kind = kind
+        self.known = True  # False: the decoder comes from the model's metadata; its first result tells the kind
         self.results = results  # the publisher of this model's kind
         self.detections = results if kind == "detections" else None
         self.label_info = label_info
@@ -126,7 +127,7 @@ class Ros2Output(Output):
         super().__init__(config, output_id)
         self.runtime: RosRuntime | None = None
         self.models: list[tuple[str, list[str]]] = []  # (model id, labels) set by the pipeline
-        self.kinds: dict[str, str] = {}  # model id -> result kind its config declares
+        self.kinds: dict[str, str | None] = {}  # model id -> result kind its config declares
         self.skipped = 0  # results not published: invalid/error status, or lifecycle inactive
         self.images = 0
         self.qos_events: deque[str] = deque(maxlen=50)
@@ -143,12 +144,12 @@ class Ros2Output(Output):
         self._rlog = RateLimitedLog(log)
 
     def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]],
-                   kinds: dict[str, str] | None = None) -> None:
-        """`kinds`: model id -> the result kind its config declares (detections when not given); a model whose
-        decoder comes from its metadata gets the publisher of its kind at its first result."""
+                   kinds: dict[str, str | None] | None = None) -> None:
+        """`kinds`: model id -> the result kind its config declares, None where the model's metadata picks the
+        decoder (its first result tells the kind); without `kinds` every model is a detector."""
         self.runtime = runtime
         self.models = list(models)
-        self.kinds = dict(kinds or {})
+        self.kinds = dict(kinds) if kinds is not None else {model_id: "detections" for model_id, _ in self.models}
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -167,7 +168,7 @@ class Ros2Output(Output):
         q = self.config.qos
         for model_id, labels in self.models:
             name = cv.ros_name(model_id)
-            result_kind = self.kinds.get(model_id, "detections")
+            result_kind = self.kinds.get(model_id) or "detections"
             results = self._result_publisher(model_id, result_kind)
             info_topic = self.config.label_info_topic.replace("{model}", name)
             info = node.create_publisher(m.LabelInfo, info_topic, qos_profile(q.label_info),
@@ -181,6 +182,7 @@ class Ros2Output(Output):
                 image = node.create_publisher(kind, topic, qos_profile(q.image), event_callbacks=events(topic))
             self._topics[model_id] = _ModelTopics(result_kind, results, info, image,
                                                   self._reused_message(result_kind))
+            self._topics[model_id].known = self.kinds.get(model_id) is not None
             info.publish(self._label_info(labels))
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
@@ -215,26 +217,32 @@ class Ros2Output(Output):
         m = self._msgs
         return {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]()
 
-    def _switch_kind(self, topics: _ModelTopics, model_id: str, kind: str) -> None:
-        """A model whose decoder came from its metadata (no decoder in the config) turned out to be of another
-        kind than assumed at open(): its publisher is replaced (subscribers may miss the first message while
-        they match the new one)."""
-        old = topics.results
-        topics.kind, topics.results = kind, self._result_publisher(model_id, kind)
-        topics.detections = topics.results if kind == "detections" else None
-        topics.array, topics.pool = self._reused_message(kind), []
-        self.runtime.node.destroy_publisher(old)
-        log.warning("output '%s': model '%s' publishes %s (from its metadata) on %s", self.id, model_id, kind,
-                    topics.results.topic_name)
+    def _learn_kind(self, topics: _ModelTopics, model_id: str, kind: str) -> None:
+        """The first result of a model whose decoder comes from its metadata (no `decoder` in the config) says
+        its kind: a classifier's publisher replaces the detections one assumed at open(); with
+        wait_for_subscribers the result waits for its subscribers here, as open() does for the others."""
+        topics.known = True
+        if kind != topics.kind:
+            old = topics.results
+            topics.kind, topics.results = kind, self._result_publisher(model_id, kind)
+            topics.detections = topics.results if kind == "detections" else None
+            topics.array, topics.pool = self._reused_message(kind), []
+            self.runtime.node.destroy_publisher(old)
+        log.info("output '%s': model '%s' publishes %s (decoder from its metadata) on %s", self.id, model_id,
+                 kind, topics.results.topic_name)
+        if self.config.wait_for_subscribers:
+            self._wait_for_subscribers({model_id: topics})
 
-    def _wait_for_subscribers(self) -> None:
+    def _wait_for_subscribers(self, topics: dict[str, _ModelTopics] | None = None) -> None:
+        if topics is None:  # at open(): the models whose kind (so topic) the config declares
+            topics = {k: t for k, t in self._topics.items() if t.known}
         deadline = time.monotonic() + self.config.wait_timeout_s
         want = self.config.wait_for_subscribers
         while time.monotonic() < deadline:
-            if all(t.results.get_subscription_count() >= want for t in self._topics.values()):
+            if all(t.results.get_subscription_count() >= want for t in topics.values()):
                 return
             time.sleep(0.02)
-        counts = {k: t.results.get_subscription_count() for k, t in self._topics.items()}
+        counts = {k: t.results.get_subscription_count() for k, t in topics.items()}
         raise OutputError(f"output '{self.id}': wait_for_subscribers={want} not reached within "
                           f"{self.config.wait_timeout_s:g} s (subscribers per model: {counts})")
 
@@ -268,8 +276,8 @@ class Ros2Output(Output):
             # (safe stop) or failed is not published; the heartbeat and /diagnostics say why.
             self.skipped += 1
             return
-        if result.kind != topics.kind:
-            self._switch_kind(topics, result.model, result.kind)
+        if not topics.known or result.kind != topics.kind:
+            self._learn_kind(topics, result.model, result.kind)
         if result.kind == "classifications":
             topics.results.publish(self.classification(result, topics))
         elif result.kind == "dense":
