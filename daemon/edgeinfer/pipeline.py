@@ -449,6 +449,10 @@ class Pipeline:
             self.chains.append(chain)
             model = chain.load()
             self.models.append(model)
+            for output in self.outputs:  # what only the loaded model knows: names and kind from its metadata
+                loaded = getattr(output, "model_loaded", None)
+                if loaded is not None:
+                    loaded(model.id, list(model.decoder.labels), model.decoder.kind)
             for warning in model.fit_warnings:
                 log.warning("models[%d].%s", len(self.models) - 1, warning)
             slots = FrameSlots(model_cfg.sources)

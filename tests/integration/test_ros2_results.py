@@ -23,6 +23,13 @@ from support.ros import RosPeer, ros_env, ros_unavailable, stamp_s
 
 needs_ros = pytest.mark.skipif(ros_unavailable() is not None, reason=str(ros_unavailable()))
 RELIABLE = {"reliability": "reliable", "durability": "volatile", "depth": 100}
+LATCHED = {"reliability": "reliable", "durability": "transient_local", "depth": 1}
+
+
+def label_names(received: list[dict]) -> dict[int, str]:
+    """The class map of the newest LabelInfo received."""
+    assert received, "no LabelInfo"
+    return {c["class_id"]: c["class_name"] for c in received[-1]["msg"]["class_map"]}
 
 
 def run(tmp_path: Path, images: list[np.ndarray], models: list[dict], subscriptions: list[dict],
@@ -71,7 +78,8 @@ def test_the_orientation_classifier_publishes_vision_msgs_classification_per_fra
           "qos": RELIABLE},
          # a classifier has no detections topic: nothing may arrive there
          {"name": "detections", "topic": topic + "detections", "type": "vision_msgs/msg/Detection2DArray",
-          "qos": RELIABLE}],
+          "qos": RELIABLE},
+         {"name": "labels", "topic": topic + "label_info", "type": "vision_msgs/msg/LabelInfo", "qos": LATCHED}],
         {"classes": 4})
     assert [r["type"] for r in records] == ["classifications"] * 4
     msgs = [e["msg"] for e in received["classes"]]
@@ -86,6 +94,8 @@ def test_the_orientation_classifier_publishes_vision_msgs_classification_per_fra
     # the four right answers: 0, 90, 180, 270 degrees are classes 0..3
     assert [m["results"][0]["class_id"] for m in msgs] == ["0", "1", "2", "3"]
     assert all(m["results"][0]["score"] > 0.5 > m["results"][1]["score"] for m in msgs)
+    # no labels file: the names come from the model's metadata (`character`) and reach LabelInfo
+    assert label_names(received["labels"]) == {0: "0", 1: "90", 2: "180", 3: "270"}
 
 
 # The segmentation stand-in: a 640x400 source letterboxed into 64x64 (gain 0.1, 12-px bands above and below).
@@ -154,9 +164,10 @@ def test_saliency_as_32fc1_and_segmentation_as_mono8_images_in_source_pixels(tmp
 
 
 @needs_ros
-def test_a_classifier_known_only_from_its_metadata_gets_its_topic_at_the_first_result(tmp_path):
+def test_a_classifier_known_only_from_its_metadata_gets_its_topic_and_names_once_loaded(tmp_path):
     # an Ultralytics-style classify export with no decoder in the config: the output assumed a detector at
-    # open(), learns "classifications" from the first result, and (wait_for_subscribers) waits for its subscriber
+    # open(), learns "classifications" once the model is loaded, and (wait_for_subscribers) waits for its
+    # subscriber before any frame; the names from the metadata replace the empty LabelInfo
     model = constant_outputs_model(
         tmp_path / "inspect.onnx", [("output0", np.array([[0.1, 0.7, 0.2]], np.float32))],
         metadata={"names": repr({0: "ok", 1: "defect", 2: "unknown"}), "imgsz": "[64, 64]", "task": "classify",
@@ -167,13 +178,16 @@ def test_a_classifier_known_only_from_its_metadata_gets_its_topic_at_the_first_r
         [{"name": "classes", "topic": "/edgeinfer/inspect/classifications", "type": "vision_msgs/msg/Classification",
           "qos": RELIABLE},
          {"name": "detections", "topic": "/edgeinfer/inspect/detections", "type": "vision_msgs/msg/Detection2DArray",
-          "qos": RELIABLE}],
+          "qos": RELIABLE},
+         {"name": "labels", "topic": "/edgeinfer/inspect/label_info", "type": "vision_msgs/msg/LabelInfo",
+          "qos": LATCHED}],
         {"classes": 5})
     assert "publishes classifications (decoder from its metadata)" in log
     assert len(records) == 5 and not received["detections"]
     msgs = [e["msg"] for e in received["classes"]]
-    assert len(msgs) == 5  # none lost while the new publisher matched: the first result waited for it
+    assert len(msgs) == 5  # none lost while the new publisher matched: it was waited for before any frame
     for msg, record in zip(msgs, records):
         header_matches(msg, record)
         assert [(h["class_id"], round(h["score"], 4)) for h in msg["results"]] == [("1", 0.7), ("2", 0.2),
                                                                                    ("0", 0.1)]
+    assert label_names(received["labels"]) == {0: "ok", 1: "defect", 2: "unknown"}

@@ -109,6 +109,7 @@ class _ModelTopics:
         self.results = results  # the publisher of this model's kind
         self.detections = results if kind == "detections" else None
         self.label_info = label_info
+        self.labels: list[str] = []  # the names LabelInfo carries
         self.image = image
         self.next_image = 0.0  # monotonic time the next annotated image may go
         # Messages reused frame after frame: publish() serialises at once, and building an
@@ -182,6 +183,7 @@ class Ros2Output(Output):
             self._topics[model_id] = _ModelTopics(result_kind, results, info, image,
                                                   self._reused_message(result_kind))
             self._topics[model_id].known = self.kinds.get(model_id) is not None
+            self._topics[model_id].labels = list(labels)
             info.publish(self._label_info(labels))
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
@@ -216,10 +218,24 @@ class Ros2Output(Output):
         m = self._msgs
         return {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]()
 
+    def model_loaded(self, model_id: str, labels: list[str], kind: str) -> None:
+        """Called by the pipeline once a model is loaded, before any frame: names read from the model file
+        (Ultralytics `names`, Paddle `character`) replace the configured ones in LabelInfo (transient local:
+        late subscribers get the new one), and a model whose decoder came from its metadata gets the topic
+        of its kind now."""
+        topics = self._topics.get(model_id)
+        if topics is None:
+            return
+        if labels and labels != topics.labels:
+            topics.labels = list(labels)
+            topics.label_info.publish(self._label_info(topics.labels))
+        if not topics.known or kind != topics.kind:
+            self._learn_kind(topics, model_id, kind)
+
     def _learn_kind(self, topics: _ModelTopics, model_id: str, kind: str) -> None:
-        """The first result of a model whose decoder comes from its metadata (no `decoder` in the config) says
-        its kind: a classifier's publisher replaces the detections one assumed at open(); with
-        wait_for_subscribers the result waits for its subscribers here, as open() does for the others."""
+        """A model whose decoder comes from its metadata (no `decoder` in the config) says its kind once
+        loaded (else at its first result): a classifier's publisher replaces the detections one assumed at
+        open(); with wait_for_subscribers it waits for its subscribers here, as open() does for the others."""
         topics.known = True
         if kind != topics.kind:
             old = topics.results
