@@ -449,6 +449,10 @@ class Pipeline:
             self.chains.append(chain)
             model = chain.load()
             self.models.append(model)
+            for output in self.outputs:  # what only the loaded model knows: names and kind from its metadata
+                loaded = getattr(output, "model_loaded", None)
+                if loaded is not None:
+                    loaded(model.id, list(model.decoder.labels), model.decoder.kind)
             for warning in model.fit_warnings:
                 log.warning("models[%d].%s", len(self.models) - 1, warning)
             slots = FrameSlots(model_cfg.sources)
@@ -515,14 +519,17 @@ class Pipeline:
         if not getattr(plugin, "uses_ros", False):
             return
         if self.ros is None:
-            from .decoders import load_labels
+            from .decoders import declared_kind, load_labels
             from .ros.runtime import RosRuntime
 
             self.ros = RosRuntime(self.config.ros, stats=self.stats, backends=self._backend_descriptions)
             self.ros.start()
             self._ros_models = [(m.id, load_labels(m.labels) if m.labels else []) for m in self.config.models]
+            # None: no decoder configured, the model's metadata may pick one (known at its first result)
+            self._ros_kinds = {m.id: declared_kind(m.decoder) if "decoder" in m.model_fields_set else None
+                               for m in self.config.models}
         if isinstance(plugin, Output):
-            plugin.attach_ros(self.ros, self._ros_models)
+            plugin.attach_ros(self.ros, self._ros_models, kinds=self._ros_kinds)
         else:
             plugin.attach_ros(self.ros)
 

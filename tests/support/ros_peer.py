@@ -1,5 +1,6 @@
 """A ROS 2 peer for the tests, run in its own process (never inside pytest): subscribes to topics with the
-QoS it is told, publishes video frames as image messages, calls services; prints one JSON event per line.
+QoS it is told (`save_data`: a folder each message's `data` payload is written to), publishes video frames as
+image messages, calls services; prints one JSON event per line.
 
     python ros_peer.py '{"subscribe": [...], "publish_images": {...}}'   (commands on stdin: reset, quit)
 """
@@ -7,6 +8,7 @@ QoS it is told, publishes video frames as image messages, calls services; prints
 from __future__ import annotations
 
 import array
+import itertools
 import json
 import sys
 import threading
@@ -140,8 +142,16 @@ def main() -> None:
     for sub in spec.get("subscribe", []):
         name = sub["name"]
 
-        def on_message(msg, name=name):
-            emit({"event": "msg", "name": name, "t": time.time(), "msg": to_dict(msg)})
+        save, numbers = sub.get("save_data"), itertools.count()
+
+        def on_message(msg, name=name, save=save, numbers=numbers):
+            event = {"event": "msg", "name": name, "t": time.time(), "msg": to_dict(msg)}
+            if save and hasattr(msg, "data"):  # the payload to a file: too big for a JSON line
+                path = f"{save}/{name}_{next(numbers)}.bin"
+                with open(path, "wb") as f:
+                    f.write(bytes(msg.data))
+                event["data_file"] = path
+            emit(event)
             stamp = getattr(getattr(msg, "header", None), "stamp", None)
             if stamp is not None:
                 with _arrived_cond:

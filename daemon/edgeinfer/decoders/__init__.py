@@ -40,6 +40,12 @@ DECODERS: dict[str, type[Decoder]] = {
 }
 
 
+def declared_kind(config: Any) -> str:
+    """The result kind (detections, classifications, dense) a decoder config yields, before any model loads."""
+    decoder_class = DECODERS.get(getattr(config, "type", ""))
+    return getattr(decoder_class, "kind", "detections")
+
+
 def create_decoder(
     config: Any, labels: Sequence[str], output_shapes: Sequence[Sequence[Any]],
     context: DecoderContext | None = None,
@@ -72,6 +78,7 @@ __all__ = [
     "YoloDecoderConfig",
     "check_decoder_fit",
     "create_decoder",
+    "declared_kind",
     "label_for",
     "load_labels",
 ]

@@ -69,6 +69,8 @@ class DenseDecoder(Decoder):
         integer = info.dtype is not None and np.issubdtype(info.dtype, np.integer)
         self.task, self.reason = self._resolve_task(config.task, self.channels, integer, tuple(info.shape))
         self.input_size = context.input_size
+        # more than 256 classes: 16-bit ids on every frame, so a consumer (ROS mono16) sees one encoding
+        self.wide_ids = (self.channels or 0) > 256 or len(self.labels) > 256
 
     @staticmethod
     def _resolve_task(task: str, channels: int | None, integer: bool, shape: tuple) -> tuple[str, str]:
@@ -119,7 +121,7 @@ class DenseDecoder(Decoder):
         y1 = min(max(int(round((transform.pad_y + resized_h) * fy)), y0 + 1), map_h)
         content = item[y0:y1, x0:x1]
         if self.task == "segmentation":
-            ids = content.astype(np.uint16 if content.max(initial=0) > 255 else np.uint8)
+            ids = content.astype(np.uint16 if self.wide_ids or content.max(initial=0) > 255 else np.uint8)
             return cv2.resize(ids, (transform.src_w, transform.src_h), interpolation=cv2.INTER_NEAREST)
         values = np.ascontiguousarray(content, np.float32)
         return cv2.resize(values, (transform.src_w, transform.src_h), interpolation=cv2.INTER_LINEAR)

@@ -1,4 +1,6 @@
-"""ROS 2 output: per model a vision_msgs/Detection2DArray for every processed frame and a transient-local
+"""ROS 2 output: per model one message for every processed frame -- vision_msgs/Detection2DArray (detectors),
+vision_msgs/Classification (classifiers: top-k ObjectHypothesis) or sensor_msgs/Image (dense maps in source
+pixels: segmentation mono8/mono16 class ids, saliency/depth 32FC1) -- and a transient-local
 vision_msgs/LabelInfo, optionally the annotated image at a fixed rate; the watchdog heartbeat
 (edgeinfer_msgs/Heartbeat) every cycle; the safe-stop reset as a std_srvs/Trigger service; /diagnostics at
 1 Hz; incompatible-QoS events logged and reported on /diagnostics, naming the policy.
@@ -52,6 +54,9 @@ class Ros2ImageConfig(StrictModel):
 class Ros2QosTopics(StrictModel):
     # reliable publishers match both reliable (default) and best-effort (sensor_data) subscribers
     detections: QosConfig = QosConfig()
+    classifications: QosConfig = QosConfig()
+    # reliable too: Fast DDS over UDP loses fragments of large best-effort images (docs/ros2.md)
+    dense: QosConfig = QosConfig()
     label_info: QosConfig = QosConfig(durability="transient_local", depth=1)
     heartbeat: QosConfig = QosConfig()
     image: QosConfig = QosConfig(preset="sensor_data")
@@ -61,6 +66,9 @@ class Ros2QosTopics(StrictModel):
 class Ros2OutputConfig(OutputConfigBase):
     type: Literal["ros2"] = "ros2"
     detections_topic: str = Field(default="~/{model}/detections", description="{model}: the model id, '-' as '_'")
+    classifications_topic: str = Field(default="~/{model}/classifications", description="classifier models: "
+                                       "vision_msgs/Classification")
+    dense_topic: str = Field(default="~/{model}/dense", description="dense-map models: sensor_msgs/Image")
     label_info_topic: str = "~/{model}/label_info"
     heartbeat_topic: str = "~/heartbeat"
     label_in_class_id: bool = Field(default=False, description="hypothesis.class_id holds the label, not the "
@@ -72,10 +80,10 @@ class Ros2OutputConfig(OutputConfigBase):
     diagnostics_period_s: float = Field(default=1.0, ge=0.1, le=60)
     qos: Ros2QosTopics = Ros2QosTopics()
     wait_for_subscribers: int = Field(default=0, ge=0, le=1000, description="open() waits until this many "
-                                      "subscribers match each detections topic (replaying files)")
+                                      "subscribers match each model's result topic (replaying files)")
     wait_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
-    @field_validator("detections_topic", "label_info_topic")
+    @field_validator("detections_topic", "classifications_topic", "dense_topic", "label_info_topic")
     @classmethod
     def _per_model(cls, value: str, info: Any) -> str:
         check_topic(value, info.field_name)
@@ -89,10 +97,19 @@ class Ros2OutputConfig(OutputConfigBase):
         return None if value is None else check_topic(value, info.field_name)
 
 
+# the config key of the topic each result kind is published on
+RESULT_TOPICS = {"detections": "detections_topic", "classifications": "classifications_topic",
+                 "dense": "dense_topic"}
+
+
 class _ModelTopics:
-    def __init__(self, detections: Any, label_info: Any, image: Any | None, array: Any):
-        self.detections = detections
+    def __init__(self, kind: str, results: Any, label_info: Any, image: Any | None, array: Any):
+        self.kind = kind
+        self.known = True  # False: the decoder comes from the model's metadata; its first result tells the kind
+        self.results = results  # the publisher of this model's kind
+        self.detections = results if kind == "detections" else None
         self.label_info = label_info
+        self.labels: list[str] = []  # the names LabelInfo carries
         self.image = image
         self.next_image = 0.0  # monotonic time the next annotated image may go
         # Messages reused frame after frame: publish() serialises at once, and building an
@@ -110,6 +127,7 @@ class Ros2Output(Output):
         super().__init__(config, output_id)
         self.runtime: RosRuntime | None = None
         self.models: list[tuple[str, list[str]]] = []  # (model id, labels) set by the pipeline
+        self.kinds: dict[str, str | None] = {}  # model id -> result kind its config declares
         self.skipped = 0  # results not published: invalid/error status, or lifecycle inactive
         self.images = 0
         self.qos_events: deque[str] = deque(maxlen=50)
@@ -121,12 +139,17 @@ class Ros2Output(Output):
         self._handler: Callable[[str, dict], dict | None] | None = None
         self._last_heartbeat: dict[str, Any] | None = None
         self._msgs: Any = None
+        self._events: Callable[[str], Any] = lambda topic: None
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(log)
 
-    def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]]) -> None:
+    def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]],
+                   kinds: dict[str, str | None] | None = None) -> None:
+        """`kinds`: model id -> the result kind its config declares, None where the model's metadata picks the
+        decoder (its first result tells the kind); without `kinds` every model is a detector."""
         self.runtime = runtime
         self.models = list(models)
+        self.kinds = dict(kinds) if kinds is not None else {model_id: "detections" for model_id, _ in self.models}
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -141,13 +164,13 @@ class Ros2Output(Output):
         def events(topic: str) -> Any:
             return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
 
+        self._events = events
         q = self.config.qos
         for model_id, labels in self.models:
             name = cv.ros_name(model_id)
-            det_topic = self.config.detections_topic.replace("{model}", name)
+            result_kind = self.kinds.get(model_id) or "detections"
+            results = self._result_publisher(model_id, result_kind)
             info_topic = self.config.label_info_topic.replace("{model}", name)
-            det = node.create_publisher(m.Detection2DArray, det_topic, qos_profile(q.detections),
-                                        event_callbacks=events(det_topic))
             info = node.create_publisher(m.LabelInfo, info_topic, qos_profile(q.label_info),
                                          event_callbacks=events(info_topic))
             image = None
@@ -157,7 +180,10 @@ class Ros2Output(Output):
                 if self.config.image.format == "jpeg":
                     topic, kind = topic + "/compressed", m.CompressedImage
                 image = node.create_publisher(kind, topic, qos_profile(q.image), event_callbacks=events(topic))
-            self._topics[model_id] = _ModelTopics(det, info, image, m.Detection2DArray())
+            self._topics[model_id] = _ModelTopics(result_kind, results, info, image,
+                                                  self._reused_message(result_kind))
+            self._topics[model_id].known = self.kinds.get(model_id) is not None
+            self._topics[model_id].labels = list(labels)
             info.publish(self._label_info(labels))
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
@@ -173,16 +199,65 @@ class Ros2Output(Output):
         if self.config.wait_for_subscribers:
             self._wait_for_subscribers()
         log.info("output '%s': node %s publishing %s", self.id, self.runtime.name,
-                 ", ".join(t.detections.topic_name for t in self._topics.values()))
+                 ", ".join(t.results.topic_name for t in self._topics.values()))
 
-    def _wait_for_subscribers(self) -> None:
+    def _result_publisher(self, model_id: str, kind: str) -> Any:
+        """The publisher of one model's results: the message type and topic of its kind."""
+        from ..ros.runtime import qos_profile
+
+        m = self._msgs
+        message = {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]
+        if message is None:  # an older vision_msgs (before Humble) has Classification2D, not Classification
+            raise OutputError(f"output '{self.id}': model '{model_id}' is a classifier but this vision_msgs has no "
+                              "Classification message (Humble or later is needed)")
+        topic = getattr(self.config, RESULT_TOPICS[kind]).replace("{model}", cv.ros_name(model_id))
+        qos = getattr(self.config.qos, kind)
+        return self.runtime.node.create_publisher(message, topic, qos_profile(qos), event_callbacks=self._events(topic))
+
+    def _reused_message(self, kind: str) -> Any:
+        m = self._msgs
+        return {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]()
+
+    def model_loaded(self, model_id: str, labels: list[str], kind: str) -> None:
+        """Called by the pipeline once a model is loaded, before any frame: names read from the model file
+        (Ultralytics `names`, Paddle `character`) replace the configured ones in LabelInfo (transient local:
+        late subscribers get the new one), and a model whose decoder came from its metadata gets the topic
+        of its kind now."""
+        topics = self._topics.get(model_id)
+        if topics is None:
+            return
+        if labels and labels != topics.labels:
+            topics.labels = list(labels)
+            topics.label_info.publish(self._label_info(topics.labels))
+        if not topics.known or kind != topics.kind:
+            self._learn_kind(topics, model_id, kind)
+
+    def _learn_kind(self, topics: _ModelTopics, model_id: str, kind: str) -> None:
+        """A model whose decoder comes from its metadata (no `decoder` in the config) says its kind once
+        loaded (else at its first result): a classifier's publisher replaces the detections one assumed at
+        open(); with wait_for_subscribers it waits for its subscribers here, as open() does for the others."""
+        topics.known = True
+        if kind != topics.kind:
+            old = topics.results
+            topics.kind, topics.results = kind, self._result_publisher(model_id, kind)
+            topics.detections = topics.results if kind == "detections" else None
+            topics.array, topics.pool = self._reused_message(kind), []
+            self.runtime.node.destroy_publisher(old)
+        log.info("output '%s': model '%s' publishes %s (decoder from its metadata) on %s", self.id, model_id,
+                 kind, topics.results.topic_name)
+        if self.config.wait_for_subscribers:
+            self._wait_for_subscribers({model_id: topics})
+
+    def _wait_for_subscribers(self, topics: dict[str, _ModelTopics] | None = None) -> None:
+        if topics is None:  # at open(): the models whose kind (so topic) the config declares
+            topics = {k: t for k, t in self._topics.items() if t.known}
         deadline = time.monotonic() + self.config.wait_timeout_s
         want = self.config.wait_for_subscribers
         while time.monotonic() < deadline:
-            if all(t.detections.get_subscription_count() >= want for t in self._topics.values()):
+            if all(t.results.get_subscription_count() >= want for t in topics.values()):
                 return
             time.sleep(0.02)
-        counts = {k: t.detections.get_subscription_count() for k, t in self._topics.items()}
+        counts = {k: t.results.get_subscription_count() for k, t in topics.items()}
         raise OutputError(f"output '{self.id}': wait_for_subscribers={want} not reached within "
                           f"{self.config.wait_timeout_s:g} s (subscribers per model: {counts})")
 
@@ -191,7 +266,7 @@ class Ros2Output(Output):
         if node is None:
             return
         for entity in [self._timer, self._service, self._heartbeat_pub, self._diag_pub,
-                       *[p for t in self._topics.values() for p in (t.detections, t.label_info, t.image)]]:
+                       *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)]]:
             if entity is None:
                 continue
             try:
@@ -216,7 +291,19 @@ class Ros2Output(Output):
             # (safe stop) or failed is not published; the heartbeat and /diagnostics say why.
             self.skipped += 1
             return
-        topics.detections.publish(self.detection_array(result, topics))
+        if not topics.known or result.kind != topics.kind:
+            self._learn_kind(topics, result.model, result.kind)
+        if result.kind == "classifications":
+            topics.results.publish(self.classification(result, topics))
+        elif result.kind == "dense":
+            if result.dense is None:  # an ok dense result always carries its map; say so if one does not
+                self.skipped += 1
+                self._rlog.error(f"dense:{result.model}", "output '%s': model '%s': a dense result without a map",
+                                 self.id, result.model)
+                return
+            topics.results.publish(self.dense_image(result, topics))
+        else:
+            topics.results.publish(self.detection_array(result, topics))
         self.published += 1
         if topics.image is not None and result.frame is not None:
             now = time.monotonic()
@@ -253,6 +340,35 @@ class Ros2Output(Output):
             hyp.class_id = cv.class_id_text(d.class_id, d.label, label_in_id)
             hyp.score = float(d.score)
         msg.detections = pool[:len(result.detections)]
+        return msg
+
+    def classification(self, result: Result, topics: _ModelTopics | None = None) -> Any:
+        """vision_msgs/Classification of one result: header = capture stamp and frame_id, results[] = the
+        decoder's top-k as ObjectHypothesis (class_id as text, score), best first."""
+        m = self._msgs
+        msg = topics.array if topics is not None else m.Classification()
+        pool = topics.pool if topics is not None else []
+        msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(result.stamp)
+        msg.header.frame_id = result.frame_id
+        values = cv.classification_values(result.classifications, self.config.label_in_class_id)
+        while len(pool) < len(values):
+            pool.append(m.ObjectHypothesis())
+        for hyp, (class_id, score) in zip(pool, values):
+            hyp.class_id, hyp.score = class_id, score
+        msg.results = pool[:len(values)]
+        return msg
+
+    def dense_image(self, result: Result, topics: _ModelTopics | None = None) -> Any:
+        """sensor_msgs/Image of a dense result's map in source pixels: mono8/mono16 class ids (segmentation),
+        32FC1 values (saliency, depth); header = capture stamp and frame_id."""
+        msg = topics.array if topics is not None else self._msgs.Image()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(result.stamp)
+        msg.header.frame_id = result.frame_id
+        height, width, encoding, big_endian, step, data = cv.dense_image_fields(result.dense.task, result.dense.map)
+        msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = height, width, encoding, big_endian, step
+        # bytes: one copy of the map, and rclpy serialises a bytes payload faster than an array('B')
+        # (1.5-3.3 ms against 2.0-4.7 ms for a 640x480 32FC1 map: benchmarks/bench_ros2_results.py)
+        msg.data = bytes(data)
         return msg
 
     def annotated(self, result: Result) -> Any:
@@ -375,6 +491,8 @@ def _import_messages(heartbeat: bool) -> Any:
     srv = lazy_import("std_srvs.srv", INTERFACES_HINT)
     for name in ("Detection2DArray", "Detection2D", "ObjectHypothesisWithPose", "LabelInfo", "VisionClass"):
         setattr(m, name, getattr(vision, name))
+    # Humble and later; checked when a classifier model needs it
+    m.Classification, m.ObjectHypothesis = getattr(vision, "Classification", None), vision.ObjectHypothesis
     m.Image, m.CompressedImage = sensor.Image, sensor.CompressedImage
     m.DiagnosticArray, m.DiagnosticStatus, m.KeyValue = diag.DiagnosticArray, diag.DiagnosticStatus, diag.KeyValue
     m.Trigger = srv.Trigger

@@ -5,6 +5,7 @@ check them without ROS."""
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -105,6 +106,64 @@ def detection_values(bbox: Sequence[float]) -> tuple[float, float, float, float]
 def class_id_text(class_id: int, label: str, label_in_class_id: bool) -> str:
     """vision_msgs carries class ids as strings: the class number (names via LabelInfo), or the label."""
     return label if label_in_class_id else str(int(class_id))
+
+
+def classification_values(classifications: Iterable[Any], label_in_class_id: bool) -> list[tuple[str, float]]:
+    """(class_id text, score) per ranked class: the results[] of vision_msgs/Classification (ObjectHypothesis),
+    best first, as the decoder ranked them (top-k after its threshold)."""
+    return [(class_id_text(c.class_id, c.label, label_in_class_id), float(c.score)) for c in classifications]
+
+
+# sensor_msgs/Image of a dense map: (encoding, element type) per task; the map's own dtype picks for segmentation
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def dense_image_fields(task: str, values: np.ndarray) -> tuple[int, int, str, int, int, memoryview]:
+    """(height, width, encoding, is_bigendian, step, data) of a dense map in source pixels as sensor_msgs/Image:
+    segmentation class ids as mono8 (mono16 where an id exceeds 255), saliency and depth as 32FC1 (float32,
+    the values as the model gave them). `data` is a view of the map's bytes, not a copy: the caller copies it
+    once into the message. Raises ValueError for a map that is not 2-D or a task it does not know."""
+    if values.ndim != 2 or values.shape[0] < 1 or values.shape[1] < 1:
+        raise ValueError(f"a dense map is [height, width], got shape {values.shape}")
+    if task == "segmentation":
+        if values.dtype == np.uint8:
+            encoding = "mono8"
+        elif values.dtype == np.uint16:
+            encoding = "mono16"
+        elif np.issubdtype(values.dtype, np.integer) and values.min(initial=0) >= 0:
+            wide = values.max(initial=0) > 255
+            values = values.astype(np.uint16 if wide else np.uint8)
+            encoding = "mono16" if wide else "mono8"
+        else:
+            raise ValueError(f"segmentation map of {values.dtype}: expected class ids (unsigned integers)")
+    elif task in ("saliency", "depth"):
+        encoding = "32FC1"
+        values = values.astype(np.float32, copy=False)
+    else:
+        raise ValueError(f"unknown dense task {task!r}; known: segmentation, saliency, depth")
+    if values.dtype.itemsize > 1 and values.dtype.byteorder not in ("=", "|", "<" if _LITTLE_ENDIAN else ">"):
+        values = values.astype(values.dtype.newbyteorder("="))
+    values = np.ascontiguousarray(values)
+    height, width = values.shape
+    big_endian = int(values.dtype.itemsize > 1 and not _LITTLE_ENDIAN)
+    return height, width, encoding, big_endian, width * values.dtype.itemsize, memoryview(values).cast("B")
+
+
+def image_fields_to_array(encoding: str, height: int, width: int, step: int, is_bigendian: int,
+                          data: Any) -> np.ndarray:
+    """The inverse for the single-channel encodings above (mono8, mono16, 32FC1): a [height, width] array.
+    For subscribers and tests; raises ValueError when the sizes do not fit the data."""
+    types = {"mono8": np.uint8, "8uc1": np.uint8, "mono16": np.uint16, "16uc1": np.uint16, "32fc1": np.float32}
+    key = encoding.lower()
+    if key not in types:
+        raise ValueError(f"unsupported encoding {encoding!r}; supported: mono8, mono16, 32FC1")
+    dtype = np.dtype(types[key]).newbyteorder(">" if is_bigendian else "<")
+    row = width * dtype.itemsize
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if height <= 0 or width <= 0 or step < row or buf.size < step * (height - 1) + row:
+        raise ValueError(f"{buf.size} data bytes do not hold a {width}x{height} {encoding} image with step {step}")
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row), strides=(step, 1))
+    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(dtype.newbyteorder("="))
 
 
 HEARTBEAT_STATES = {"OK": 0, "DEGRADED": 1, "FAULT": 2, "SAFE_STOP": 3}
