@@ -192,6 +192,11 @@ def main() -> int:
     files = fetch_model("yolov3-tiny", ROOT / "models")
     video = fetch_media("bikes", ROOT / "models")
     if args.inner:
+        import os
+
+        import support.ros
+
+        support.ros.DOMAIN_ID = os.environ["ROS_DOMAIN_ID"]  # the peer joins this process's domain, not its own
         print(json.dumps(inner(args.frames, args.images, files.labels, video)))
         return 0
     why = ros_unavailable()
