@@ -95,9 +95,9 @@ def load_runtime_module(name: str):
     )
 
 
-def _make_logger(trt: Any, messages: list[str]):
-    """A TensorRT logger that keeps errors (to name them in a BackendError) and forwards the rest to logging.
-    Defined in a factory so this module imports without TensorRT."""
+def _make_logger(trt: Any, messages: list[str], keep_from: int = logging.ERROR, keep: int = 20):
+    """A TensorRT logger that keeps the messages at `keep_from` and above (the last `keep`, to name them in an
+    error) and forwards everything to logging. Defined in a factory so this module imports without TensorRT."""
     severity = trt.ILogger.Severity
     levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR,
               severity.WARNING: logging.WARNING, severity.INFO: logging.DEBUG, severity.VERBOSE: logging.DEBUG}
@@ -108,9 +108,9 @@ def _make_logger(trt: Any, messages: list[str]):
 
         def log(self, sev, msg):
             level = levels.get(sev, logging.INFO)
-            if level >= logging.ERROR:
+            if level >= keep_from:
                 messages.append(str(msg))
-                del messages[:-20]
+                del messages[:-keep]
             log.log(level, "TensorRT: %s", msg)
 
     return _Logger()

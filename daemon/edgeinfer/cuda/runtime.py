@@ -7,7 +7,6 @@ own error string, so a backend can re-raise it as a `BackendError` that says wha
 from __future__ import annotations
 
 import ctypes
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,33 +15,28 @@ import numpy as np
 from ..lazy import lazy_import
 
 _INSTALL_HINT = "Install CUDA's Python bindings with: pip install 'edgeinfer[trt]' (cuda-python)."
-_lock = threading.Lock()
 _modules: dict[str, Any] = {}
 
 
-def cudart():
-    """The `cuda.bindings.runtime` module (imported on first use)."""
-    mod = _modules.get("runtime")
+def _bindings(name: str):
+    """`cuda.bindings.<name>`, imported on first use (the import is not free: done once per module)."""
+    mod = _modules.get(name)
     if mod is None:
-        mod = lazy_import("cuda.bindings.runtime", _INSTALL_HINT)
-        _modules["runtime"] = mod
+        mod = _modules[name] = lazy_import(f"cuda.bindings.{name}", _INSTALL_HINT)
     return mod
+
+
+def cudart():
+    """The CUDA runtime API (`cuda.bindings.runtime`)."""
+    return _bindings("runtime")
 
 
 def nvrtc():
-    mod = _modules.get("nvrtc")
-    if mod is None:
-        mod = lazy_import("cuda.bindings.nvrtc", _INSTALL_HINT)
-        _modules["nvrtc"] = mod
-    return mod
+    return _bindings("nvrtc")
 
 
 def driver():
-    mod = _modules.get("driver")
-    if mod is None:
-        mod = lazy_import("cuda.bindings.driver", _INSTALL_HINT)
-        _modules["driver"] = mod
-    return mod
+    return _bindings("driver")
 
 
 class CudaError(RuntimeError):

@@ -372,22 +372,9 @@ SUPPORTED_CC = re.compile(r"[Ss]upported compute capabilities:\s*([0-9. >]+)")
 def make_build_logger(trt: Any, messages: list[str]):
     """A TensorRT logger keeping warnings and errors (TensorRT-RTX's refusal names the compute capabilities it
     supports; which severity it uses is not documented), forwarding everything to logging."""
-    severity = trt.ILogger.Severity
-    levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR,
-              severity.WARNING: logging.WARNING, severity.INFO: logging.DEBUG, severity.VERBOSE: logging.DEBUG}
+    from ..backends.tensorrt import _make_logger
 
-    class _Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-
-        def log(self, sev, msg):
-            level = levels.get(sev, logging.INFO)
-            if level >= logging.WARNING:
-                messages.append(str(msg))
-                del messages[:-50]
-            log.log(level, "TensorRT: %s", msg)
-
-    return _Logger()
+    return _make_logger(trt, messages, keep_from=logging.WARNING, keep=50)
 
 
 def probe_engine(trt, plan: bytes, logger, messages) -> tuple[Any, list[str] | None, str | None]:
