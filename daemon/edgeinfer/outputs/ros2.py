@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# at close, how long reliable subscribers get to acknowledge the last results (in all, not per publisher)
+CLOSE_FLUSH_S = 1.0
+
 
 class Ros2ImageConfig(StrictModel):
     enabled: bool = False
@@ -265,6 +268,7 @@ class Ros2Output(Output):
         node = self.runtime.node if self.runtime is not None else None
         if node is None:
             return
+        self._flush_reliable(CLOSE_FLUSH_S)
         for entity in [self._timer, self._service, self._heartbeat_pub, self._diag_pub,
                        *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)]]:
             if entity is None:
@@ -280,6 +284,26 @@ class Ros2Output(Output):
                 log.debug("output '%s': destroying %s: %s", self.id, entity, exc)
         self._topics.clear()
         self._timer = self._service = self._heartbeat_pub = self._diag_pub = None
+
+    def _flush_reliable(self, budget_s: float) -> None:
+        """Give reliable subscribers the last results before the publishers go: a daemon that ends (a file
+        processed to its end) would otherwise drop samples still in flight (large images go out in fragments).
+        Bounded: a subscriber that never acknowledges costs at most `budget_s` in all."""
+        try:
+            from rclpy.duration import Duration
+        except ImportError:
+            return
+        deadline = time.monotonic() + budget_s
+        for topics in self._topics.values():
+            for pub in (topics.results, topics.image):
+                wait = getattr(pub, "wait_for_all_acked", None)
+                left = deadline - time.monotonic()
+                if wait is None or left <= 0:
+                    continue
+                try:
+                    wait(Duration(nanoseconds=int(left * 1e9)))
+                except Exception as exc:  # best effort at shutdown
+                    log.debug("output '%s': waiting for acknowledgements: %s", self.id, exc)
 
     # -- detections --------------------------------------------------------------------------------------
     def publish_result(self, result: Result) -> None:
