@@ -219,12 +219,10 @@ def test_no_device_memory_leak_over_100_cycles(tmp_path):
 def test_a_failure_mid_run_gives_error_records_and_a_fault_not_a_crash(tmp_path):
     """Three enqueues fail in the middle of a stream: those frames are published as status error naming the
     call, the watchdog hears a fault, and the stream goes on to its end."""
-    import threading
-
     from standin_tensorrt import write_engine
 
     from edgeinfer.config import parse_config
-    from edgeinfer.pipeline import Pipeline
+    from support.pipeline_run import run_pipeline
 
     engine = write_engine(tmp_path / "flaky.engine", standin="memset", input=[3, 64, 64],
                           outputs={"detections": [100, 85]}, max_batch=1, fail_calls=[40, 43])
@@ -246,16 +244,8 @@ def test_a_failure_mid_run_gives_error_records_and_a_fault_not_a_crash(tmp_path)
             return lambda *args, **kwargs: None
 
     reporter = Faults()
-    pipeline = Pipeline(parse_config(yaml.safe_dump(data)), reporter=reporter)
-    pipeline.start()
-    stop = threading.Event()
-    timer = threading.Timer(60, stop.set)
-    timer.start()
-    try:
-        assert pipeline.wait(stop) == "end-of-input"
-    finally:
-        timer.cancel()
-        pipeline.stop()
+    reason, _ = run_pipeline(parse_config(yaml.safe_dump(data)), timeout=60, reporter=reporter)
+    assert reason == "end-of-input"
     records = [json.loads(line) for line in out.read_text().splitlines()]
     errors = [r for r in records if r["status"] == "error"]
     assert len(records) == 60 and [r["frame"] for r in records] == list(range(60))

@@ -24,6 +24,7 @@ import yaml
 
 from edgeinfer.zoo import fetch_wheel_model
 from support.byom_models import constant_outputs_model
+from support.pipeline_run import run_pipeline
 
 # 128x64 source letterboxed into 64x64: gain 0.5, 16 px bands above and below
 SOURCE_SIZE = (128, 64)
@@ -259,25 +260,14 @@ def test_saliency_transformer_peak_falls_on_the_object(tmp_path, saliency_model)
 def test_a_classifier_that_answers_nan_publishes_counted_error_records_and_goes_on(tmp_path):
     # in-process, no watchdog: every frame is decoded, fails, and is published as an error of its kind
     from edgeinfer.config import parse_config
-    from edgeinfer.pipeline import Pipeline
 
     constant_outputs_model(tmp_path / "nan.onnx", [("scores", np.array([[np.nan, 0.2, 0.1]], np.float32))])
     folder = write_images(tmp_path / "images", [np.full((64, 128, 3), i * 40, np.uint8) for i in range(3)])
     data = {"sources": [{"id": "cam", "type": "images", "path": str(folder)}],
             "models": [{"id": "m", "path": "nan.onnx", "sources": ["cam"], "decoder": {"type": "classify"}}],
             "outputs": [{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}]}
-    pipeline = Pipeline(parse_config(yaml.safe_dump(data), base_dir=tmp_path))
-    pipeline.start()
-    import threading
-
-    stop = threading.Event()
-    timer = threading.Timer(30, stop.set)
-    timer.start()
-    try:
-        assert pipeline.wait(stop) == "end-of-input"
-    finally:
-        timer.cancel()
-        pipeline.stop()
+    reason, pipeline = run_pipeline(parse_config(yaml.safe_dump(data), base_dir=tmp_path), timeout=30)
+    assert reason == "end-of-input"
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 1, 2]
     for record in records:

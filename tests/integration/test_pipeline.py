@@ -21,6 +21,7 @@ import yaml
 from edgeinfer.config import parse_config
 from edgeinfer.decoders import YoloDecoder
 from edgeinfer.pipeline import Pipeline
+from support.pipeline_run import run_pipeline
 from support.tiny_models import constant_detector
 
 # one box: centre (32, 16), 16x8 in a 64x64 letterboxed input; class 1 wins (0.9*0.8 = 0.72)
@@ -47,20 +48,6 @@ def config_for(tmp_path: Path, sources: list[dict], model: dict | None = None, o
         "outputs": outputs or [{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
     }
     return parse_config(yaml.safe_dump(data), base_dir=tmp_path)
-
-
-def run_pipeline(config, max_frames=None, timeout=20.0) -> tuple[str, Pipeline]:
-    pipeline = Pipeline(config, max_frames=max_frames)
-    pipeline.start()
-    stop = threading.Event()
-    timer = threading.Timer(timeout, stop.set)
-    timer.start()
-    try:
-        reason = pipeline.wait(stop)
-    finally:
-        timer.cancel()
-        pipeline.stop()
-    return reason, pipeline
 
 
 def read_records(path: Path) -> list[dict]:

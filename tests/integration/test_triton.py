@@ -9,7 +9,6 @@ tree, "frozen" is SIGSTOP of it. The daemon runs as a real child process, as sys
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import yaml
 
 from edgeinfer.backends import BackendError, create_backend
 from edgeinfer.config import ModelConfig, parse_config
-from edgeinfer.pipeline import Pipeline
 from support.daemon_process import DaemonProcess
+from support.pipeline_run import run_pipeline
 from support.tcp_proxy import PausableLink
 from support.tiny_models import constant_detector
 from support.triton_server import TritonServer, free_ports, require_server_python
@@ -82,16 +81,7 @@ def test_detections_through_triton_equal_the_local_backends(shared_server, demo_
     config = parse_config(yaml.safe_dump(data), base_dir=tmp_path)
     default_budget = ModelConfig.model_fields["budget_ms"].default
     assert config.models[0].backend_options["deadline_ms"] == default_budget  # the model's budget_ms (default)
-    pipeline = Pipeline(config, max_frames=2 * frames)
-    pipeline.start()
-    stop = threading.Event()
-    timer = threading.Timer(120, stop.set)
-    timer.start()
-    try:
-        reason = pipeline.wait(stop)
-    finally:
-        timer.cancel()
-        pipeline.stop()
+    reason, _ = run_pipeline(config, max_frames=2 * frames, timeout=120)
     assert reason == "max-frames"
     import json
 
