@@ -78,6 +78,10 @@ class FrameSlots:
             return []
 
     @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self._slots)
+
+    @property
     def finished(self) -> bool:
         """Every source ended and every frame was taken."""
         with self._cond:

@@ -148,6 +148,15 @@ class PublishGate:
             return True
 
 
+def _pixels_for(stage: Any, frame: Frame) -> Any:
+    """What the stage reads: a device image where the stage runs on that GPU (it never touches host memory),
+    else host pixels (a device image is downloaded once, on demand)."""
+    device = frame.device
+    if device is not None and getattr(stage, "device_index", None) == device.device:
+        return device
+    return frame.pixels()
+
+
 class ModelWorker:
     def __init__(self, model: Model, outputs: list[Output], slots: FrameSlots, reporter: HealthReporter,
                  gate: PublishGate, detections_valid: Callable[[], bool]):
@@ -297,7 +306,7 @@ class ModelWorker:
                 self.stats.taken += 1
                 self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
                 try:
-                    transforms.append(stage.write(slot, len(kept), frame.image))
+                    transforms.append(stage.write(slot, len(kept), _pixels_for(stage, frame)))
                     kept.append(frame)
                 except PreprocessError as exc:
                     self.stats.bad_frames += 1
@@ -469,6 +478,11 @@ class Pipeline:
                 log.warning("source '%s' is read by no model; not started", src_cfg.id)
                 continue
             source = create_source(src_cfg, FanOut(targets), self.reporter)
+            if hasattr(source, "prefer_device_frames"):
+                # decode on the GPU (decode: auto) only when every model reading this source reads GPU memory
+                readers = [w for w in self.workers if src_cfg.id in w.slots.sources]
+                source.prefer_device_frames = all(getattr(w.stage, "device_index", None) is not None
+                                                  for w in readers)
             self._share_ros(source)
             self.sources.append(source)
             if source.wait_for_consumer:

@@ -359,6 +359,7 @@ class TensorRTBackend(Backend):
         except Exception as exc:  # CUDA errors, and NVRTC missing or failing to compile the kernel
             self._close_sets()
             raise BackendError(f"model '{self.model_id}': cannot set up the GPU input stage: {exc}") from exc
+        stage.device_index = self.cuda_index  # device images on this GPU are read in place
         self._stage = stage
         self._warm_up_stage(stage, batch)
         return stage

@@ -397,7 +397,7 @@ class Ros2Output(Output):
 
     def annotated(self, result: Result) -> Any:
         m = self._msgs
-        image = cv.draw_detections(result.frame.image, result.detections)
+        image = cv.draw_detections(result.frame.pixels(), result.detections)
         sec, nanosec = cv.seconds_to_stamp(result.stamp)
         if self.config.image.format == "jpeg":
             msg = m.CompressedImage()

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..frame import Captured, Frame
+from ..frame import Captured, DeviceImage, Frame
 from ..health import HealthReporter, NullReporter
 from ..logutil import RateLimitedLog
 from ..mailbox import FanOut, FrameSink
@@ -181,9 +181,9 @@ class Source(ABC):
         """Open the device/file/stream; raise (SourceError or anything) when it cannot be opened."""
 
     @abstractmethod
-    def _read(self) -> np.ndarray | Captured | None:
-        """The next image (or a `Captured` carrying the stamp, sequence number and frame id it arrived with);
-        None at the end of the stream (or when a live stream broke)."""
+    def _read(self) -> np.ndarray | Captured | DeviceImage | None:
+        """The next image (or a `Captured` carrying the stamp, sequence number and frame id it arrived with, or
+        a `DeviceImage` decoded into GPU memory); None at the end of the stream (or when a live stream broke)."""
 
     @abstractmethod
     def _close(self) -> None:
@@ -405,15 +405,19 @@ class Source(ABC):
             header: Captured | None = None
             if isinstance(image, Captured):
                 header, image = image, image.image
-            image, problem = as_bgr(image)
-            if image is None:
-                self._count_bad_frame(problem)
-                consecutive_bad += 1
-                if not self.finite and consecutive_bad >= MAX_CONSECUTIVE_BAD_FRAMES:
-                    return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
-                continue
+            device = None
+            if isinstance(image, DeviceImage):  # decoded into GPU memory: stays there
+                device, image = image, None
+            else:
+                image, problem = as_bgr(image)
+                if image is None:
+                    self._count_bad_frame(problem)
+                    consecutive_bad += 1
+                    if not self.finite and consecutive_bad >= MAX_CONSECUTIVE_BAD_FRAMES:
+                        return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
+                    continue
             consecutive_bad = 0
-            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id)
+            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id, device)
             if header is not None:  # keep the header the frame arrived with
                 if header.wall is not None:
                     frame.wall = header.wall

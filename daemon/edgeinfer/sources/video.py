@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from ..frame import DeviceImage
 from ..health import HealthReporter
 from ..mailbox import FrameSink
 from .base import BadFrame, Source, SourceConfigBase, SourceError
@@ -29,6 +30,14 @@ class VideoSourceConfig(SourceConfigBase):
     # A corrupt stretch in a file fails a few reads in a row and the decoder then resynchronises at the next
     # keyframe; only this many unreadable frames in a row before the file's stated end mean it is broken.
     max_bad_run: int = Field(50, ge=1, le=100_000, description="give up after this many bad frames in a row")
+    decode: Literal["auto", "cpu", "nvdec"] = Field(
+        "auto", description="cpu: OpenCV/FFmpeg into host memory; nvdec: the NVIDIA GPU's hardware decoder into "
+        "GPU memory (PyNvVideoCodec); auto: nvdec where PyNvVideoCodec and a GPU are present and the codec is one "
+        "NVDEC decodes, else cpu")
+    gpu: int = Field(0, ge=0, le=63, description="the GPU whose NVDEC decodes (decode: nvdec or auto)")
+    color_matrix: Literal["bt601", "bt709"] = Field(
+        "bt601", description="nvdec: YUV -> RGB matrix (limited range). bt601 is what FFmpeg, and so OpenCV's "
+        "decode, assume for an untagged stream; bt709 for HD cameras that say so")
 
 
 def _file_problems(path: Path) -> list[str]:
@@ -66,6 +75,12 @@ class VideoSource(Source):
         self._frame_count = 0  # what the container states (0: unknown)
         self._position = 0  # frames read or failed since the file was opened
         self._bad_run = 0
+        self._nvdec = None  # NvdecReader while decoding on the GPU
+        self._first_device = None
+        self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
+        # set by the pipeline: False when a model reading this source preprocesses on the CPU, where frames
+        # decoded into GPU memory would only be downloaded again (decode: auto then decodes on the CPU)
+        self.prefer_device_frames = True
 
     @property
     def finite(self) -> bool:
@@ -107,6 +122,12 @@ class VideoSource(Source):
         problems = _file_problems(self.config.path)
         if problems:
             raise SourceError(problems[0].removeprefix("path: "))
+        if self.decoder is None and self.config.decode == "auto" and not self.prefer_device_frames:
+            log.info("source '%s': decoding on the CPU (decode: auto; a model reading it preprocesses on the CPU)",
+                     self.id)
+            self.decoder = "cpu"
+        if self.decoder != "cpu" and self._open_nvdec():
+            return
         self._cap, self._first = _open_capture(self.config.path)
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self._frame_count = int(count) if 0 < count < 1e9 else 0
@@ -119,7 +140,42 @@ class VideoSource(Source):
             fps = FALLBACK_FPS
         self._file_fps = fps
 
-    def _read(self) -> np.ndarray | None:
+    def _open_nvdec(self) -> bool:
+        """Open the NVDEC decoder (decode: nvdec, or auto where it works); False: decode on the CPU."""
+        from . import nvdec
+
+        try:
+            reader = nvdec.NvdecReader(self.config.path, self.config.gpu, matrix=self.config.color_matrix)
+            first = reader.read()
+            if first is None:
+                reader.close()
+                raise nvdec.NvdecUnavailable(f"NVDEC decoded no frame of {self.config.path}")
+        except nvdec.NvdecUnavailable as exc:
+            if self.config.decode == "nvdec":
+                raise SourceError(f"decode: nvdec: {exc}") from exc
+            if self.decoder is None:
+                log.info("source '%s': decoding on the CPU (decode: auto; NVDEC unavailable: %s)", self.id, exc)
+            self.decoder = "cpu"
+            return False
+        if self.decoder is None:
+            log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
+                     reader.codec, self.config.gpu, self.config.decode)
+        self.decoder = "nvdec"
+        self._nvdec, self._first_device = reader, first
+        self._frame_count, self._position, self._bad_run = 0, 1, 0
+        fps = reader.fps
+        self._file_fps = fps if 0 < fps <= 1000 else FALLBACK_FPS
+        return True
+
+    def counters(self) -> dict:
+        out = {"decode": self.decoder or self.config.decode}
+        if self._nvdec is not None and self._nvdec.dropped:
+            out["nvdec_pool_drops"] = self._nvdec.dropped
+        return out
+
+    def _read(self) -> np.ndarray | DeviceImage | None:
+        if self._nvdec is not None:
+            return self._read_nvdec()
         if self._first is not None:
             first, self._first = self._first, None
             return first
@@ -145,8 +201,30 @@ class VideoSource(Source):
                               f"{self.config.max_bad_run}); the file is damaged")
         raise BadFrame("cannot be decoded")
 
+    def _read_nvdec(self) -> DeviceImage | None:
+        if self._first_device is not None:
+            first, self._first_device = self._first_device, None
+            return first
+        try:
+            image = self._nvdec.read()
+        except Exception as exc:  # a packet the decoder rejects: a bad frame, as on the CPU path
+            self._position += 1
+            self._bad_run += 1
+            if self._bad_run >= self.config.max_bad_run:
+                raise SourceError(f"gave up after {self._bad_run} undecodable frames in a row (NVDEC: {exc}; "
+                                  f"sources[].max_bad_run: {self.config.max_bad_run}); the file is damaged") from exc
+            raise BadFrame(f"NVDEC cannot decode it: {exc}") from exc
+        if image is not None:
+            self._position += 1
+            self._bad_run = 0
+        return image
+
     def _close(self) -> None:
         self._first = None
+        self._first_device = None
+        if self._nvdec is not None:
+            self._nvdec.close()
+            self._nvdec = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None
