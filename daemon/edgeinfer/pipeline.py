@@ -289,17 +289,21 @@ class ModelWorker:
 
     # -- stage 1: frames into preallocated input buffers -------------------------------------------------
     def _prepare_loop(self) -> None:
+        # a free buffer set first, then the frames: frames that arrive while every set is in flight join the
+        # next batch instead of waiting behind one taken too early
+        fill_wait = self.config.batch_wait_ms / 1e3 if self.batch > 1 else 0.0
         while not self._stop.is_set():
             serving = self._current()
-            frames = self.slots.take(serving.model.batch, timeout=0.1)
+            slot = self._get(serving.free)
+            if slot is None:
+                return
+            frames = self.slots.take(serving.model.batch, timeout=0.1, fill_wait=fill_wait)
             if not frames:
+                serving.release(slot)
                 if self.slots.finished:
                     self._put(self._ready, _END)
                     return
                 continue
-            slot = self._get(serving.free)
-            if slot is None:
-                return
             kept, transforms = [], []
             stage = serving.model.stage
             for frame in frames:
