@@ -10,7 +10,7 @@ import numpy as np
 DEVICE_FORMATS = ("nv12", "bgr", "rgb")
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)  # no slots: the pool's release callback needs a weak reference (Python 3.10 has no weakref_slot)
 class DeviceImage:
     """A frame's pixels in GPU memory (a hardware decoder's output), read there by the GPU input stage so that
     they never cross the bus.
