@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -124,22 +125,52 @@ def bench_runner(tmp: Path, frames: int = 3000) -> dict:
     return out
 
 
-def thread_cpu_s() -> dict[str, float]:
-    """CPU seconds (user + system) each live thread of this process has used, by thread name (Linux /proc)."""
-    import os
+def _thread_name(name: str) -> str:
+    if ":" in name:  # "prepare:det", "source:cam3": by kind
+        return name.split(":")[0]
+    return "other" if name.startswith("Thread-") else name
 
+
+def thread_cpu_s() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) each live thread of this process has used: native id -> (name, s)."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     tick = os.sysconf("SC_CLK_TCK")
-    found: dict[str, float] = {}
+    found: dict[int, tuple[str, float]] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        name = names.get(int(task.name), "other")
-        name = name.split(":")[0] if ":" in name else ("other" if name.startswith("Thread-") else name)
-        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        tid = int(task.name)
+        found[tid] = (_thread_name(names.get(tid, "other")), (int(fields[11]) + int(fields[12])) / tick)
     return found
+
+
+class ThreadCpu:
+    """CPU seconds by thread kind between start() and stop(), threads that ended meanwhile included (sampled
+    every 0.1 s, so a thread's last 0.1 s before it ended may be missed)."""
+
+    def __init__(self):
+        self._base = thread_cpu_s()
+        self._last = dict(self._base)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="cpu-sampler")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._last.update(thread_cpu_s())
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._last.update(thread_cpu_s())
+        out: dict[str, float] = {}
+        for tid, (name, seconds) in self._last.items():
+            used = seconds - self._base.get(tid, (name, 0.0))[1]
+            if name != "cpu-sampler" and used > 0.005:
+                out[name] = round(out.get(name, 0.0) + used, 3)
+        return out
 
 
 def run_pipeline(data: dict, seconds: float = 120) -> tuple[float, list[dict], dict[str, float], dict]:
@@ -150,20 +181,19 @@ def run_pipeline(data: dict, seconds: float = 120) -> tuple[float, list[dict], d
     from edgeinfer.config import parse_config
     from edgeinfer.pipeline import Pipeline
 
-    before = thread_cpu_s()
     pipeline = Pipeline(parse_config(yaml.safe_dump(data)))
     pipeline.start()
+    cpu_meter = ThreadCpu()  # from here: the running pipeline, not loading and warm-up
     t0 = time.perf_counter()
     stop = threading.Event()
     timer = threading.Timer(seconds, stop.set)
     timer.start()
     pipeline.wait(stop)
     elapsed = time.perf_counter() - t0
-    after = thread_cpu_s()
+    cpu = cpu_meter.stop()
     stats = pipeline.stats()
     pipeline.stop()
     timer.cancel()
-    cpu = {k: round(v - before.get(k, 0.0), 3) for k, v in after.items() if v - before.get(k, 0.0) > 0.005}
     records = []
     for out in data["outputs"]:
         records += [json.loads(line) for line in Path(out["path"]).read_text().splitlines()]

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_gpu import busy_engine, thread_cpu_s  # noqa: E402
+from bench_gpu import ThreadCpu, busy_engine  # noqa: E402
 
 
 class GpuSampler:
@@ -79,20 +79,20 @@ def rss_mb() -> float:
 
 
 def config_for(n: int, decode: str, clip: Path, engine: Path, labels: Path, out: Path, max_batch: int,
-               batch_wait_ms: float) -> dict:
+               batch_wait_ms: float, buffer_sets: int = 3) -> dict:
     sources = [{"id": f"cam{i}", "type": "video", "path": str(clip), "realtime": True, "loop": True,
                 "decode": decode} for i in range(n)]
     return {"sources": sources,
             "models": [{"id": "det", "path": str(engine), "labels": str(labels), "device": "gpu",
-                        "backend_options": {"runtime": "standin_tensorrt"}, "sources": [s["id"] for s in sources],
-                        "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
+                        "backend_options": {"runtime": "standin_tensorrt", "buffer_sets": buffer_sets},
+                        "sources": [s["id"] for s in sources], "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
                         "preprocess": {"resize": "stretch", "scale": 1 / 255}, "decoder": {"layout": "v5"}}],
             "outputs": [{"type": "jsonl", "path": str(out), "heartbeat": False}]}
 
 
 def run_streams(n: int, decode: str, clip: Path, engine: Path, labels: Path, tmp: Path, seconds: float,
                 warmup_s: float, max_batch: int, batch_wait_ms: float, sampler: GpuSampler,
-                pyspy_out: Path | None = None) -> dict:
+                pyspy_out: Path | None = None, buffer_sets: int = 3) -> dict:
     import yaml
 
     from edgeinfer.config import parse_config
@@ -100,27 +100,26 @@ def run_streams(n: int, decode: str, clip: Path, engine: Path, labels: Path, tmp
 
     out = tmp / f"streams-{decode}-{n}.jsonl"
     pipeline = Pipeline(parse_config(yaml.safe_dump(config_for(n, decode, clip, engine, labels, out, max_batch,
-                                                               batch_wait_ms))))
+                                                               batch_wait_ms, buffer_sets))))
     pipeline.start()
     decoders = sorted({getattr(s, "decoder", "?") or "?" for s in pipeline.sources})
     time.sleep(warmup_s)
     stats0 = pipeline.stats()
-    cpu0, threads0 = time.process_time(), thread_cpu_s()
+    cpu0, thread_meter = time.process_time(), ThreadCpu()
     wall0, t0 = time.time(), time.perf_counter()
     sampler.start()
     spy = None
     if pyspy_out is not None:
         import subprocess
 
-        spy = subprocess.Popen(["py-spy", "record", "--gil", "--nonblocking", "-r", "200", "-d",
+        spy = subprocess.Popen(["py-spy", "record", "--gil", "--threads", "--nonblocking", "-r", "200", "-d",
                                 str(int(min(seconds, 8))), "-f", "raw", "-o", str(pyspy_out), "-p",
                                 str(os.getpid())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(seconds)
     sampler.stop()
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    threads = {k: round(v - threads0.get(k, 0.0), 2) for k, v in thread_cpu_s().items()
-               if v - threads0.get(k, 0.0) > 0.01}
+    threads = thread_meter.stop()
     stats1 = pipeline.stats()
     wall1 = time.time()
     pipeline.stop()
@@ -195,6 +194,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--batch-wait-ms", type=float, default=4.0)
+    parser.add_argument("--buffer-sets", type=int, default=3)
+    parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (s) for this process")
     parser.add_argument("--fit", type=Path, help="JSON with a_ms, c_ms (else measured with onnx2torch now)")
     parser.add_argument("--stop-after-fail", action="store_true", help="per decoder, stop at the first N that fails")
     parser.add_argument("--pyspy", type=Path, help="py-spy --gil profile of the largest NVDEC N into this file")
@@ -204,6 +205,8 @@ def main() -> None:
 
     from edgeinfer.cuda import runtime as cu
 
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     cu.set_device(0)
     demo = args.models / "yolov3-tiny"
     if args.fit:
@@ -214,7 +217,8 @@ def main() -> None:
         fit = measure_gpu_time(demo / "yolov3-tiny.onnx")
     result: dict = {"device": cu.device_info(0).name, "cpu_count": os.cpu_count(), "fit": fit, "rows": []}
     print(f"GPU {result['device']}, {os.cpu_count()} CPUs; engine stand-in t(b) = {fit['a_ms']:.3f} + "
-          f"{fit['c_ms']:.3f}*b ms GPU; max_batch {args.max_batch}, batch_wait_ms {args.batch_wait_ms}")
+          f"{fit['c_ms']:.3f}*b ms GPU; max_batch {args.max_batch}, batch_wait_ms {args.batch_wait_ms}, buffer_sets "
+          f"{args.buffer_sets}, switch interval {sys.getswitchinterval() * 1e3:.1f} ms")
     ns = [int(n) for n in args.ns.split(",")]
     sampler = GpuSampler()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -226,7 +230,7 @@ def main() -> None:
             for n in ns:
                 spy = args.pyspy if (args.pyspy and decode == "nvdec" and n == max(ns)) else None
                 row = run_streams(n, decode, args.clip, engine, demo / "coco.names", tmp, args.seconds, args.warmup,
-                                  args.max_batch, args.batch_wait_ms, sampler, spy)
+                                  args.max_batch, args.batch_wait_ms, sampler, spy, args.buffer_sets)
                 result["rows"].append(row)
                 print(f"| {decode} ({','.join(row['decoders_used'])}) | {n} | {row['fps_min']:.1f} / "
                       f"{row['fps_mean']:.1f} | {row['age_p50_ms']:.1f} / {row['age_p99_ms']:.1f} | "

@@ -221,3 +221,31 @@ def test_nvdec_source_survives_a_damaged_file(tmp_path, h264_clip):
     stats = source.stats()
     print(f"damaged file via NVDEC: {got} frames, state {stats['state']}, bad {stats['bad_frames']}")
     assert stats["state"] in ("ended", "failed") and got > 0
+
+
+def test_a_looping_nvdec_source_keeps_its_decoder(h264_clip):
+    """A looping file rewinds its demuxer and keeps its NVDEC decoder: tearing a decoder down holds the GIL for
+    tens of milliseconds, which stalled every other stream at each pass when 32 looped."""
+    _nvdec_or_skip()
+    import cv2 as _cv2
+
+    from edgeinfer.mailbox import FrameSlots
+    from edgeinfer.sources.video import VideoSource, VideoSourceConfig
+
+    cap = _cv2.VideoCapture(str(h264_clip))
+    length = int(cap.get(_cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    slots = FrameSlots(["clip"])
+    source = VideoSource(VideoSourceConfig(id="clip", type="video", path=h264_clip, decode="nvdec", loop=True), slots)
+    source.start()
+    readers, seqs = set(), []
+    try:
+        while len(seqs) < length + length // 2:
+            frames = slots.take(1, timeout=5.0)
+            assert frames, "the looping source stopped delivering"
+            seqs += [f.seq for f in frames]
+            readers.add(id(source._nvdec or source._spare_nvdec))
+    finally:
+        source.stop()
+    assert seqs == list(range(len(seqs)))  # in order across the loop, nothing lost
+    assert len(readers - {id(None)}) == 1, "the decoder was recreated at the loop"

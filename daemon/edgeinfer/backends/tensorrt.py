@@ -453,7 +453,7 @@ class TensorRTBackend(Backend):
         s = self._sets[set_index]
         try:
             self._bind_thread()
-            s.done.synchronize()
+            s.done.wait()  # not synchronize(): that holds the GIL for the GPU's whole time
             ms = s.done.elapsed_ms(s.start)
         except cu.CudaError as exc:
             raise BackendError(f"model '{self.model_id}': {exc}") from exc

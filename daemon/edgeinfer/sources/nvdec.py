@@ -74,6 +74,8 @@ class NvdecReader:
         if codec.upper() not in NVDEC_CODECS:
             raise NvdecUnavailable(f"{path}: codec {codec} is not decoded by NVDEC")
         self.codec = codec
+        self.path = str(path)
+        self._nvc = nvc
         self.fps = float(self.demuxer.FrameRate() or 0.0)
         self.pool = DeviceFramePool(gpu, pool_buffers)
         try:
@@ -108,6 +110,14 @@ class NvdecReader:
             if image is not None:
                 return image
             self.dropped += 1  # the pipeline holds every buffer: skip this frame rather than stall decoding
+
+    def rewind(self) -> None:
+        """Start the file again with the same decoder (a looping source): creating and destroying an NVDEC
+        decoder holds the GIL for tens of milliseconds (py-spy: the largest GIL holder with 32 looping
+        streams), a new demuxer costs little. The caller checks that the next read gives a frame."""
+        self._pending.clear()
+        self.demuxer = self._nvc.CreateDemuxer(filename=self.path)
+        self._packets = iter(self.demuxer)
 
     def close(self) -> None:
         self._pending.clear()

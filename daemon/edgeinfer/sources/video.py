@@ -76,6 +76,8 @@ class VideoSource(Source):
         self._position = 0  # frames read or failed since the file was opened
         self._bad_run = 0
         self._nvdec = None  # NvdecReader while decoding on the GPU
+        self._nvdec_ended = False  # the reader reached the end of the file (a loop may rewind it)
+        self._spare_nvdec = None  # a reader kept from the last pass, for the next one (loop)
         self._first_device = None
         self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
         # set by the pipeline: False when a model reading this source preprocesses on the CPU, where frames
@@ -144,9 +146,21 @@ class VideoSource(Source):
         """Open the NVDEC decoder (decode: nvdec, or auto where it works); False: decode on the CPU."""
         from . import nvdec
 
+        reader, first, self._spare_nvdec = self._spare_nvdec, None, None
+        if reader is not None:  # looping: the same decoder from the top of the file
+            try:
+                reader.rewind()
+                first = reader.read()
+            except Exception as exc:
+                log.info("source '%s': NVDEC decoder cannot start the file again (%s); creating a new one",
+                         self.id, exc)
+            if first is None:
+                reader.close()
+                reader = None
         try:
-            reader = nvdec.NvdecReader(self.config.path, self.config.gpu, matrix=self.config.color_matrix)
-            first = reader.read()
+            if reader is None:
+                reader = nvdec.NvdecReader(self.config.path, self.config.gpu, matrix=self.config.color_matrix)
+                first = reader.read()
             if first is None:
                 reader.close()
                 raise nvdec.NvdecUnavailable(f"NVDEC decoded no frame of {self.config.path}")
@@ -161,7 +175,7 @@ class VideoSource(Source):
             log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
                      reader.codec, self.config.gpu, self.config.decode)
         self.decoder = "nvdec"
-        self._nvdec, self._first_device = reader, first
+        self._nvdec, self._first_device, self._nvdec_ended = reader, first, False
         self._frame_count, self._position, self._bad_run = 0, 1, 0
         fps = reader.fps
         self._file_fps = fps if 0 < fps <= 1000 else FALLBACK_FPS
@@ -217,14 +231,22 @@ class VideoSource(Source):
         if image is not None:
             self._position += 1
             self._bad_run = 0
+        else:
+            self._nvdec_ended = True
         return image
 
     def _close(self) -> None:
         self._first = None
         self._first_device = None
-        if self._nvdec is not None:
-            self._nvdec.close()
-            self._nvdec = None
+        reader, self._nvdec = self._nvdec, None
+        keep = reader is not None and self._nvdec_ended and self.config.loop and not self._stop.is_set()
+        if keep:
+            self._spare_nvdec = reader  # the next pass rewinds it
+        elif reader is not None:
+            reader.close()
+        if not keep and self._spare_nvdec is not None:
+            self._spare_nvdec.close()
+            self._spare_nvdec = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None
