@@ -218,5 +218,5 @@ def test_buffer_set_is_reused_only_after_its_outputs_are_decoded(tmp_path):
     worker.join(time.monotonic() + 2)
     model.close()
     assert [r.seq for r in out.results] == list(range(frames))
-    wrong = [(r.seq, r.detections[0].class_id) for r in out.results if r.detections[0].class_id != r.seq * 5]
+    wrong = [(r.seq, r.payload[0].class_id) for r in out.results if r.payload[0].class_id != r.seq * 5]
     assert not wrong, f"outputs overwritten before they were decoded: {wrong[:5]}"
