@@ -21,10 +21,12 @@ from .backends.schema import BACKEND_CHOICES, BACKEND_OPTIONS, options_for_model
 from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, parse_device
 from .engines.options import BuildOptions
+from .outputs import OUTPUT_TYPES
 from .outputs.schema import JsonlOutputConfig
 from .preprocess import PreprocessConfig
 from .problems import ConfigError, Problem, schema_problems
 from .schema import StrictModel
+from .sources import SOURCE_TYPES
 from .sources.schema import (
     CameraSourceConfig,
     GStreamerSourceConfig,
@@ -50,9 +52,8 @@ SourceConfig = Annotated[
     Field(discriminator="type"),
 ]
 OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig, Field(discriminator="type")]
-SOURCE_TAGS = ("video", "images", "camera", "rtsp", "gstreamer", "synthetic", "zmq", "ros2")
-OUTPUT_TAGS = ("jsonl", "zmq", "ros2")
-UNION_TAGS = frozenset(SOURCE_TAGS) | frozenset(OUTPUT_TAGS) | frozenset(DECODERS)
+# the `type` keys, for error paths (pydantic puts them in; users wrote no such key)
+UNION_TAGS = frozenset(SOURCE_TYPES) | frozenset(OUTPUT_TYPES) | frozenset(DECODERS)
 
 
 class FallbackLink(StrictModel):

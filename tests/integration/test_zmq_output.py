@@ -22,7 +22,7 @@ zmq = pytest.importorskip("zmq")
 from edgeinfer.config import ConfigError, parse_config  # noqa: E402
 from edgeinfer.lazy import MissingDependency  # noqa: E402
 from edgeinfer.outputs import OutputError, create_output  # noqa: E402
-from edgeinfer.runtime import RuntimeContext
+from edgeinfer.runtime import RuntimeContext  # noqa: E402
 from edgeinfer.transports.zmq.output import MAX_REQUEST_BYTES, UnknownCommand, ZmqOutput, ZmqOutputConfig  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)

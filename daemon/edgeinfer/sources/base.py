@@ -150,7 +150,7 @@ class Source(ABC):
 
     def describe(self) -> str:
         """Where the frames come from, for messages (no secrets)."""
-        return self.kind
+        return self.type
 
     def preflight(self) -> list[str]:
         """Problems visible without starting. Each starts with the config field it is about and ': ',
@@ -181,7 +181,7 @@ class Source(ABC):
         return self.config.frame_id or self.config.id
 
     @property
-    def kind(self) -> str:
+    def type(self) -> str:
         """The config's type key (the class name for a source built on the bare base config)."""
         return getattr(self.config, "type", type(self).__name__)
 
@@ -260,7 +260,7 @@ class Source(ABC):
             recent = [t for t in self._recent_stamps if now - t <= FPS_WINDOW_S]
             return {
                 "id": self.id,
-                "type": self.kind,
+                "type": self.type,
                 "state": self._state,
                 "frames": self._frames,
                 "bad_frames": self._bad_frames,

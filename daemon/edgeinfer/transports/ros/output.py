@@ -26,6 +26,7 @@ from ...outputs.base import Output, OutputError
 from ...results import Classifications, DenseMap, Detections, Payload, Result
 from . import INTERFACES_HINT
 from . import convert as cv
+from .runtime import policy_name, qos_profile
 from .schema import Ros2OutputConfig
 
 if TYPE_CHECKING:
@@ -111,8 +112,6 @@ class Ros2Output(Output):
         node = self.runtime.node
         from rclpy.event_handler import PublisherEventCallbacks
 
-        from .runtime import qos_profile
-
         def events(topic: str) -> Any:
             return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
 
@@ -156,8 +155,6 @@ class Ros2Output(Output):
 
     def _result_publisher(self, model_id: str, payload_type: type[Payload]) -> Any:
         """The publisher of one model's results: the message type and topic of its payload type."""
-        from .runtime import qos_profile
-
         topic_key, message_name, _ = result_message(payload_type)
         message = getattr(self._msgs, message_name)
         if message is None:  # an older vision_msgs (before Humble) has Classification2D, not Classification
@@ -402,8 +399,6 @@ class Ros2Output(Output):
         return response
 
     def _incompatible(self, topic: str, info: Any) -> None:
-        from .runtime import policy_name
-
         policy = policy_name(info)
         text = (f"incompatible QoS on {topic}: a subscriber requested a {policy} policy this publisher does "
                 f"not offer ({info.total_count} so far)")

@@ -8,7 +8,7 @@ import sys
 
 def main(argv=None):
     try:
-        from edgeinfer.transports.ros.entry import main as run
+        from edgeinfer.rosnode import main as run
     except ImportError as exc:
         sys.stderr.write(f"edgeinfer_node: the edgeinfer Python package is not importable ({exc}); install it "
                          f"with `pip install /path/to/edgeinfer` in the environment ROS uses\n")
