@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 
 from ..frame import DeviceImage
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import BadFrame, Source, SourceConfigBase, SourceError
+from .base import BadFrame, Source, SourceError
+from .schema import VideoSourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,22 +21,6 @@ log = logging.getLogger(__name__)
 FALLBACK_FPS = 25.0
 
 
-class VideoSourceConfig(SourceConfigBase):
-    type: Literal["video"] = "video"
-    path: Path
-    loop: bool = False
-    realtime: bool = False  # false: every frame, as fast as consumed; true: at the file's fps, newest wins
-    # A corrupt stretch in a file fails a few reads in a row and the decoder then resynchronises at the next
-    # keyframe; only this many unreadable frames in a row before the file's stated end mean it is broken.
-    max_bad_run: int = Field(50, ge=1, le=100_000, description="give up after this many bad frames in a row")
-    decode: Literal["auto", "cpu", "nvdec"] = Field(
-        "auto", description="cpu: OpenCV/FFmpeg into host memory; nvdec: the NVIDIA GPU's hardware decoder into "
-        "GPU memory (PyNvVideoCodec); auto: nvdec where PyNvVideoCodec and a GPU are present and the codec is one "
-        "NVDEC decodes, else cpu")
-    gpu: int = Field(0, ge=0, le=63, description="the GPU whose NVDEC decodes (decode: nvdec or auto)")
-    color_matrix: Literal["bt601", "bt709"] = Field(
-        "bt601", description="nvdec: YUV -> RGB matrix (limited range). bt601 is what FFmpeg, and so OpenCV's "
-        "decode, assume for an untagged stream; bt709 for HD cameras that say so")
 
 
 def _file_problems(path: Path) -> list[str]:
@@ -84,9 +67,6 @@ class VideoSource(Source):
         # decoded into GPU memory would only be downloaded again (decode: auto then decodes on the CPU)
         self.prefer_device_frames = True
 
-    @property
-    def finite(self) -> bool:
-        return True
 
     @property
     def loop(self) -> bool:
