@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from .cuda import runtime
+from .sources import nvdec
 
 
 def _version(dist: str) -> str | None:
@@ -79,8 +80,6 @@ def probe() -> dict[str, dict[str, Any]]:
         gpus.append("Jetson (Tegra) integrated GPU")
     found["gpu"] = {"ok": bool(gpus) or bool(glob.glob("/dev/nvidia[0-9]*")),
                     "detail": "; ".join(gpus) or "no NVIDIA GPU found (CPU pipeline on ONNX Runtime)"}
-    from .sources import nvdec
-
     ok, detail = nvdec.probe()
     found["nvdec"] = {"ok": ok, "detail": (f"{detail}: video sources with decode: auto decode on the GPU" if ok else
                                            f"{detail}; video sources with decode: auto decode on the CPU"

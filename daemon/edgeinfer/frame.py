@@ -44,12 +44,13 @@ class DeviceImage:
     matrix: str = "bt601"  # nv12: YUV -> RGB matrix, limited range
     ready: Any = None  # edgeinfer.cuda.runtime.Event to wait on before reading; None = ready
     owner: Any = None  # the pool's lease on the buffer (returned when this object goes)
+    downloader: Any = None  # set by the producer: image -> host BGR array (edgeinfer.cuda.frames.download_bgr)
 
     def download(self) -> np.ndarray:
         """The pixels as H x W x 3 uint8 BGR in host memory (a synchronous copy; for outputs, not the hot path)."""
-        from .cuda.frames import download_bgr
-
-        return download_bgr(self)
+        if self.downloader is None:
+            raise ValueError("this device image was made without a downloader: its pixels stay on the GPU")
+        return self.downloader(self)
 
 
 @dataclass(slots=True)

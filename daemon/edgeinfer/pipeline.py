@@ -159,7 +159,7 @@ def _pixels_for(stage: Any, frame: Frame) -> Any:
     """What the stage reads: a device image where the stage runs on that GPU (it never touches host memory),
     else host pixels (a device image is downloaded once, on demand)."""
     device = frame.device
-    if device is not None and getattr(stage, "device_index", None) == device.device:
+    if device is not None and stage.device_index == device.device:
         return device
     return frame.pixels()
 
@@ -496,11 +496,9 @@ class Pipeline:
                 log.warning("source '%s' is read by no model; not started", src_cfg.id)
                 continue
             source = create_source(src_cfg, FanOut(targets), self.reporter)
-            if hasattr(source, "prefer_device_frames"):
-                # decode on the GPU (decode: auto) only when every model reading this source reads GPU memory
-                readers = [w for w in self.workers if src_cfg.id in w.inbox.sources]
-                source.prefer_device_frames = all(getattr(w.stage, "device_index", None) is not None
-                                                  for w in readers)
+            # decode on the GPU (decode: auto) only when every model reading this source reads GPU memory
+            readers = [w for w in self.workers if src_cfg.id in w.inbox.sources]
+            source.prefer_device_frames = all(w.stage.device_index is not None for w in readers)
             self.sources.append(source)
             if source.wait_for_consumer:
                 for worker in self.workers:

@@ -106,7 +106,7 @@ class DeviceFramePool:
         copy_2d(dst + luma, pitch, uv_ptr, src_pitch, width, height // 2, self.stream)
         slot.event.record(self.stream)
         image = DeviceImage(dst, width, height, pitch, "nv12", self.device, uv_ptr=dst + luma, matrix=matrix,
-                            ready=slot.event)
+                            ready=slot.event, downloader=download_bgr)
         image.owner = weakref.finalize(image, self._release, slot)
         return image
 

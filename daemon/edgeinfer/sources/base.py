@@ -108,6 +108,9 @@ class Source(ABC):
 
     #: True for sources that are expected to fail on every retry once preflight finds a problem (no backend).
     preflight_problems_are_permanent = False
+    #: set by the pipeline before start: False when a model reading this source preprocesses on the CPU, where
+    #: frames decoded into GPU memory would only be downloaded again (a `decode: auto` source decodes on the CPU)
+    prefer_device_frames: bool = True
 
     def __init__(self, config: SourceConfigBase, sink: FrameSink, reporter: HealthReporter | None = None):
         self.config = config

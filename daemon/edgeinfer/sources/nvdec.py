@@ -18,6 +18,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from ..cuda import runtime as cu
+from ..cuda.frames import DeviceFramePool
 from ..frame import DeviceImage
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,6 @@ def probe() -> tuple[bool, str]:
     """(available, detail) for `edgeinfer doctor` and `decode: auto`."""
     try:
         nvc = _module()
-        from ..cuda import runtime as cu
-
         count = cu.device_count()
     except NvdecUnavailable as exc:
         return False, str(exc)
@@ -60,9 +60,6 @@ class NvdecReader:
 
     def __init__(self, path: str | Path, gpu: int = 0, pool_buffers: int = 12, matrix: str = "bt601"):
         nvc = _module()
-        from ..cuda import runtime as cu
-        from ..cuda.frames import DeviceFramePool
-
         cu.set_device(gpu)
         self.gpu = gpu
         self.matrix = matrix
@@ -124,8 +121,6 @@ class NvdecReader:
         self.decoder = None
         self.demuxer = None
         self.pool.close()
-        from ..cuda import runtime as cu
-
         if getattr(self, "_context", None) is not None:
             cu.driver().cuDevicePrimaryCtxRelease(self.gpu)
             self._context = None

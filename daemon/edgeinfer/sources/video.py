@@ -12,6 +12,7 @@ import numpy as np
 from ..frame import DeviceImage
 from ..health import HealthReporter
 from ..mailbox import FrameSink
+from . import nvdec
 from .base import BadFrame, Source, SourceError
 from .schema import VideoSourceConfig
 
@@ -63,9 +64,6 @@ class VideoSource(Source):
         self._spare_nvdec = None  # a reader kept from the last pass, for the next one (loop)
         self._first_device = None
         self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
-        # set by the pipeline: False when a model reading this source preprocesses on the CPU, where frames
-        # decoded into GPU memory would only be downloaded again (decode: auto then decodes on the CPU)
-        self.prefer_device_frames = True
 
 
     @property
@@ -124,8 +122,6 @@ class VideoSource(Source):
 
     def _open_nvdec(self) -> bool:
         """Open the NVDEC decoder (decode: nvdec, or auto where it works); False: decode on the CPU."""
-        from . import nvdec
-
         reader, first, self._spare_nvdec = self._spare_nvdec, None, None
         if reader is not None:  # looping: the same decoder from the top of the file
             try:
