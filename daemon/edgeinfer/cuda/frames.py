@@ -133,8 +133,8 @@ def copy_2d(dst: int, dst_pitch: int, src: int, src_pitch: int, width_bytes: int
 
 
 def download_bgr(image: DeviceImage) -> np.ndarray:
-    """Host BGR copy of a device image (waits for its `ready` event first). BT.709 NV12 is converted with
-    OpenCV's BT.601 routine plus a correction-free fallback: outputs only draw on it."""
+    """Host BGR copy of a device image, after its `ready` event. NV12 is converted with OpenCV's BT.601 routine
+    whatever the image's matrix: this copy is for outputs that draw on it, not for the network."""
     import cv2
 
     rt = cu.cudart()
