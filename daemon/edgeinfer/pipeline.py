@@ -170,6 +170,11 @@ class ModelWorker:
         # max_age_ms defaults to the inference budget: perception older than that is not fresh
         self.max_age_ms = config.max_age_ms if config.max_age_ms is not None else config.budget_ms
         self.stats = ModelStats()
+        self.tracking = None  # a TrackingStage when the model has a `tracker:` block (imported only then)
+        if config.tracker is not None:
+            from .tracking.stage import TrackingStage
+
+            self.tracking = TrackingStage(config.tracker)
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._rlog = RateLimitedLog(log)
@@ -374,6 +379,8 @@ class ModelWorker:
         if error is None:
             try:  # {"detections": [...]}, or kind + classifications / dense
                 fields = batch.serving.model.decoder.result_fields(batch.outputs, index, transform)
+                if self.tracking is not None and "detections" in fields:
+                    fields["detections"] = self.tracking.apply(frame, fields["detections"])
             except Exception as exc:  # a decoder bug must not stop the stream: count it, say it, go on
                 error = f"decoding failed: {type(exc).__name__}: {exc}"
                 self.stats.decode_errors += 1

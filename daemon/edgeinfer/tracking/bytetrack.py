@@ -29,7 +29,7 @@ STATE_NAMES = {TENTATIVE: "tentative", CONFIRMED: "confirmed", LOST: "lost"}
 _LOW_PASS_THRESHOLD = 0.5  # ByteTrack's second-pass and tentative-pass limits
 _TENTATIVE_THRESHOLD = 0.7
 _DUPLICATE_IOU = 0.85
-LOST_PENALTY = 0.2
+LOST_PENALTY = 0.1
 
 
 @dataclass(frozen=True)
