@@ -88,3 +88,30 @@ class Instance(Detection):
             record["keypoints"] = [[round(float(x), 1), round(float(y), 1), round(float(c), 3)]
                                    for x, y, c in self.keypoints.tolist()]
         return record
+
+
+def instance_image(detections: list[Detection], height: int, width: int) -> np.ndarray:
+    """The instance-id image of one result in source pixels: 0 where no mask is, i + 1 where detections[i]'s
+    mask is (uint8 up to 255 instances, else uint16). Where masks overlap, the earlier detection (the higher
+    score: decoders rank them) wins, so it is painted last."""
+    dtype = np.uint8 if len(detections) <= 255 else np.uint16
+    image = np.zeros((height, width), dtype)
+    for index in range(min(len(detections), 65535) - 1, -1, -1):
+        mask = getattr(detections[index], "mask", None)
+        if mask is None:
+            continue
+        h, w = mask.crop.shape
+        region = image[mask.y0:mask.y0 + h, mask.x0:mask.x0 + w]
+        region[mask.crop[:region.shape[0], :region.shape[1]]] = index + 1
+    return image
+
+
+def detection_id(detection: Detection, index: int) -> str:
+    """vision_msgs/Detection2D.id of detections[index]: its track id with tracking on; else, for an instance
+    with a mask or keypoints, its 1-based position (the value of its pixels in the instance image); else ""."""
+    track_id = getattr(detection, "track_id", None)
+    if track_id is not None:
+        return str(track_id)
+    if getattr(detection, "mask", None) is not None or getattr(detection, "keypoints", None) is not None:
+        return str(index + 1)
+    return ""

@@ -165,35 +165,3 @@ def slow_detector(path: Path, rows: np.ndarray, iterations: int, size: int = 64,
     ]
     return _save(path, helper.make_graph(nodes, "slow_detector", inputs, [_detections_output(rows)], inits))
 
-
-def constant_outputs_model(path: Path, outputs: dict[str, np.ndarray], size: int = 64,
-                           metadata: dict[str, str] | None = None) -> Path:
-    """A model that answers every image with the given arrays (each [1, ...]; batch N in front at run time,
-    the same for every image), still reading the input so the session runs on real tensors. `metadata` goes
-    into the file's metadata_props, as exporters write it (e.g. Ultralytics' task, names, kpt_shape)."""
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),  # [N]
-        helper.make_node("Mul", ["mean", "zero"], ["zeros"]),
-    ]
-    inits = [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")]
-    graph_outputs = []
-    for name, value in outputs.items():
-        value = np.asarray(value, dtype=np.float32)
-        rank = value.ndim
-        inits.append(numpy_helper.from_array(value, f"{name}_value"))
-        inits.append(numpy_helper.from_array(np.arange(1, rank, dtype=np.int64), f"{name}_axes"))
-        nodes += [
-            helper.make_node("Unsqueeze", ["zeros", f"{name}_axes"], [f"{name}_zeros"]),  # [N, 1, ...]
-            helper.make_node("Add", [f"{name}_zeros", f"{name}_value"], [name]),
-        ]
-        graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *value.shape[1:]]))
-    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size])]
-    model = helper.make_model(helper.make_graph(nodes, "constant_outputs", inputs, graph_outputs, inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from ..instances import detection_id
 from ..lazy import lazy_import
 from ..logutil import RateLimitedLog
 from ..ros import INTERFACES_HINT
@@ -60,6 +61,8 @@ class Ros2QosTopics(StrictModel):
     classifications: QosConfig = QosConfig()
     # reliable too: Fast DDS over UDP loses fragments of large best-effort images (docs/ros2.md)
     dense: QosConfig = QosConfig()
+    instances: QosConfig = QosConfig()  # reliable, like dense: an image in fragments
+    keypoints: QosConfig = QosConfig()
     label_info: QosConfig = QosConfig(durability="transient_local", depth=1)
     heartbeat: QosConfig = QosConfig()
     image: QosConfig = QosConfig(preset="sensor_data")
@@ -72,6 +75,10 @@ class Ros2OutputConfig(OutputConfigBase):
     classifications_topic: str = Field(default="~/{model}/classifications", description="classifier models: "
                                        "vision_msgs/Classification")
     dense_topic: str = Field(default="~/{model}/dense", description="dense-map models: sensor_msgs/Image")
+    instances_topic: str = Field(default="~/{model}/instances", description="segment models: sensor_msgs/Image "
+                                 "mono8/mono16, pixel = 1-based index into the Detection2DArray")
+    keypoints_topic: str = Field(default="~/{model}/keypoints", description="pose models: "
+                                 "edgeinfer_msgs/KeypointsArray")
     label_info_topic: str = "~/{model}/label_info"
     heartbeat_topic: str = "~/heartbeat"
     label_in_class_id: bool = Field(default=False, description="hypothesis.class_id holds the label, not the "
@@ -86,7 +93,8 @@ class Ros2OutputConfig(OutputConfigBase):
                                       "subscribers match each model's result topic (replaying files)")
     wait_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
-    @field_validator("detections_topic", "classifications_topic", "dense_topic", "label_info_topic")
+    @field_validator("detections_topic", "classifications_topic", "dense_topic", "label_info_topic",
+                     "instances_topic", "keypoints_topic")
     @classmethod
     def _per_model(cls, value: str, info: Any) -> str:
         check_topic(value, info.field_name)
@@ -145,6 +153,7 @@ class Ros2Output(Output):
         self._events: Callable[[str], Any] = lambda topic: None
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(log)
+        self._instances: Any = None  # ros.instances.InstanceTopics: masks and keypoints beside the boxes
 
     def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]],
                    kinds: dict[str, str | None] | None = None) -> None:
@@ -168,6 +177,9 @@ class Ros2Output(Output):
             return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
 
         self._events = events
+        from ..ros.instances import InstanceTopics
+
+        self._instances = InstanceTopics(node, self.config, events)
         q = self.config.qos
         for model_id, labels in self.models:
             name = cv.ros_name(model_id)
@@ -282,6 +294,8 @@ class Ros2Output(Output):
                     node.destroy_publisher(entity)
             except Exception as exc:  # the node may already be gone at shutdown
                 log.debug("output '%s': destroying %s: %s", self.id, entity, exc)
+        if self._instances is not None:
+            self._instances.destroy()
         self._topics.clear()
         self._timer = self._service = self._heartbeat_pub = self._diag_pub = None
 
@@ -327,7 +341,9 @@ class Ros2Output(Output):
                 return
             topics.results.publish(self.dense_image(result, topics))
         else:
-            topics.results.publish(self.detection_array(result, topics))
+            array = self.detection_array(result, topics)
+            topics.results.publish(array)
+            self._instances.publish(result, array.header)
         self.published += 1
         if topics.image is not None and result.frame is not None:
             now = time.monotonic()
@@ -354,8 +370,9 @@ class Ros2Output(Output):
             det = m.Detection2D()
             det.results = [m.ObjectHypothesisWithPose()]
             pool.append(det)
-        for det, d in zip(pool, result.detections):
+        for index, (det, d) in enumerate(zip(pool, result.detections)):
             det.header = header
+            det.id = detection_id(d, index)  # the track id with tracking on
             cx, cy, sx, sy = cv.detection_values(d.bbox)
             box = det.bbox
             box.center.position.x, box.center.position.y = cx, cy
