@@ -30,10 +30,20 @@ def gate_classes(cost: np.ndarray, row_classes: np.ndarray, col_classes: np.ndar
 
 def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Minimum-cost matching with every matched pair below `threshold` (Jonker-Volgenant, `lap`).
-    Returns (rows, cols) of the matched pairs."""
-    if cost.size == 0:
+    Returns (rows, cols) of the matched pairs.
+
+    Tracking costs are sparse (a track overlaps few detections), so rows and columns without any admissible
+    pair are dropped first, and where every row left has one admissible column and no column is wanted twice
+    the matching is that, with no solver call (the solver costs ~60 us for 50 x 50 here)."""
+    admissible = cost < threshold
+    rows = np.flatnonzero(admissible.any(axis=1))
+    cols = np.flatnonzero(admissible.any(axis=0))
+    if rows.size == 0:
         return np.empty(0, np.intp), np.empty(0, np.intp)
+    sub = admissible[np.ix_(rows, cols)]
+    if (sub.sum(axis=1) == 1).all() and (sub.sum(axis=0) == 1).all():
+        return rows, cols[sub.argmax(axis=1)]
     lap = lazy_import("lap", "Tracking needs it: pip install 'edgeinfer[tracking]' (or: pip install lap).")
-    _, row_to_col, _ = lap.lapjv(cost, extend_cost=True, cost_limit=threshold)
-    rows = np.flatnonzero(row_to_col >= 0)
-    return rows, row_to_col[rows].astype(np.intp)
+    _, row_to_col, _ = lap.lapjv(cost[np.ix_(rows, cols)], extend_cost=True, cost_limit=threshold)
+    matched = np.flatnonzero(row_to_col >= 0)
+    return rows[matched], cols[row_to_col[matched]].astype(np.intp)
