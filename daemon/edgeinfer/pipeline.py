@@ -550,6 +550,7 @@ class Pipeline:
         return {
             "published": self.gate.count,
             "models": {w.id: w.stats.as_dict() | {"drops": dict(w.slots.drops)} | self._backend_entry(w)
+                       | ({"tracking": w.tracking.counters()} if w.tracking is not None else {})
                        for w in self.workers},
             "sources": {s.id: s.stats() for s in self.sources},
             "outputs": {o.id: {"published": o.published, "errors": o.errors} for o in self.outputs},
