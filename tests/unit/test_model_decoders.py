@@ -320,7 +320,7 @@ def test_fitting_picks_segment_and_pose_heads_from_metadata(tmp_path) -> None:
     segment = fit_model(model_config(tmp_path), [spec("images", (1, 3, 64, 64))],
                         [spec("output0", (1, 4 + 3 + 32, 84)), spec("output1", (1, 32, 16, 16))],
                         {**ULTRALYTICS, "task": "segment"}, 1)
-    assert segment.decoder.describe() == "yolo segment (3 classes, 32 mask prototypes)"
+    assert segment.decoder.describe() == "yolo segment layout v8 (3 classes, 32 mask prototypes)"
     assert "decoder type yolo-segment from the model's metadata (task segment)" in segment.notes
     pose = fit_model(model_config(tmp_path), [spec("images", (1, 3, 64, 64))], [spec("output0", (1, 4 + 1 + 15, 84))],
                      {"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[5, 3]"}, 1)

@@ -1,7 +1,8 @@
 """Ultralytics segment and pose heads (YOLOv8 / YOLO11 exports): boxes plus instance masks or keypoints.
 
 Layouts (B = batch, N = candidates, nc = classes; boxes and keypoints in network-input pixels):
-  segment  output A [B, 4 + nc + nm, N]: cx, cy, w, h, class scores, nm mask coefficients (32)
+  segment  output A [B, 4 + nc + nm, N]: cx, cy, w, h, class scores, nm mask coefficients (32); or YOLOv5-seg's
+                    [B, N, 5 + nc + nm] with objectness (score = objectness x class probability)
            output B [B, nm, mh, mw]:    mask prototypes at 1/4 of the input size (160 x 160 for 640)
   pose     output   [B, 4 + nc + K * d, N]: cx, cy, w, h, class scores, K keypoints of d values (x, y[, conf]);
            the export already applied the sigmoid to the confidences (17 x 3 for COCO persons, nc = 1)
@@ -54,6 +55,10 @@ class _HeadConfig(StrictModel):
 
 class YoloSegmentDecoderConfig(_HeadConfig):
     type: Literal["yolo-segment"] = "yolo-segment"
+    layout: Literal["auto", "v8", "v5"] = Field("auto", description="v8: [B, 4 + nc + nm, N] (YOLOv8/YOLO11); "
+                                                "v5: [B, N, 5 + nc + nm] with objectness (YOLOv5-seg); auto: the "
+                                                "one whose class count matches the labels, else the longer axis "
+                                                "is N")
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="a pixel is in the mask when sigmoid > this")
 
 
@@ -83,39 +88,62 @@ class _HeadDecoder(Decoder):
     config: _HeadConfig
     extra: int  # channels after the class scores
 
-    def _setup(self, config: _HeadConfig, head_shape: Sequence[Any]) -> None:
+    def _setup(self, config: _HeadConfig, head_shape: Sequence[Any], layout: str = "v8") -> None:
         self.config = config
         self.head_shape = normalize_shape(head_shape)
         if len(self.head_shape) != 3:
             raise DecodeError(f"{self.what} head output must be 3-D [B, 4 + nc + {self.extra_name}, N], got shape "
                               f"{tuple(head_shape)}")
-        channels = self.head_shape[1]
-        if channels is None or channels < 5 + self.extra:
-            raise DecodeError(f"{self.what} head output {tuple(head_shape)}: needs 4 + nc + {self.extra} "
-                              f"({self.extra_name}) >= {5 + self.extra} channels in dim 1")
-        self.num_classes = channels - 4 - self.extra
+        _, a, b = self.head_shape
+        if layout == "auto":
+            nc = len(self.labels)
+            if nc and a == 4 + nc + self.extra:
+                layout = "v8"
+            elif nc and b == 5 + nc + self.extra:
+                layout = "v5"
+            else:  # N (thousands of candidates, or dynamic) is the longer axis
+                layout = "v5" if a is None or (b is not None and a > b) else "v8"
+        self.layout = layout
+        self.box_channels = 5 if layout == "v5" else 4  # v5 adds objectness
+        channels = b if layout == "v5" else a
+        if channels is None or channels < self.box_channels + 1 + self.extra:
+            where = "dim 2" if layout == "v5" else "dim 1"
+            raise DecodeError(f"{self.what} head output {tuple(head_shape)} ({layout}): needs "
+                              f"{self.box_channels} + nc + {self.extra} ({self.extra_name}) >= "
+                              f"{self.box_channels + 1 + self.extra} channels in {where}")
+        self.num_classes = channels - self.box_channels - self.extra
         self._classes = resolve_class_filter(config.classes, self.labels)
 
     what = "YOLO"
     extra_name = ""
 
     def _candidates(self, prediction: np.ndarray):
-        """(boxes [n, 4] input pixels, scores, class ids, extra rows [n, extra]) after threshold, filter, NMS."""
-        if prediction.shape[0] != 4 + self.num_classes + self.extra:
-            raise DecodeError(f"{self.what} head output: expected {4 + self.num_classes + self.extra} channels, "
-                              f"got {prediction.shape[0]}")
-        class_scores = prediction[4:4 + self.num_classes]
-        best = class_scores.max(axis=0)
-        columns = np.flatnonzero(best >= self.config.conf_threshold)
-        class_ids = class_scores[:, columns].argmax(axis=0)
-        scores = best[columns].astype(np.float64)
+        """(boxes [n, 4] input pixels, scores, class ids, extra rows [n, extra]) after threshold, filter, NMS.
+        `prediction` is one batch item: [C, N] (v8) or [N, C] (v5)."""
+        if self.layout == "v5":
+            prediction = prediction.T  # a view: [C, N] like v8
+        first = self.box_channels
+        expected = first + self.num_classes + self.extra
+        if prediction.shape[0] != expected:
+            raise DecodeError(f"{self.what} head output: expected {expected} channels, got {prediction.shape[0]}")
+        if self.layout == "v5":  # score = objectness x class probability <= objectness: a cheap first cut
+            columns = np.flatnonzero(prediction[4] >= self.config.conf_threshold)
+            class_scores = prediction[first:first + self.num_classes, columns] * prediction[4, columns]
+        else:
+            columns = np.arange(prediction.shape[1])
+            class_scores = prediction[first:first + self.num_classes]
+        best = class_scores.max(axis=0) if columns.size else np.zeros(0, prediction.dtype)
+        kept = np.flatnonzero(best >= self.config.conf_threshold)
+        class_ids = class_scores[:, kept].argmax(axis=0)
+        scores = best[kept].astype(np.float64)
+        columns = columns[kept]
         if self._classes is not None:
             wanted = np.isin(class_ids, self._classes)
             columns, class_ids, scores = columns[wanted], class_ids[wanted], scores[wanted]
         boxes = _xywh_to_xyxy(prediction[:4, columns])
         keep = nms(boxes, scores, class_ids, self.config.iou_threshold, class_agnostic=self.config.class_agnostic,
                    max_output=self.config.max_detections)
-        extra = prediction[4 + self.num_classes:, columns[keep]].T
+        extra = prediction[first + self.num_classes:, columns[keep]].T
         return boxes[keep], scores[keep], class_ids[keep], extra
 
     def _instances(self, boxes_src: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, **per_instance: list
@@ -145,13 +173,13 @@ class YoloSegmentDecoder(_HeadDecoder):
             raise DecodeError(f"prototype output {tuple(output_shapes[self.proto_index])}: the mask count (dim 1) "
                               "must be fixed")
         self.extra = proto_shape[1]
-        self._setup(config, output_shapes[self.head_index])
+        self._setup(config, output_shapes[self.head_index], config.layout)
         self.mask_threshold = config.mask_threshold
         # (width, height) of the network input; without it, Ultralytics' ratio: prototypes are 1/4 of the input
         self.input_size = context.input_size if context is not None else None
 
     def describe(self) -> str:
-        return f"yolo segment ({self.num_classes} classes, {self.extra} mask prototypes)"
+        return f"yolo segment layout {self.layout} ({self.num_classes} classes, {self.extra} mask prototypes)"
 
     def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[instances.Instance]:
         if len(outputs) < 2:
