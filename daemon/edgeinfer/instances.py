@@ -7,6 +7,11 @@ JSON record adds the fields that are set:
   mask          {"size": [H, W], "counts": str}: COCO compressed RLE over the whole source image
   keypoints     [[x, y, confidence], ...] in source pixels, in the model's keypoint order (COCO's 17 for
                 Ultralytics pose models)
+
+Payloads: `Masks` (segment models) and `Keypoints` (pose models) are `Detections` whose items carry a mask or
+keypoints: the record's `type` stays "detections" (consumers of boxes keep working), and outputs that know
+them add what a box cannot carry (ROS: an instance-id image, a keypoints message). Tracking keeps a payload's
+type and sets `track_id` on its items.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer import rle
-from edgeinfer.decoders.base import Detection
+from edgeinfer.results import Detection, Detections
 
 
 @dataclass(slots=True)
@@ -58,6 +63,16 @@ class InstanceMask:
 
     def to_rle(self) -> dict[str, Any]:
         return {"size": [self.height, self.width], "counts": rle.counts_to_string(self.counts())}
+
+
+@dataclass(slots=True)
+class Masks(Detections):
+    """Detections of a segment model: each an `Instance` with its `mask`."""
+
+
+@dataclass(slots=True)
+class Keypoints(Detections):
+    """Detections of a pose model: each an `Instance` with its `keypoints`."""
 
 
 @dataclass(slots=True)

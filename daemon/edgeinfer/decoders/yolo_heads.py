@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from edgeinfer import instances  # the module, not its names: edgeinfer.instances imports this package
 from edgeinfer.decoders.base import (
     DecodeError,
     Decoder,
@@ -36,6 +35,7 @@ from edgeinfer.decoders.base import (
 )
 from edgeinfer.decoders.labels import label_for
 from edgeinfer.decoders.nms import nms
+from edgeinfer.instances import Instance, InstanceMask, Keypoints, Masks
 from edgeinfer.preprocess.cpu import Transform
 from edgeinfer.schema import StrictModel
 
@@ -147,16 +147,17 @@ class _HeadDecoder(Decoder):
         return boxes[keep], scores[keep], class_ids[keep], extra
 
     def _instances(self, boxes_src: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, **per_instance: list
-                   ) -> list[instances.Instance]:
+                   ) -> list[Instance]:
         out = []
         for i, (class_id, score, bbox) in enumerate(zip(class_ids.tolist(), scores.tolist(), boxes_src.tolist(),
                                                         strict=True)):
             fields = {name: values[i] for name, values in per_instance.items()}
-            out.append(instances.Instance(class_id, label_for(self.labels, class_id), score, tuple(bbox), **fields))
+            out.append(Instance(class_id, label_for(self.labels, class_id), score, tuple(bbox), **fields))
         return out
 
 
 class YoloSegmentDecoder(_HeadDecoder):
+    payload_type = Masks
     what = "YOLO segment"
     extra_name = "mask coefficients"
 
@@ -181,7 +182,7 @@ class YoloSegmentDecoder(_HeadDecoder):
     def describe(self) -> str:
         return f"yolo segment layout {self.layout} ({self.num_classes} classes, {self.extra} mask prototypes)"
 
-    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[instances.Instance]:
+    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Masks:
         if len(outputs) < 2:
             raise DecodeError(f"the YOLO segment decoder needs 2 outputs, got {len(outputs)}")
         head, protos = outputs[self.head_index], outputs[self.proto_index]
@@ -193,17 +194,17 @@ class YoloSegmentDecoder(_HeadDecoder):
         boxes, scores, class_ids, coefficients = self._candidates(head[index])
         boxes_src = transform.to_source(boxes)
         masks = [self._mask(c, protos[index], box, transform) for c, box in zip(coefficients, boxes_src, strict=True)]
-        return self._instances(boxes_src, scores, class_ids, mask=masks)
+        return Masks(self._instances(boxes_src, scores, class_ids, mask=masks))
 
     def _mask(self, coefficients: np.ndarray, protos: np.ndarray, box: np.ndarray,
-              transform: Transform) -> instances.InstanceMask:
+              transform: Transform) -> InstanceMask:
         """One instance's mask over its (source-pixel) box."""
         nm, mh, mw = protos.shape
         x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
         x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
         width, height = max(0, x1 - x0), max(0, y1 - y0)
         if width == 0 or height == 0:
-            return instances.InstanceMask(x0, y0, np.zeros((height, width), bool), transform.src_h, transform.src_w)
+            return InstanceMask(x0, y0, np.zeros((height, width), bool), transform.src_h, transform.src_w)
         logits = coefficients.astype(np.float32) @ protos.reshape(nm, -1).astype(np.float32, copy=False)
         probability = (1.0 / (1.0 + np.exp(-logits))).reshape(mh, mw)
         in_w, in_h = self.input_size or (mw * 4, mh * 4)
@@ -220,10 +221,11 @@ class YoloSegmentDecoder(_HeadDecoder):
         u = np.arange(width) + x0 + 0.5
         v = np.arange(height) + y0 + 0.5
         crop &= ((v >= box[1]) & (v <= box[3]))[:, None] & ((u >= box[0]) & (u <= box[2]))[None, :]
-        return instances.InstanceMask(x0, y0, crop, transform.src_h, transform.src_w)
+        return InstanceMask(x0, y0, crop, transform.src_h, transform.src_w)
 
 
 class YoloPoseDecoder(_HeadDecoder):
+    payload_type = Keypoints
     what = "YOLO pose"
     extra_name = "keypoints"
 
@@ -240,7 +242,7 @@ class YoloPoseDecoder(_HeadDecoder):
     def describe(self) -> str:
         return f"yolo pose ({self.num_classes} classes, {self.kpt_shape[0]} keypoints x {self.kpt_shape[1]})"
 
-    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[instances.Instance]:
+    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Keypoints:
         if not outputs or outputs[0].ndim != 3:
             raise DecodeError("the YOLO pose decoder needs one 3-D output")
         check_batch_item(outputs[0], index)
@@ -251,4 +253,4 @@ class YoloPoseDecoder(_HeadDecoder):
         keypoints[:, :, :d] = raw  # no confidence column (d = 2): every keypoint counts as seen
         keypoints[:, :, 0] = np.clip((keypoints[:, :, 0] - transform.pad_x) / transform.scale_x, 0, transform.src_w)
         keypoints[:, :, 1] = np.clip((keypoints[:, :, 1] - transform.pad_y) / transform.scale_y, 0, transform.src_h)
-        return self._instances(transform.to_source(boxes), scores, class_ids, keypoints=list(keypoints))
+        return Keypoints(self._instances(transform.to_source(boxes), scores, class_ids, keypoints=list(keypoints)))

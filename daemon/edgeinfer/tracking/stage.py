@@ -8,14 +8,14 @@ published; each carries `track_id` and `track_age` (see edgeinfer/instances.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from edgeinfer.decoders.base import Detection
 from edgeinfer.frame import Frame
 from edgeinfer.instances import Instance
 from edgeinfer.lazy import lazy_import
+from edgeinfer.results import Detections, Payload
 from edgeinfer.tracking.bytetrack import ByteTracker
 from edgeinfer.tracking.config import TrackerConfig
 
@@ -29,16 +29,22 @@ class TrackingStage:
         self._position: dict[str, tuple[int, int]] = {}  # source -> (stream, seq) of its last frame
         self.resets = 0
 
-    def apply(self, frame: Frame, detections: Sequence[Detection]) -> list[Detection]:
+    def apply(self, frame: Frame, payload: Payload) -> Payload:
+        """The payload with only the detections of confirmed tracks, each with its track id (same type: masks
+        and keypoints keep theirs); a payload without boxes passes unchanged."""
+        if not isinstance(payload, Detections):
+            return payload
         tracker = self._tracker_for(frame)
+        detections = payload.detections
         count = len(detections)
         boxes = np.array([d.bbox for d in detections], np.float64).reshape(count, 4)
         scores = np.fromiter((d.score for d in detections), np.float64, count)
         class_ids = np.fromiter((d.class_id for d in detections), np.int64, count)
         assignment = tracker.update(boxes, scores, class_ids)
-        return [Instance.of(d, track_id=int(track_id), track_age=int(age))
-                for d, track_id, age in zip(detections, assignment.track_ids.tolist(), assignment.ages.tolist(),
-                                            strict=True) if track_id > 0]
+        tracked = [Instance.of(d, track_id=int(track_id), track_age=int(age))
+                   for d, track_id, age in zip(detections, assignment.track_ids.tolist(), assignment.ages.tolist(),
+                                               strict=True) if track_id > 0]
+        return replace(payload, detections=tracked)
 
     def _tracker_for(self, frame: Frame) -> ByteTracker:
         tracker = self._trackers.get(frame.source)

@@ -2,9 +2,9 @@
   ~/{model}/instances  sensor_msgs/Image mono8 (mono16 above 255 instances): pixel = 1-based position of the
                        detection in the Detection2DArray, 0 = no instance; source-image size
   ~/{model}/keypoints  edgeinfer_msgs/KeypointsArray: per detection, its keypoints in source pixels
-A model's publishers are made when its first result carries masks or keypoints (with wait_for_subscribers, it
-waits for them there); from then on every result of it is published (also with no instance), so a subscriber
-can pair the topics by stamp."""
+A model gets these publishers once its payload type is known to be `Masks` / `Keypoints` (from the config's
+decoder at open, else when the model is loaded); every result of it is then published on them, also one with
+no instance, so a subscriber can pair the topics by stamp."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from ..instances import detection_id, instance_image
-from ..lazy import lazy_import
-from ..outputs.base import OutputError
+from ...instances import Keypoints, Masks, detection_id, instance_image
+from ...lazy import lazy_import
+from ...outputs.base import OutputError
+from ...results import Payload, Result
 from . import INTERFACES_HINT
 from . import convert as cv
+from .runtime import qos_profile
 
 
 class InstanceTopics:
@@ -29,20 +31,22 @@ class InstanceTopics:
         self.keypoints: dict[str, Any] = {}
         self._msgs: Any = None
 
-    def publish(self, result: Any, header: Any) -> int:
-        """Publish what `result` (ok, detections) holds beyond boxes; returns the number of messages."""
-        model = result.model
-        detections = result.detections
-        if model not in self.images and any(getattr(d, "mask", None) is not None for d in detections):
+    def ensure(self, model: str, payload_type: type[Payload] | None) -> None:
+        """The publishers `payload_type` needs for `model` (none for plain boxes and other kinds)."""
+        if payload_type is not None and issubclass(payload_type, Masks) and model not in self.images:
             self.images[model] = self._publisher(model, "instances")
-        if model not in self.keypoints and any(getattr(d, "keypoints", None) is not None for d in detections):
+        if payload_type is not None and issubclass(payload_type, Keypoints) and model not in self.keypoints:
             self.keypoints[model] = self._publisher(model, "keypoints")
+
+    def publish(self, result: Result, header: Any) -> int:
+        """Publish what `result` (ok) holds beyond boxes with the Detection2DArray's `header`; returns the
+        number of messages sent."""
         sent = 0
-        if model in self.images:
-            self.images[model].publish(self.instance_image(result, header))
+        if result.model in self.images:
+            self.images[result.model].publish(self.instance_image(result, header))
             sent += 1
-        if model in self.keypoints:
-            self.keypoints[model].publish(self.keypoints_array(result, header))
+        if result.model in self.keypoints:
+            self.keypoints[result.model].publish(self.keypoints_array(result, header))
             sent += 1
         return sent
 
@@ -54,8 +58,6 @@ class InstanceTopics:
         return self._msgs
 
     def _publisher(self, model: str, what: str) -> Any:
-        from .runtime import qos_profile
-
         image, keypoints_array, _ = self._messages()
         topic = getattr(self.config, f"{what}_topic").replace("{model}", cv.ros_name(model))
         message = image if what == "instances" else keypoints_array
@@ -70,10 +72,10 @@ class InstanceTopics:
                 time.sleep(0.02)
         return publisher
 
-    def instance_image(self, result: Any, header: Any) -> Any:
+    def instance_image(self, result: Result, header: Any) -> Any:
         image_type, _, _ = self._messages()
         height, width = _source_size(result)
-        ids = instance_image(result.detections, height, width)
+        ids = instance_image(result.payload.detections, height, width)
         msg = image_type()
         msg.header = header
         msg.height, msg.width = height, width
@@ -83,12 +85,12 @@ class InstanceTopics:
         msg.data = ids.astype(ids.dtype.newbyteorder("<"), copy=False).tobytes()
         return msg
 
-    def keypoints_array(self, result: Any, header: Any) -> Any:
+    def keypoints_array(self, result: Result, header: Any) -> Any:
         _, array_type, keypoints_type = self._messages()
         msg = array_type()
         msg.header = header
         instances = []
-        for index, detection in enumerate(result.detections):
+        for index, detection in enumerate(result.payload.detections):
             entry = keypoints_type()
             entry.id, entry.index = detection_id(detection, index), index
             points = getattr(detection, "keypoints", None)
@@ -100,19 +102,17 @@ class InstanceTopics:
         msg.instances = instances
         return msg
 
-    def destroy(self) -> None:
-        for publisher in [*self.images.values(), *self.keypoints.values()]:
-            try:
-                self.node.destroy_publisher(publisher)
-            except Exception:  # the node may already be gone at shutdown
-                pass
+    def publishers(self) -> list[Any]:
+        return [*self.images.values(), *self.keypoints.values()]
+
+    def forget(self) -> None:
         self.images.clear()
         self.keypoints.clear()
 
 
-def _source_size(result: Any) -> tuple[int, int]:
+def _source_size(result: Result) -> tuple[int, int]:
     """(height, width) of the source image: from a mask when there is one, else from the frame."""
-    for detection in result.detections:
+    for detection in result.payload.detections:
         mask = getattr(detection, "mask", None)
         if mask is not None:
             return mask.height, mask.width
