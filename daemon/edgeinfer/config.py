@@ -35,8 +35,8 @@ from .sources.schema import (
     SyntheticSourceConfig,
     VideoSourceConfig,
 )
-from .transports.ros.schema import Ros2OutputConfig, Ros2SourceConfig, RosConfig
 from .tracking.config import TrackerConfig
+from .transports.ros.schema import Ros2OutputConfig, Ros2SourceConfig, RosConfig
 from .transports.zmq.schema import ZmqOutputConfig, ZmqSourceConfig
 from .watchdog.config import WatchdogConfig, flow_id
 from .yamlload import YamlProblem, load_yaml

@@ -14,7 +14,7 @@ import pytest
 from test_byom import write_images
 
 from edgeinfer import rle
-from edgeinfer.ros import convert as cv
+from edgeinfer.transports.ros import convert as cv
 from support.byom_models import constant_outputs_model
 from support.daemon_process import DaemonProcess, first
 from support.ros import RosPeer, ros_env, ros_unavailable, stamp_s

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edgeinfer.config import ConfigError, parse_config
-from edgeinfer.decoders.base import Detection
 from edgeinfer.frame import Frame
-from edgeinfer.instances import Instance
+from edgeinfer.instances import Instance, Masks
+from edgeinfer.results import Classifications, Detection, Detections
 from edgeinfer.tracking.bytetrack import ByteTracker
 from edgeinfer.tracking.config import ByteTrackConfig
 from edgeinfer.tracking.stage import TrackingStage
@@ -94,23 +94,27 @@ def test_the_stage_tracks_each_source_apart_and_starts_over_on_a_new_stream():
     stage = TrackingStage(ByteTrackConfig())
     people = [Detection(0, "person", 0.9, tuple(box(100, 100))), Detection(0, "person", 0.8, tuple(box(300, 100)))]
     for seq in range(3):
-        left = stage.apply(frame("left", seq), people)
-        right = stage.apply(frame("right", seq), people[:1])
+        left = stage.apply(frame("left", seq), Detections(people)).detections
+        right = stage.apply(frame("right", seq), Detections(people[:1])).detections
     assert [d.track_id for d in left] == [1, 2] and [d.track_id for d in right] == [1]
     assert all(isinstance(d, Instance) for d in left) and left[0].track_age == 3
     assert left[0].to_dict()["track_id"] == 1 and left[0].to_dict()["track_age"] == 3
     moved = [Detection(0, "person", 0.9, tuple(box(600, 300)))]
-    assert stage.apply(frame("left", 3, stream=2), moved)[0].track_id == 1  # reconnect: ids from 1 again
+    assert stage.apply(frame("left", 3, stream=2), Detections(moved))[0].track_id == 1  # reconnect: from 1 again
     assert stage.resets == 1
-    stage.apply(frame("right", 0), people[:1])  # the sender restarted its sequence numbers
+    stage.apply(frame("right", 0), Detections(people[:1]))  # the sender restarted its sequence numbers
     assert stage.resets == 2
     assert stage.counters()["tracks"]["left"]["confirmed"] == 1
 
 
-def test_unconfirmed_detections_are_not_published():
+def test_unconfirmed_detections_are_not_published_and_payload_types_are_kept():
     stage = TrackingStage(ByteTrackConfig())
-    stage.apply(frame("cam", 0), [])
-    assert stage.apply(frame("cam", 1), [Detection(2, "car", 0.9, (0, 0, 10, 10))]) == []
+    stage.apply(frame("cam", 0), Detections([]))
+    new = stage.apply(frame("cam", 1), Masks([Instance(2, "car", 0.9, (0, 0, 10, 10))]))
+    assert type(new) is Masks and len(new) == 0
+    assert type(stage.apply(frame("cam", 2), Masks([Instance(2, "car", 0.9, (0, 0, 10, 10))]))) is Masks
+    classes = Classifications([])
+    assert stage.apply(frame("cam", 3), classes) is classes  # nothing to track: passed through
 
 
 YAML = """
