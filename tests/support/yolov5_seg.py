@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -185,3 +186,70 @@ def convert(checkpoint: Path, target: Path) -> Path:
     onnx.save(onnx_model, partial)
     partial.replace(target)
     return target
+
+
+def letterbox(image: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """The package's utils/augmentations.letterbox(auto=False): resize by the smaller gain, pad with 114,
+    odd padding split round(d - 0.1) / round(d + 0.1)."""
+    h, w = image.shape[:2]
+    gain = min(size / h, size / w)
+    new_w, new_h = int(round(w * gain)), int(round(h * gain))
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    return cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+
+
+def reference(prediction: np.ndarray, protos: np.ndarray, image_shape: tuple[int, int], conf: float = 0.25,
+              iou: float = 0.45) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The package's own post-processing in NumPy (utils/general.non_max_suppression with nm=32, then
+    utils/segment/general.process_mask(upsample=True), scale_coords and scale_masks, as its predict.py runs
+    them), for one image: (boxes [n, 4], scores [n], classes [n], masks [n, H, W] bool) in source pixels."""
+    x = prediction[0].astype(np.float64)
+    nm = protos.shape[1]
+    nc = x.shape[1] - 5 - nm
+    x = x[x[:, 4] > conf]
+    x[:, 5:] *= x[:, 4:5]  # as the package does: the mask coefficients are scaled by objectness too
+    boxes = np.column_stack([x[:, 0] - x[:, 2] / 2, x[:, 1] - x[:, 3] / 2, x[:, 0] + x[:, 2] / 2,
+                             x[:, 1] + x[:, 3] / 2])
+    classes = x[:, 5:5 + nc].argmax(axis=1)
+    scores = x[np.arange(len(x)), 5 + classes]
+    keep = scores > conf
+    boxes, scores, classes, coefficients = boxes[keep], scores[keep], classes[keep], x[keep, 5 + nc:]
+    order = np.argsort(-scores, kind="stable")
+    offset = boxes + classes[:, None] * 7680.0  # per-class NMS by offsetting boxes, as the package does
+    kept: list[int] = []
+    for i in order:
+        if all(_iou(offset[i], offset[j]) <= iou for j in kept):
+            kept.append(int(i))
+    kept = kept[:300]
+    boxes, scores, classes, coefficients = boxes[kept], scores[kept], classes[kept], coefficients[kept]
+    _, _, mh, mw = protos.shape
+    logits = coefficients @ protos[0].reshape(nm, -1).astype(np.float64)
+    probability = (1 / (1 + np.exp(-logits))).reshape(-1, mh, mw)
+    down = boxes * np.array([mw / SIZE, mh / SIZE, mw / SIZE, mh / SIZE])
+    cols, rows = np.arange(mw)[None, None, :], np.arange(mh)[None, :, None]
+    inside = ((cols >= down[:, 0, None, None]) & (cols < down[:, 2, None, None])
+              & (rows >= down[:, 1, None, None]) & (rows < down[:, 3, None, None]))
+    probability = probability * inside
+    h0, w0 = image_shape
+    gain = min(SIZE / h0, SIZE / w0)
+    pad_x, pad_y = (SIZE - w0 * gain) / 2, (SIZE - h0 * gain) / 2
+    masks = []
+    for p in probability:
+        upsampled = cv2.resize(p.astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR) > 0.5
+        cut = upsampled[int(pad_y):int(SIZE - pad_y), int(pad_x):int(SIZE - pad_x)].astype(np.float32)
+        masks.append(cv2.resize(cut, (w0, h0)) > 0.5)
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_x) / gain).clip(0, w0)
+    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_y) / gain).clip(0, h0)
+    return boxes, scores, classes, np.array(masks, bool).reshape(-1, h0, w0)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
