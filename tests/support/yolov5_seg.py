@@ -63,12 +63,15 @@ class _Graph:
 
 
 def _conv(g: _Graph, module, x: str) -> str:
-    """models.common.Conv: Conv2d (no bias) + BatchNorm2d folded, then SiLU."""
+    """models.common.Conv (and Ultralytics' Conv, DWConv): Conv2d (no bias) + BatchNorm2d folded, then SiLU
+    (none where the module's activation is Identity)."""
     conv, bn = module.conv, module.bn
     weight = conv.weight.astype(np.float32)
     scale = bn.weight.astype(np.float32) / np.sqrt(bn.running_var.astype(np.float32) + bn.eps)
     bias = bn.bias.astype(np.float32) - bn.running_mean.astype(np.float32) * scale
     y = _conv2d(g, conv, x, weight * scale[:, None, None, None], bias)
+    if type(module.act).__name__ == "Identity":
+        return y
     return g.op("Mul", [y, g.op("Sigmoid", [y])])
 
 
