@@ -102,6 +102,10 @@ def probe() -> dict[str, dict[str, Any]]:
     triton = _version("tritonclient")
     found["triton"] = {"ok": triton is not None,
                        "detail": f"tritonclient {triton}" if triton else "pip install 'edgeinfer[triton]'"}
+    lap = _version("lap")
+    found["tracking"] = {"ok": lap is not None,
+                         "detail": f"lap {lap} (models[].tracker)" if lap else "lap missing (models[].tracker needs "
+                         "it): pip install 'edgeinfer[tracking]'"}
     found["systemd"] = {"ok": True, "detail": "NOTIFY_SOCKET set (running under systemd)"
                         if os.environ.get("NOTIFY_SOCKET") else "not under systemd (no NOTIFY_SOCKET)"}
     return found
