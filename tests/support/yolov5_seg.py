@@ -229,7 +229,7 @@ def reference(prediction: np.ndarray, protos: np.ndarray, image_shape: tuple[int
     kept = kept[:300]
     boxes, scores, classes, coefficients = boxes[kept], scores[kept], classes[kept], coefficients[kept]
     _, _, mh, mw = protos.shape
-    logits = coefficients @ protos[0].reshape(nm, -1).astype(np.float64)
+    logits = np.einsum("kc,cn->kn", coefficients, protos[0].reshape(nm, -1).astype(np.float64))
     probability = (1 / (1 + np.exp(-logits))).reshape(-1, mh, mw)
     down = boxes * np.array([mw / SIZE, mh / SIZE, mw / SIZE, mh / SIZE])
     cols, rows = np.arange(mw)[None, None, :], np.arange(mh)[None, :, None]
