@@ -324,7 +324,7 @@ def test_fitting_picks_segment_and_pose_heads_from_metadata(tmp_path) -> None:
     assert "decoder type yolo-segment from the model's metadata (task segment)" in segment.notes
     pose = fit_model(model_config(tmp_path), [spec("images", (1, 3, 64, 64))], [spec("output0", (1, 4 + 1 + 15, 84))],
                      {"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[5, 3]"}, 1)
-    assert pose.decoder.describe() == "yolo pose (1 classes, 5 keypoints x 3)"
+    assert pose.decoder.describe() == "yolo pose (1 class, 5 keypoints x 3)"
     configured = fit_model(model_config(tmp_path, decoder={"type": "yolo-pose", "conf_threshold": 0.5}),
                            [spec("images", (1, 3, 64, 64))], [spec("output0", (1, 4 + 1 + 15, 84))],
                            {"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[5, 3]"}, 1)

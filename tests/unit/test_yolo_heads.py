@@ -106,7 +106,7 @@ def test_pose_keypoints_in_source_pixels(src_w, src_h, mode):
 def test_pose_keypoint_shape_from_config_or_metadata():
     head, _ = pose_outputs(k=5)
     decoder = YoloPoseDecoder(YoloPoseDecoderConfig(keypoints=(5, 3)), ["person"], [head.shape])
-    assert decoder.num_classes == 1 and decoder.describe() == "yolo pose (1 classes, 5 keypoints x 3)"
+    assert decoder.num_classes == 1 and decoder.describe() == "yolo pose (1 class, 5 keypoints x 3)"
     with pytest.raises(DecodeError, match="needs 4 \\+ nc \\+ 51"):
         YoloPoseDecoder(YoloPoseDecoderConfig(), ["person"], [head.shape])  # 17 x 3 does not fit 20 channels
     assert parse_metadata({"kpt_shape": "[17, 3]"}).kpt_shape == (17, 3)

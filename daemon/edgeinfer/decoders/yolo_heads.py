@@ -247,7 +247,8 @@ class YoloPoseDecoder(_HeadDecoder):
         self._setup(config, output_shapes[0])
 
     def describe(self) -> str:
-        return f"yolo pose ({self.num_classes} classes, {self.kpt_shape[0]} keypoints x {self.kpt_shape[1]})"
+        classes = f"{self.num_classes} class" + ("es" if self.num_classes != 1 else "")
+        return f"yolo pose ({classes}, {self.kpt_shape[0]} keypoints x {self.kpt_shape[1]})"
 
     def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Keypoints:
         if not outputs or outputs[0].ndim != 3:
