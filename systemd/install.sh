@@ -126,6 +126,18 @@ make_venv() {  # make_venv DIR [--system-site-packages]
     echo "install.sh: cannot create a venv; install python3-venv (or pass --edgeinfer BIN)" >&2
     exit 1
 }
+# JetPack's OpenCV (apt) is built with GStreamer, which CSI cameras (nvarguscamerasrc) need; the pip wheel the
+# venv gets as a dependency is not, and it shadows the system's. Where the system's has GStreamer and the venv's
+# does not, drop the wheel; JetPack 6's OpenCV is built against NumPy 1.x, so pin numpy<2 if cv2 then fails.
+GST_CHECK='import re, sys, cv2; sys.exit(0 if re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()) else 1)'
+prefer_system_opencv() {  # prefer_system_opencv VENV_PYTHON
+    "$1" -c "$GST_CHECK" 2>/dev/null && return 0
+    /usr/bin/python3 -c "$GST_CHECK" 2>/dev/null || return 0
+    echo "install.sh: using JetPack's OpenCV (with GStreamer) instead of the pip wheel" >&2
+    "$1" -m pip uninstall --quiet -y opencv-python-headless opencv-python >&2 || true
+    "$1" -c 'import cv2' 2>/dev/null || "$1" -m pip install --quiet 'numpy<2' >&2
+    "$1" -c "$GST_CHECK" || echo "install.sh: the venv still has no GStreamer OpenCV: see docs/jetson.md" >&2
+}
 EDGE_FINAL="$EDGE"
 if [ -z "$EDGE" ]; then
     SITE=""
@@ -145,6 +157,7 @@ if [ -z "$EDGE" ]; then
     fi
     EDGE="$PREFIX$VENV/bin/edgeinfer"
     EDGE_FINAL="$VENV/bin/edgeinfer"
+    [ "$JETPACK" = yes ] && [ -z "$PREFIX" ] && prefer_system_opencv "$VENV/bin/python"
 fi
 # Run the freshly staged program through its own interpreter (its shebang names the final path now).
 run_edgeinfer() {
