@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeinfer.config import load_config
+from edgeinfer.preflight import load_config
 from support.byom_models import constant_outputs_model
 
 ROOT = Path(__file__).resolve().parents[2]

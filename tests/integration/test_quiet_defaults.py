@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from edgeinfer.outputs.jsonl import JsonlOutput, JsonlOutputConfig
+from edgeinfer.runtime import RuntimeContext
 from support.tiny_models import constant_detector
 
 MAX_BYTES = 8192
@@ -77,7 +78,7 @@ def test_a_jsonl_file_gets_no_heartbeats_by_default_and_rotates_at_the_configure
 def test_heartbeats_when_asked_for_are_thinned_to_the_interval_plus_state_changes(tmp_path):
     path = tmp_path / "beats.jsonl"
     output = JsonlOutput(JsonlOutputConfig(path=str(path), heartbeat=True, heartbeat_interval_s=3600), "jsonl")
-    output.open()
+    output.open(RuntimeContext())
     for state in ["OK"] * 20 + ["DEGRADED"] * 20 + ["OK"] * 5:
         output.heartbeat({"type": "heartbeat", "state": state})
     output.close()
@@ -87,11 +88,11 @@ def test_heartbeats_when_asked_for_are_thinned_to_the_interval_plus_state_change
 def test_a_file_renamed_by_logrotate_is_reopened_at_its_path(tmp_path):
     path = tmp_path / "out.jsonl"
     output = JsonlOutput(JsonlOutputConfig(path=str(path)), "jsonl")
-    output.open()
-    output.publish({"type": "detections", "frame": 0})
+    output.open(RuntimeContext())
+    output.write_record({"type": "detections", "frame": 0})
     path.rename(tmp_path / "out.jsonl.1")  # what logrotate does by default (no copytruncate)
     output._next_path_check = 0  # the once-a-second look, now
-    output.publish({"type": "detections", "frame": 1})
+    output.write_record({"type": "detections", "frame": 1})
     output.close()
     assert [r["frame"] for r in _lines(tmp_path / "out.jsonl.1")] == [0]
     assert [r["frame"] for r in _lines(path)] == [1]
@@ -100,11 +101,11 @@ def test_a_file_renamed_by_logrotate_is_reopened_at_its_path(tmp_path):
 def test_copytruncate_leaves_no_hole_in_the_file(tmp_path):
     path = tmp_path / "out.jsonl"
     output = JsonlOutput(JsonlOutputConfig(path=str(path)), "jsonl")
-    output.open()
+    output.open(RuntimeContext())
     for frame in range(50):
-        output.publish({"type": "detections", "frame": frame})
+        output.write_record({"type": "detections", "frame": frame})
     os.truncate(path, 0)  # logrotate copytruncate: copy away, then empty the file in place
-    output.publish({"type": "detections", "frame": 50})
+    output.write_record({"type": "detections", "frame": 50})
     output.close()
     assert b"\0" not in path.read_bytes()
     assert [r["frame"] for r in _lines(path)] == [50]

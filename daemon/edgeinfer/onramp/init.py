@@ -266,14 +266,15 @@ def _decoder_comment(decoder: dict[str, Any], notes: list[str]) -> str:
 def _fit(entry: dict[str, Any], decoder: dict[str, Any] | None, source: dict, output: dict
          ) -> tuple[list[str], list[str]]:
     """Load and fit the model as `check` does; (problems, notes)."""
-    from .. import config as config_module
+    from ..config import parse_config
     from ..pipeline import check_models
+    from ..problems import ConfigError
 
     model = dict(entry) if decoder is None else {**entry, "decoder": decoder}
     data = {"sources": [source], "models": [model], "outputs": [output]}
     try:
-        parsed = config_module.parse_config(yaml.safe_dump(data, sort_keys=False), source="edgeinfer init")
-    except config_module.ConfigError as exc:
+        parsed = parse_config(yaml.safe_dump(data, sort_keys=False), source="edgeinfer init")
+    except ConfigError as exc:
         return [str(p) for p in exc.problems if p.fatal], []
     notes: list[tuple[int, str]] = []
     problems = check_models(parsed, notes)

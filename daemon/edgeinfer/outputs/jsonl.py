@@ -20,43 +20,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, model_validator
+from .base import OutputError, RecordOutput
+from .schema import JsonlOutputConfig
 
-from ..schema import StrictModel
-from .base import Output, OutputConfigBase, OutputError
+if TYPE_CHECKING:
+    from ..runtime import RuntimeContext
 
 log = logging.getLogger(__name__)
 
 PATH_CHECK_S = 1.0  # how often a file output looks whether its path still names the file it writes
 
 
-class JsonlRotateConfig(StrictModel):
-    max_bytes: int = Field(ge=4096, description="rotate before a record would take the file past this size")
-    keep: int = Field(3, ge=1, le=100, description="rotated files kept: PATH.1 (newest) .. PATH.<keep>")
-
-
-class JsonlOutputConfig(OutputConfigBase):
-    type: Literal["jsonl"] = "jsonl"
-    path: str = Field(default="-", description="'-' for stdout, else a file appended to")
-    # Off unless asked for: at one per watchdog cycle they swamped the detections on stdout (918 heartbeat lines
-    # for 250 detection lines in the demo) and filled a file at ~2.3 GB a day; the other channels (ZeroMQ, ROS,
-    # systemd's STATUS=) carry them.
-    heartbeat: bool = Field(default=False, description="also write the watchdog's heartbeats here")
-    heartbeat_interval_s: float = Field(
-        default=0, ge=0, le=86_400, description="with heartbeat: at most one per this many seconds, plus every "
-        "change of state; 0 = every watchdog cycle")
-    rotate: JsonlRotateConfig | None = Field(default=None, description="size-based rotation of a file output")
-
-    @model_validator(mode="after")
-    def _rotate_needs_a_file(self):
-        if self.rotate is not None and self.path == "-":
-            raise ValueError("rotate: needs a file path (path is '-', stdout)")
-        return self
-
-
-class JsonlOutput(Output):
+class JsonlOutput(RecordOutput):
     config: JsonlOutputConfig
 
     def __init__(self, config: JsonlOutputConfig, output_id: str):
@@ -65,7 +42,6 @@ class JsonlOutput(Output):
         self._fd: int | None = None
         self._own_fd = False
         self._size = 0  # bytes in the file after the last whole record (files only)
-        self.last_error: str | None = None
         self._text: Any = None  # a stdout without a file descriptor
         self._last_beat = -1e18  # monotonic time of the last heartbeat written
         self._last_beat_state: str | None = None
@@ -76,7 +52,7 @@ class JsonlOutput(Output):
     def is_stdout(self) -> bool:
         return self.config.path == "-"
 
-    def open(self) -> None:
+    def open(self, ctx: RuntimeContext) -> None:
         if self.is_stdout:
             # Python sets sys.stdout to None when started with fd 1 closed (`>&-`); fd 1 may since have been
             # reused by a file we opened, so never write to it then.
@@ -124,7 +100,7 @@ class JsonlOutput(Output):
         except OSError as exc:
             raise OutputError(f"output '{self.id}': cannot write to {path}: {exc.strerror}") from exc
 
-    def publish(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._fd is None and self._own_fd:
@@ -156,7 +132,7 @@ class JsonlOutput(Output):
         if now - self._last_beat < self.config.heartbeat_interval_s and state == self._last_beat_state:
             return
         self._last_beat, self._last_beat_state = now, state
-        self.publish(record)
+        self.write_record(record)
 
     def _write_whole(self, data: bytes) -> None:
         """All of `data` or none of it (files); pipes and terminals get the rest retried."""
