@@ -242,13 +242,15 @@ def make_config(model: str, source: str, output: str = "jsonl", model_id: str | 
     notes: list[str] = []
     chosen: dict[str, Any] | None = proposal.decoder_candidates[0]
     if fit and not facts.is_engine:
+        first: tuple[list[str], list[str]] | None = None
         for candidate in proposal.decoder_candidates:
             problems, notes = _fit(proposal.entry, candidate, src, out)
+            first = first or (problems, notes)
             if not problems:
                 chosen = candidate
                 break
-        else:  # none fits: report the problems of the first reading
-            problems, notes = _fit(proposal.entry, proposal.decoder_candidates[0], src, out)
+        else:  # none fits: report the problems of the first (most likely) reading
+            problems, notes = first  # type: ignore[misc]
     entry = dict(proposal.entry)
     if chosen is not None:
         entry["decoder"] = chosen
