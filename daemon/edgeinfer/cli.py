@@ -280,6 +280,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .onramp.commands import cmd_init as write_config
+
+    return write_config(args)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .onramp.commands import predict_command
+
+    return predict_command(args, run_config=cmd_run)  # the same run path as `edgeinfer run`
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from .lazy import MissingDependency
     from .transports.zmq.security import make_key_pair
@@ -340,10 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .engines.commands import add_parsers
 
     add_parsers(sub)  # build, inspect, bench
-    from .onramp.commands import add_examples
-    from .onramp.commands import add_parsers as add_onramp_parsers
+    from .onramp.parsers import add_examples
+    from .onramp.parsers import add_parsers as add_onramp_parsers
 
-    add_onramp_parsers(sub)  # init, predict
+    add_onramp_parsers(sub, init=cmd_init, predict=cmd_predict)
     add_examples(parser)
     return parser
 

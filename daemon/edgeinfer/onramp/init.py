@@ -17,11 +17,15 @@ from typing import Any
 
 import yaml
 
+from ..config import parse_config
+from ..pipeline import check_models
+from ..problems import ConfigError
+from .parsers import OUTPUT_KINDS
+
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265")
 LABEL_FILES = ("labels.txt", "classes.txt", "coco.names")  # then any *.names / *.labels beside the model
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-OUTPUT_KINDS = ("jsonl", "zmq", "ros2")
 
 
 class InitError(ValueError):
@@ -268,10 +272,6 @@ def _decoder_comment(decoder: dict[str, Any], notes: list[str]) -> str:
 def _fit(entry: dict[str, Any], decoder: dict[str, Any] | None, source: dict, output: dict
          ) -> tuple[list[str], list[str]]:
     """Load and fit the model as `check` does; (problems, notes)."""
-    from ..config import parse_config
-    from ..pipeline import check_models
-    from ..problems import ConfigError
-
     model = dict(entry) if decoder is None else {**entry, "decoder": decoder}
     data = {"sources": [source], "models": [model], "outputs": [output]}
     try:

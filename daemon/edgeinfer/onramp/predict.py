@@ -3,9 +3,12 @@ config `edgeinfer init` would write, one readable line per frame (or the JSON re
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +17,15 @@ import yaml
 from .init import InitError, make_config
 
 LIVE_TYPES = ("camera", "rtsp", "gstreamer", "zmq", "ros2", "synthetic")
+EXIT_CONFIG = 2
+
+RunConfig = Callable[[argparse.Namespace], int]  # the CLI's `run` (config, max_frames, log_level) -> exit code
 
 
-def predict(model: str, source: str, frames: int | None, as_json: bool, out=None, err=None) -> int:
-    import sys
-
-    from ..cli import EXIT_CONFIG, main
-
+def predict(model: str, source: str, frames: int | None, as_json: bool, run_config: RunConfig,
+            out=None, err=None) -> int:
+    """Run `model` on `source` once through `run_config` (the CLI's own `run`: same start-up, signals and exit
+    codes) and print what it found."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
         proposal = make_config(model, source, "jsonl")
@@ -42,10 +47,7 @@ def predict(model: str, source: str, frames: int | None, as_json: bool, out=None
         data["outputs"] = [{"type": "jsonl", "path": str(records_path)}]
         config_path = Path(temp) / "predict.yaml"
         config_path.write_text(yaml.safe_dump(data, sort_keys=False))
-        argv = ["run", str(config_path), "--log-level", "WARNING"]
-        if frames is not None:
-            argv += ["--max-frames", str(frames)]
-        code = main(argv)
+        code = run_config(argparse.Namespace(config=str(config_path), max_frames=frames, log_level="WARNING"))
         records = [json.loads(line) for line in records_path.read_text().splitlines()] if records_path.exists() else []
     totals: Counter = Counter()
     for record in records:
