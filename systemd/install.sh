@@ -187,6 +187,8 @@ install -d -m 0755 "$ETC"
 
 # 5. The unit (ExecStart naming the program chosen above) and the README its Documentation= names.
 install -D -m 0644 "$SRC/README.md" "$PREFIX/usr/share/doc/edgeinfer/README.md"
+install -d -m 0755 "$PREFIX/usr/share/doc/edgeinfer/docs"  # the README's links point here
+install -m 0644 "$SRC"/docs/*.md "$PREFIX/usr/share/doc/edgeinfer/docs/"
 install -d -m 0755 "$PREFIX/etc/systemd/system"
 sed "s|^ExecStart=/opt/edgeinfer/venv/bin/edgeinfer |ExecStart=$EDGE_FINAL |" "$SRC/systemd/edgeinfer.service" \
     > "$PREFIX/etc/systemd/system/edgeinfer.service.tmp"
