@@ -35,7 +35,7 @@ def test_models_list_names_the_demo(capsys):
 
 
 def test_jsonl_file_output_appends_one_line_per_record(tmp_path):
-    out = create_output(JsonlOutputConfig(path=str(tmp_path / "sub" / "o.jsonl")))
+    out = create_output(JsonlOutputConfig(path=str(tmp_path / "sub" / "o.jsonl"), heartbeat=True))
     out.open(RuntimeContext())
     out.write_record({"type": "detections", "frame": 0})
     out.heartbeat({"type": "heartbeat", "state": "OK"})

@@ -43,7 +43,7 @@ def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, n
     sub = admissible[np.ix_(rows, cols)]
     if (sub.sum(axis=1) == 1).all() and (sub.sum(axis=0) == 1).all():
         return rows, cols[sub.argmax(axis=1)]
-    lap = lazy_import("lap", "Tracking needs it: pip install 'edgeinfer[tracking]' (or: pip install lap).")
+    lap = lazy_import("lap", "Tracking needs it: pip install lap (or '.[tracking]' from the edgeinfer checkout).")
     _, row_to_col, _ = lap.lapjv(cost[np.ix_(rows, cols)], extend_cost=True, cost_limit=threshold)
     matched = np.flatnonzero(row_to_col >= 0)
     return rows[matched], cols[row_to_col[matched]].astype(np.intp)

@@ -22,8 +22,8 @@ from edgeinfer.tracking.config import TrackerConfig
 
 class TrackingStage:
     def __init__(self, config: TrackerConfig):
-        lazy_import("lap", "Tracking needs it: pip install 'edgeinfer[tracking]' (or: pip install lap).")  # at start,
-        # not on the first frame with detections
+        # at start, not on the first frame with detections
+        lazy_import("lap", "Tracking needs it: pip install lap (or '.[tracking]' from the edgeinfer checkout).")
         self.config = config
         self._trackers: dict[str, ByteTracker] = {}
         self._position: dict[str, tuple[int, int]] = {}  # source -> (stream, seq) of its last frame

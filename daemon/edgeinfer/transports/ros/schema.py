@@ -129,7 +129,7 @@ class Ros2SourceConfig(SourceConfigBase):
     type: Literal["ros2"] = "ros2"
     topic: str = Field(description="sensor_msgs/Image topic, or CompressedImage with transport: compressed")
     transport: Literal["raw", "compressed"] = "raw"
-    # Reliable, because Fast DDS over UDP lost most large best-effort images here (README, bench_ros2.py); a
+    # Reliable, because Fast DDS over UDP lost most large best-effort images here (docs/benchmarks.md, bench_ros2.py); a
     # best-effort camera does not match and is reported naming RELIABILITY: set preset sensor_data for it.
     # Depth 1: only the newest image is used, a deeper queue only hands over images that are already old.
     qos: QosConfig = Field(default=QosConfig(preset="default", depth=1),
