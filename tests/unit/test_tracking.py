@@ -138,3 +138,13 @@ def test_tracker_config_is_off_by_default_and_checked():
         parse_config(YAML.replace("{extra}", "    tracker: {type: sort}"))
     with pytest.raises(ConfigError, match=r"tracker: tracks boxes"):
         parse_config(YAML.replace("{extra}", "    decoder: {type: classify}\n    tracker: {}"))
+
+
+def test_a_detection_with_a_nan_box_is_dropped_and_counted_and_does_not_poison_tracks():
+    stage = TrackingStage(ByteTrackConfig())
+    car = Detection(2, "car", 0.9, tuple(box(100, 100)))
+    broken = Detection(2, "car", 0.9, (float("nan"), 0.0, 10.0, 10.0))
+    for seq in range(5):
+        out = stage.apply(frame("cam", seq), Detections([car, broken] if seq == 2 else [car]))
+        assert [d.track_id for d in out] == [1]
+    assert stage.dropped_non_finite == 1 and stage.counters()["dropped_non_finite"] == 1

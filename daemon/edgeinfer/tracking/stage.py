@@ -28,6 +28,7 @@ class TrackingStage:
         self._trackers: dict[str, ByteTracker] = {}
         self._position: dict[str, tuple[int, int]] = {}  # source -> (stream, seq) of its last frame
         self.resets = 0
+        self.dropped_non_finite = 0  # detections with a NaN/inf box or score: never tracked, never published
 
     def apply(self, frame: Frame, payload: Payload) -> Payload:
         """The payload with only the detections of confirmed tracks, each with its track id (same type: masks
@@ -39,6 +40,11 @@ class TrackingStage:
         count = len(detections)
         boxes = np.array([d.bbox for d in detections], np.float64).reshape(count, 4)
         scores = np.fromiter((d.score for d in detections), np.float64, count)
+        finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+        if not finite.all():  # one NaN would poison a track's Kalman state for good
+            self.dropped_non_finite += int(count - finite.sum())
+            detections = [d for d, ok in zip(detections, finite.tolist(), strict=True) if ok]
+            boxes, scores, count = boxes[finite], scores[finite], len(detections)
         class_ids = np.fromiter((d.class_id for d in detections), np.int64, count)
         assignment = tracker.update(boxes, scores, class_ids)
         tracked = [Instance.of(d, track_id=int(track_id), track_age=int(age))
@@ -58,5 +64,5 @@ class TrackingStage:
         return tracker
 
     def counters(self) -> dict[str, object]:
-        return {"resets": self.resets,
+        return {"resets": self.resets, "dropped_non_finite": self.dropped_non_finite,
                 "tracks": {source: tracker.states() for source, tracker in self._trackers.items()}}
