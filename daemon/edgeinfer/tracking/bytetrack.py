@@ -47,7 +47,7 @@ class ByteTracker:
         self.frames = 0
         self.next_id = 1
         self._mean = np.zeros((0, 8))
-        self._cov = np.zeros((0, 8, 8))
+        self._cov = np.zeros((0, 4, 3))  # per coordinate: var(x), cov(x, v), var(v) (kalman.py)
         self._id = np.zeros(0, np.int64)
         self._class = np.zeros(0, np.int64)
         self._state = np.zeros(0, np.int8)
