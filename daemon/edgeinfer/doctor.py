@@ -104,6 +104,10 @@ def probe() -> dict[str, dict[str, Any]]:
     found["triton"] = {"ok": triton is not None,
                        "detail": f"tritonclient {triton}" if triton
                        else "pip install 'tritonclient[grpc,http]' (or '.[triton]' from the checkout)"}
+    lap = _version("lap")
+    found["tracking"] = {"ok": lap is not None,
+                         "detail": f"lap {lap} (models[].tracker)" if lap else "lap missing (models[].tracker needs "
+                         "it): pip install lap (or '.[tracking]' from the checkout)"}
     found["systemd"] = {"ok": True, "detail": "NOTIFY_SOCKET set (running under systemd)"
                         if os.environ.get("NOTIFY_SOCKET") else "not under systemd (no NOTIFY_SOCKET)"}
     return found

@@ -15,7 +15,7 @@ from edgeinfer.runtime import RuntimeContext
 def test_doctor_reports_each_capability(capsys):
     assert main(["doctor", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
-    for key in ("python", "onnxruntime", "opencv", "tensorrt", "gpu", "dla", "ros2", "zmq", "triton"):
+    for key in ("python", "onnxruntime", "opencv", "tensorrt", "gpu", "dla", "ros2", "zmq", "triton", "tracking"):
         assert key in found and isinstance(found[key]["ok"], bool) and found[key]["detail"]
     assert found["onnxruntime"]["ok"] and "CPUExecutionProvider" in found["onnxruntime"]["detail"]
 
