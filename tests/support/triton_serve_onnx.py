@@ -45,7 +45,7 @@ def main() -> None:
     import onnxruntime as ort
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     logging.basicConfig(level=logging.WARNING, format="triton-serve: %(levelname)s %(message)s")
     so = ort.SessionOptions()
@@ -68,7 +68,11 @@ def main() -> None:
     config = TritonConfig(grpc_address="127.0.0.1", grpc_port=args.grpc_port, http_address="127.0.0.1",
                           http_port=args.http_port, metrics_address="127.0.0.1", metrics_port=args.metrics_port,
                           allow_metrics=False, exit_timeout_secs=2, log_verbose=0)
-    with Triton(config=config) as triton:
+    # pytriton puts shared memory and statistics behind a generated token by default; a stock tritonserver
+    # leaves them open, and the triton backend registers shared memory (same host) and the benchmarks read the
+    # server's statistics: open those two, keep the repository API restricted as before
+    security = TritonSecurityConfig(restricted_endpoints=["model-repository", "trace", "logging"])
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(model_name=args.name, infer_func=infer, inputs=[spec(i) for i in ins],
                     outputs=[spec(o) for o in outs],
                     config=ModelConfig(max_batch_size=args.max_batch,
