@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--queue-delay-us", type=int, default=0, help="dynamic batcher max_queue_delay")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="model instances (Triton's instance_group count): requests served at once")
     args = parser.parse_args()
     _ensure_libpython_path()
 
@@ -51,15 +53,20 @@ def main() -> None:
     so = ort.SessionOptions()
     if args.threads:
         so.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(args.onnx, sess_options=so, providers=["CPUExecutionProvider"])
-    ins, outs = session.get_inputs(), session.get_outputs()
+    sessions = [ort.InferenceSession(args.onnx, sess_options=so, providers=["CPUExecutionProvider"])
+                for _ in range(args.instances)]
+    ins, outs = sessions[0].get_inputs(), sessions[0].get_outputs()
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
     out_names = [o.name for o in outs]
 
-    @batch
-    def infer(**inputs):
-        results = session.run(out_names, {i.name: inputs[i.name] for i in ins})
-        return dict(zip(out_names, results))
+    def instance(session):
+        @batch
+        def infer(**inputs):
+            results = session.run(out_names, {i.name: inputs[i.name] for i in ins})
+            return dict(zip(out_names, results))
+        return infer
+
+    infer = [instance(s) for s in sessions]  # pytriton: one callable per model instance
 
     def spec(node) -> Tensor:  # the batch dimension is Triton's (max_batch_size), not part of the shape
         return Tensor(name=node.name, dtype=types[node.type],
