@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
 from typing import Any
@@ -76,6 +77,7 @@ class ShmPool:
         self._registered: set[str] = set()
         self._retired: list[str] = []  # registered names of replaced sets: unregistered at the next chance
         self._stale = False
+        self._lock = threading.Lock()  # the pipeline's thread and a fallback's prober may both register
         self.registrations = 0  # register calls made (once per region, again after a server restart)
 
     def regions(self) -> list[ShmRegion]:
@@ -117,6 +119,12 @@ class ShmPool:
     def ensure_registered(self, client: Any, call) -> None:
         """Register every region the server does not know yet (all of them after `mark_stale`).
         `call(what, fn, *args)` runs a client call and raises BackendError."""
+        if not self._stale and not self._retired and len(self._registered) == len(self.regions()):
+            return  # the hot path: everything known to the server
+        with self._lock:
+            self._register_locked(client, call)
+
+    def _register_locked(self, client: Any, call) -> None:
         retired, self._retired = self._retired, []
         for name in retired:
             try:
