@@ -194,6 +194,55 @@ def payload_sizes() -> dict[str, dict]:
     return rows
 
 
+def frame_vs_tensor(server: TritonServer, tensor_model: str, frame_model: str, frames: int, rounds: int) -> dict:
+    """Over the socket (what a server on another host gets): the float tensor preprocessed on the client
+    against the uint8 camera frame preprocessed on the server (`--uint8-model`). Overhead = client latency -
+    the server's compute_infer, which for the frame model includes the server's preprocessing."""
+    import tritonclient.grpc as grpcclient
+
+    from edgeinfer.preprocess import PreprocessConfig, Preprocessor
+
+    cap = cv2.VideoCapture(str(VIDEO))
+    image = cap.read()[1]
+    cap.release()
+    prep = Preprocessor(PreprocessConfig(resize="stretch", color="rgb", scale=1 / 255), (1, 3, 416, 416),
+                        np.float32)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor_in = grpcclient.InferInput("images", [1, 3, 416, 416], "FP32")
+    frame_in = grpcclient.InferInput("frame", list(image.shape), "UINT8")
+    times: dict[str, list[float]] = {"fp32 tensor (client preprocesses)": [], "uint8 frame (server preprocesses)": []}
+    prep_ms: list[float] = []
+    stats: dict[str, list[dict]] = {k: [] for k in times}
+    url = server.grpc_url
+    try:
+        for _ in range(rounds):
+            for key, model in zip(times, (tensor_model, frame_model)):
+                before = server_stats(url, model)
+                for _ in range(frames // rounds):
+                    t0 = time.perf_counter()
+                    if model == tensor_model:
+                        prep.write(0, image)
+                        prep_ms.append((time.perf_counter() - t0) * 1e3)
+                        tensor_in.set_data_from_numpy(prep.batch(1))
+                        client.infer(model, [tensor_in])
+                    else:
+                        frame_in.set_data_from_numpy(image)
+                        client.infer(model, [frame_in])
+                    times[key].append(time.perf_counter() - t0)
+                stats[key].append(stats_delta(before, server_stats(url, model)))
+    finally:
+        client.close()
+    result = {}
+    for (key, t), nbytes in zip(times.items(), (4 * 3 * 416 * 416, image.nbytes)):
+        row = summary(t)
+        compute = statistics.mean(d["compute_infer"] for d in stats[key] if "compute_infer" in d)
+        row.update(server_compute_infer_ms=round(compute, 3), overhead_ms=round(row["median_ms"] - compute, 2),
+                   request_bytes=nbytes)
+        result[key] = row
+    result["fp32 tensor (client preprocesses)"]["client_preprocess_ms"] = round(statistics.median(prep_ms), 2)
+    return result
+
+
 def backend_level(server: TritonServer, frames: int, rounds: int, threads: int, onnx: Path = ONNX,
                   name: str = "yolo") -> dict:
     blob = demo_blob()
@@ -285,11 +334,13 @@ def main() -> None:
         null = constant_detector(Path(tmp) / "null.onnx", np.zeros((2535, 85), np.float32), size=416)
         # two model instances, as a server configured for several clients would be (instance_group count 2):
         # requests in flight can then be served at once
-        null_server = TritonServer(null, Path(tmp) / "null.log", name="null", instances=2).start()
+        null_server = TritonServer(null, Path(tmp) / "null.log", name="null", instances=2,
+                                   uint8_model="null_frame").start()
         try:
             transport = backend_level(null_server, args.frames, args.rounds, args.threads, null, "null")
             wire = transport_level(null_server, null, "null", args.frames, args.rounds)
             inflight_null = pipelining_level(null_server, null, "null", args.frames, args.rounds)
+            frame = frame_vs_tensor(null_server, "null", "null_frame", args.frames, args.rounds)
         finally:
             null_server.stop()
         server = TritonServer(ONNX, Path(tmp) / "triton.log", threads=args.threads, instances=2).start()
@@ -314,6 +365,13 @@ def main() -> None:
     print("\nbytes per frame on the wire (demo frame; gRPC/HTTP add a few hundred bytes of framing)")
     for key, r in payload_sizes().items():
         print(f"{key:<36}{r['bytes']:>10}  encode {r['encode_ms']:.2f} ms")
+    print("\nover the socket: float tensor from the client vs uint8 frame preprocessed on the server (null model)")
+    print(f"{'variant':<36}{'request bytes':>14}{'client med ms':>14}{'server infer':>13}{'overhead ms':>12}")
+    for key, r in frame.items():
+        print(f"{key:<36}{r['request_bytes']:>14}{r['median_ms']:>14}{r['server_compute_infer_ms']:>13}"
+              f"{r['overhead_ms']:>12}")
+    print(f"(the client's preprocessing of the float tensor, inside its latency: "
+          f"{frame['fp32 tensor (client preprocesses)']['client_preprocess_ms']} ms)")
     print("\nper-frame overhead over the server's own compute (null model; Triton statistics: compute_infer)")
     print(f"{'variant':<22}{'client med ms':>14}{'server infer':>13}{'server total':>13}{'overhead ms':>12}"
           f"{'wire bytes':>12}{'fps':>8}")
@@ -334,7 +392,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"backend": backend, "transport": transport, "pipeline": pipeline,
                                          "overhead": wire, "in_flight_null": inflight_null,
-                                         "in_flight_demo": inflight_real,
+                                         "in_flight_demo": inflight_real, "frame_vs_tensor": frame,
                                          "frames": args.frames, "threads": args.threads}, indent=2))
 
 

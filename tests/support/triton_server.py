@@ -80,7 +80,7 @@ def process_tree(pid: int) -> list[int]:
 
 class TritonServer:
     def __init__(self, onnx: Path, log_path: Path, name: str = "yolo", max_batch: int = 8, threads: int = 0,
-                 queue_delay_us: int = 0, instances: int = 1):
+                 queue_delay_us: int = 0, instances: int = 1, uint8_model: str | None = None):
         self.python = require_server_python()
         self.onnx = Path(onnx)
         self.name = name
@@ -88,6 +88,8 @@ class TritonServer:
         self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
         self.args = ["--name", name, "--max-batch", str(max_batch), "--threads", str(threads),
                      "--queue-delay-us", str(queue_delay_us), "--instances", str(instances)]
+        if uint8_model:
+            self.args += ["--uint8-model", uint8_model]
         self.proc: subprocess.Popen | None = None
 
     @property
