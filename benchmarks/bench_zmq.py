@@ -1,6 +1,7 @@
 """Frames over ZeroMQ: edgeinfer's transport beside imagezmq 1.2, side by side in one run, on this machine.
 
-    python benchmarks/bench_zmq.py [--frames 1000] [--paced-fps 100] [--json out.json]
+    python benchmarks/bench_zmq.py [--frames 1000] [--paced-fps 100] [--fast-paced-fps 1000] [--repeat 3]
+                                   [--json out.json]
 
 640x480 bgr8 frames, sender and receiver in separate processes, over tcp loopback and ipc:
 
@@ -11,8 +12,14 @@
 - imagezmq REQ/REP: `ImageSender.send_image` (waits for the hub's reply) into `ImageHub.recv_image`.
 - imagezmq PUB/SUB: `ImageSender(REQ_REP=False)` into a SUB `ImageHub`.
 
-Two runs each: unthrottled (throughput; latency there is mostly queueing) and paced at --paced-fps (latency,
-capture stamp in the sender -> frame in the receiver's hand, wall clock of one machine).
+Runs each: unthrottled (throughput; latency there is mostly queueing), paced at --paced-fps (latency, capture
+stamp in the sender -> frame in the receiver's hand, wall clock of one machine) and paced at --fast-paced-fps (a
+fast camera: does the receiver keep up; edgeinfer's paced sender drops when its queue is full, as a robot's
+should). Every case of one repeat runs back to back; the summary gives the issue's ratios per repeat as median
+(range), the receiver's CPU per message by thread (from /proc: the Python threads, ZeroMQ's I/O thread) and the
+load average. In the unthrottled run imagezmq's PUB/SUB hub hands over every queued frame, hundreds of ms late;
+edgeinfer hands over the newest of what is queued (`superseded` counts the rest), so compare frames/s there
+together with p50.
 """
 
 from __future__ import annotations
@@ -219,6 +226,8 @@ def main() -> int:
     parser.add_argument("--hwm", type=int, nargs="+", default=[2, 8],
                         help="edgeinfer send/receive HWMs to compare (the source's rcvhwm, the client's sndhwm)")
     parser.add_argument("--transports", nargs="+", default=["tcp", "ipc"])
+    parser.add_argument("--fast-paced-fps", type=float, nargs="*", default=[1000.0],
+                        help="also paced at these rates: does the receiver keep up with a fast camera-paced sender")
     parser.add_argument("--repeat", type=int, default=1, help="run every case this many times, alternating")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--role", help=argparse.SUPPRESS)
@@ -239,7 +248,9 @@ def main() -> int:
     try:
         for rep in range(args.repeat):
             for transport in args.transports:
-                for fps, frames in ((None, args.frames), (args.paced_fps, max(int(args.paced_fps * 3), 100))):
+                rates = [(None, args.frames), (args.paced_fps, max(int(args.paced_fps * 3), 100))]
+                rates += [(fps, max(int(fps * 1.5), 100)) for fps in args.fast_paced_fps]
+                for fps, frames in rates:
                     # alternated in one run, so a busy moment of the machine hits every case alike
                     cases = [("edgeinfer", h) for h in args.hwm] + [("imagezmq-reqrep", 0), ("imagezmq-pubsub", 0)]
                     for kind, hwm in cases:
@@ -281,6 +292,14 @@ def print_summary(rows: list[dict], args: argparse.Namespace) -> None:
                 ratios["p50"].append(paced[ours]["p50_ms"] / best_izmq)
                 ratios["py"].append(fast[ours]["rx_python_us"] / max(fast["imagezmq-pubsub"]["rx_python_us"], 1e-9))
                 ratios["io"].append(fast[ours]["rx_io_us"] / max(fast["imagezmq-pubsub"]["rx_io_us"], 1e-9))
+            for fps in args.fast_paced_fps:
+                mode = f"paced {fps:g} fps"
+                fast_rows = [r for r in rows if r["transport"] == transport and r["mode"] == mode]
+                for case in (ours, "imagezmq-reqrep", "imagezmq-pubsub"):
+                    got = [r for r in fast_rows if r["case"] == case]
+                    print(f"{transport}: {case} at {mode}: frames handed/s {_range([r['frames_per_s'] for r in got])}"
+                          f", handed/sent {_range([r['delivered'] / max(r['sent'], 1) for r in got])}, p50 ms "
+                          f"{_range([r['p50_ms'] for r in got])}")
             print(f"{transport}: edgeinfer (hwm {hwm}) frames handed/s ÷ imagezmq REQ/REP {_range(ratios['reqrep'])}, "
                   f"÷ PUB/SUB {_range(ratios['pubsub'])};  paced {args.paced_fps:g} fps p50 ÷ imagezmq's best "
                   f"{_range(ratios['p50'])};  receiver CPU per message ÷ PUB/SUB's: Python threads "
