@@ -120,7 +120,9 @@ class TritonServer:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"Triton server exited ({self.proc.returncode}):\n{self.log_tail()}")
                 try:
-                    if client.is_model_ready(self.name, client_timeout=1.0):
+                    # every model (a second one loads after the first), not only ours
+                    if client.is_model_ready(self.name, client_timeout=1.0) and client.is_server_ready(
+                            client_timeout=1.0):
                         return
                 except Exception:  # not listening yet
                     pass
