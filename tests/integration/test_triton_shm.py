@@ -27,6 +27,19 @@ def our_segments() -> list[str]:
     return sorted(p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(PREFIX))
 
 
+def server_regions(server) -> list[str]:
+    """The system shared-memory regions the server holds registered (a region unlinked here but still
+    registered there keeps its memory mapped in the server)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        status = client.get_system_shared_memory_status(as_json=True)
+    finally:
+        client.close()
+    return sorted(status.get("regions", {}))
+
+
 @pytest.fixture
 def server(demo_model, tmp_path):
     require_server_python()
@@ -53,7 +66,9 @@ def test_shared_memory_gives_the_socket_outputs_and_leaves_no_segment(server, de
             assert len(our_segments()) >= 2  # the warm-up's input and output regions
             got = [backend.infer({"images": x})[0] for _ in range(2)]  # the same regions again
             one = backend.infer({"images": x[:1]})[0]
+            assert any(r.startswith(PREFIX) for r in server_regions(server))
         assert our_segments() == before, f"{protocol}: segments left behind"
+        assert server_regions(server) == [], f"{protocol}: regions left registered on the server"
         for g in got:
             assert g.shape == want.shape and np.array_equal(g, want), protocol
         assert np.array_equal(one, want[:1])

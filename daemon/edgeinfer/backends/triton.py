@@ -327,7 +327,10 @@ class TritonBackend(Backend):
         pool, self._shm = self._shm, None
         if pool is None:
             return
-        client = self._grpc_client if self.options.protocol == "grpc" else getattr(self._clients, "client", None)
+        try:
+            client = self._client()  # HTTP: this thread's own; unregistering frees the server's mapping
+        except Exception:  # no client can be made: the unlink still runs
+            client = None
         pool.close(client, lambda what, fn, *a: self._call(what, fn, *a, timeout_s=min(self._connect_s, 1.0)))
         self._requests.clear()
 
