@@ -24,6 +24,7 @@ from ...lazy import lazy_import
 from ...mailbox import FrameSink
 from ...sources.base import Source, SourceError
 from . import wire
+from .memory import keep_large_buffers_in_heap
 from .schema import ZmqSourceConfig
 from .security import INSTALL_HINT, CurveServer, curve_problems
 
@@ -90,6 +91,8 @@ class ZmqSource(Source):
     def _open(self) -> None:
         zmq = self._zmq = lazy_import("zmq", INSTALL_HINT)
         cfg = self.config
+        if cfg.reuse_buffers:
+            keep_large_buffers_in_heap()
         self._context = zmq.Context(io_threads=1)
         try:
             if cfg.curve is not None:
