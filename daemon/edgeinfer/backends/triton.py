@@ -40,12 +40,11 @@ class _ShmInputStage(CpuInputStage):
     """The CPU preprocessor writing straight into each buffer set's shared-memory input region."""
 
     def __init__(self, config: PreprocessConfig, spec: TensorSpec, batch: int, fixed_batch: bool,
-                 sets: list[ShmBufferSet]):
-        super().__init__(config, spec, batch, fixed_batch, 1)  # one throwaway set: learns the buffer's shape
-        model = self.preprocessors[0].buffer
+                 sets: list[ShmBufferSet], buffer: np.ndarray):
+        super().__init__(config, spec, batch, fixed_batch, 0)
         self.sets = len(sets)
         self.preprocessors = [Preprocessor(config, (batch, *spec.shape[1:]), spec.dtype,
-                                           buffer=s.input.array(model.dtype, model.shape)) for s in sets]
+                                           buffer=s.input.array(buffer.dtype, buffer.shape)) for s in sets]
 
 
 class _AsyncInference(InferHandle):
@@ -92,7 +91,6 @@ class TritonBackend(Backend):
         self._requests: dict[tuple[Any, int], tuple[Any, list[Any]]] = {}
         self._shm: ShmPool | None = None  # set while tensors go through shared memory
         self._shm_lock = threading.Lock()  # the sync set is used by the hot path and the fallback's prober
-        self._input_bytes = 0  # of one image in the model's input
         self._output_bytes: list[int] | None = None  # of one image per output; None: not known up front
 
     @property
@@ -217,7 +215,6 @@ class TritonBackend(Backend):
         self._max_batch = self._server_max_batch(client)
         self._close_shm()
         if self.shared_memory_wanted:
-            self._input_bytes = _item_bytes(self.inputs[0])
             sizes = [_item_bytes(o) for o in self.outputs]
             self._output_bytes = None if None in sizes else sizes  # type: ignore[assignment]
             self._shm = ShmPool(self.model_id)
@@ -238,8 +235,9 @@ class TritonBackend(Backend):
         with self._shm_lock:
             batch = array.shape[0] if array.ndim else 1
             shm_set = self._shm.sets.get(SYNC_SET)
-            if shm_set is None or shm_set.input.size < batch * self._input_bytes:
-                shm_set = self._create_shm_set(SYNC_SET, batch)
+            if shm_set is None or shm_set.input.size < array.nbytes or (
+                    shm_set.output is not None and shm_set.output_sizes[0] < batch * self._output_bytes[0]):
+                shm_set = self._create_shm_set(SYNC_SET, batch, array.nbytes)
             shm_set.input.array(array.dtype, array.shape)[...] = array
             # copied out: the next call (another buffer set's frame) reuses this region while this one is decoded
             return self._send_one(name, array, SYNC_SET, timeout_s, copy_outputs=True)
@@ -301,11 +299,11 @@ class TritonBackend(Backend):
     def _shm_set(self, key: Any) -> ShmBufferSet | None:
         return self._shm.sets.get(key) if self._shm is not None and key is not None else None
 
-    def _create_shm_set(self, key: Any, batch: int) -> ShmBufferSet:
+    def _create_shm_set(self, key: Any, batch: int, input_nbytes: int) -> ShmBufferSet:
         assert self._shm is not None
         outputs = [batch * b for b in self._output_bytes] if self._output_bytes is not None else None
         try:
-            shm_set = self._shm.create_set(key, batch * self._input_bytes, outputs)
+            shm_set = self._shm.create_set(key, input_nbytes, outputs)
         except OSError as exc:
             raise BackendError(f"{self._where()}: cannot create shared memory in /dev/shm: {exc}; set "
                                "backend_options.shared_memory: none") from exc
@@ -339,8 +337,10 @@ class TritonBackend(Backend):
         spec = self.image_input or self.inputs[0]
         if self._shm is None:
             return super()._open_input_stage_impl(config, batch, fixed_batch)
-        sets = [self._create_shm_set(i, batch) for i in range(self.buffer_sets)]
-        return _ShmInputStage(config, spec, batch, fixed_batch, sets)
+        # the preprocessor resolves the buffer's shape (open height/width from the config): learn it from one
+        buffer = CpuInputStage(config, spec, batch, fixed_batch, 1).preprocessors[0].buffer
+        sets = [self._create_shm_set(i, batch, buffer.nbytes) for i in range(self.buffer_sets)]
+        return _ShmInputStage(config, spec, batch, fixed_batch, sets, buffer)
 
     def submit(self, set_index: int, n: int) -> InferHandle:
         """gRPC: send and return at once, so the next set is prepared (and sent) while this one is in flight;
