@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -384,6 +385,11 @@ def main() -> None:
         for key, r in table.items():
             one = table[key.rsplit(" ", 3)[0] + " 1 in flight"]["fps"]
             print(f"{key:<26}{r['fps']:>8}{r['fps_min']:>8}-{r['fps_max']:<7}{r['fps'] / one:>15.2f}")
+    analyzer = shutil.which("perf_analyzer") or next(
+        (str(p) for p in Path(sys.executable).parent.glob("perf_analyzer")), None)
+    print("\nperf_analyzer: " + (f"found at {analyzer} (not run by this benchmark)" if analyzer else
+          "not installed (tritonclient's wheel does not ship it; NVIDIA's separate `perf-analyzer` package does): "
+          "no comparison"))
     print(f"\nedgeinfer run, demo video in file order, {args.frames} frames")
     print(f"{'variant':<26}{'fps':>7}{'infer med':>11}{'infer p95':>11}{'fps / local':>13}{'errors':>8}")
     for name, r in pipeline.items():
