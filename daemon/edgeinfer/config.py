@@ -140,9 +140,13 @@ def load_config(path: str | Path, preflight: bool = True, warnings: list[Problem
     """Parse, validate and resolve a config file; raises ConfigError listing every problem. Preflight
     warnings go to `warnings` when given (`check` prints them like problems), else to the log."""
     path = Path(path)
+    from .configfile import UnreadableFile, read_regular_file
+
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)  # a regular file of bounded size only: never a FIFO or /dev/zero
         base_dir = path.resolve().parent
+    except UnreadableFile as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read config file: {exc.strerror or exc}")]) from exc
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise ConfigError(str(path), [Problem("", f"cannot read config file: {getattr(exc, 'strerror', None) or exc}")]
                           ) from exc

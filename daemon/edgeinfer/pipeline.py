@@ -72,6 +72,7 @@ class ModelStats:
     inferred: int = 0
     published: int = 0
     stale_dropped: int = 0
+    unclaimed: int = 0  # finished after --max-frames was reached: not published
     infer_errors: int = 0
     decode_errors: int = 0
     invalid_published: int = 0
@@ -288,13 +289,13 @@ class ModelWorker:
                     self._put(self._ready, _END)
                     return
                 continue
+            self.stats.taken += len(frames)  # counted at once: a stop while waiting for a set leaves them in flight
             slot = self._get(serving.free)
             if slot is None:
                 return
             kept, transforms = [], []
             stage = serving.model.stage
             for frame in frames:
-                self.stats.taken += 1
                 self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
                 try:
                     transforms.append(stage.write(slot, len(kept), frame.image))
@@ -393,6 +394,7 @@ class ModelWorker:
             status, fields, error = "invalid", {}, "watchdog SAFE_STOP: detections are not valid"
             self.stats.invalid_published += 1
         if not self.gate.claim():
+            self.stats.unclaimed += 1
             return
         decoder = batch.serving.model.decoder
         if "kind" not in fields and decoder.kind != "detections":
@@ -419,8 +421,12 @@ class Pipeline:
     """Owns every source, worker and output of one config; `start`, `wait`, `stop`."""
 
     def __init__(self, config: Config, reporter: HealthReporter | None = None, max_frames: int | None = None,
-                 detections_valid: Callable[[], bool] = lambda: True):
+                 detections_valid: Callable[[], bool] = lambda: True, preloaded: dict[str, Any] | None = None,
+                 resume: dict[str, Any] | None = None):
         self.config = config
+        # a reload loads the new models before the running pipeline stops (reload.py): model id -> (chain, model)
+        self._preloaded: dict[str, Any] = dict(preloaded or {})
+        self._resume = resume or {}  # source id -> where a finite source of the previous pipeline was
         self.reporter = reporter or NullReporter()
         self.detections_valid = detections_valid
         self.gate = PublishGate(max_frames)
@@ -445,9 +451,11 @@ class Pipeline:
             self.outputs.append(output)
         slots_by_source: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
         for model_cfg in self.config.models:
-            chain = ModelChain(model_cfg)
+            chain, model = self._preloaded.pop(model_cfg.id, (None, None))
+            if chain is None:
+                chain = ModelChain(model_cfg)
+                model = chain.load()
             self.chains.append(chain)
-            model = chain.load()
             self.models.append(model)
             for output in self.outputs:  # what only the loaded model knows: names and kind from its metadata
                 loaded = getattr(output, "model_loaded", None)
@@ -469,6 +477,8 @@ class Pipeline:
                 log.warning("source '%s' is read by no model; not started", src_cfg.id)
                 continue
             source = create_source(src_cfg, FanOut(targets), self.reporter)
+            if src_cfg.id in self._resume:
+                source.resume(self._resume[src_cfg.id])
             self._share_ros(source)
             self.sources.append(source)
             if source.wait_for_consumer:
@@ -504,6 +514,10 @@ class Pipeline:
             worker.close_models()
         for model in self.models:
             model.close()  # closing twice is harmless; covers a start that failed before its worker existed
+        for chain, model in self._preloaded.values():  # a start that failed before it used them
+            chain.close()
+            model.close()
+        self._preloaded.clear()
         for output in self.outputs:
             try:
                 output.close()
@@ -512,6 +526,10 @@ class Pipeline:
         if self.ros is not None:
             self.ros.close()
         return clean
+
+    def resume_points(self) -> dict[str, Any]:
+        """Per finite source: where it is, for the pipeline that replaces this one at a reload."""
+        return {s.id: point for s in self.sources if (point := s.resume_point()) is not None}
 
     def _share_ros(self, plugin: Any) -> None:
         """Hand the one shared ROS node to a plugin that uses ROS (created on first use: rclpy is imported

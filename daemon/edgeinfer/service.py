@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from .accounting import frame_accounts
 from .config import Config
 from .pipeline import Pipeline
 from .results import Result
@@ -44,7 +45,8 @@ def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, f
 
 
 class Daemon:
-    def __init__(self, config: Config, max_frames: int | None = None, notifier: SystemdNotifier | None = None):
+    def __init__(self, config: Config, max_frames: int | None = None, notifier: SystemdNotifier | None = None,
+                 preloaded: dict[str, Any] | None = None, resume: dict[str, Any] | None = None):
         self.config = config
         self.notifier = notifier or SystemdNotifier.from_env()
         wd = config.watchdog
@@ -57,7 +59,9 @@ class Daemon:
         )
         self.supervisor = Supervisor(wd, specs, notifier=self.notifier, on_cycle=[self._on_cycle])
         self.pipeline = Pipeline(config, reporter=self.supervisor, max_frames=max_frames,
-                                 detections_valid=lambda: self.supervisor.detections_valid)
+                                 detections_valid=lambda: self.supervisor.detections_valid, preloaded=preloaded,
+                                 resume=resume)
+        self.reloads: dict[str, Any] | None = None  # set by the Reloader: reload counts for the heartbeat
         self.stop_requested = threading.Event()
         self.last_heartbeat: dict[str, Any] | None = None
         self.clean_stop = True
@@ -194,6 +198,9 @@ class Daemon:
         counters = {p.id: c for p in (*self.pipeline.sources, *self.pipeline.outputs) if (c := p.counters())}
         if counters:  # plugin counters: malformed frames per reason, refused peers, ...
             body["counters"] = counters
+        body["frames"] = frame_accounts(self.pipeline)  # per model: in = out + dropped + in flight
+        if self.reloads is not None:
+            body["reloads"] = dict(self.reloads)
         backends = self.pipeline.backend_status()
         if backends:  # only models whose backend has a state to show (e.g. remote with local fallback)
             body["backends"] = backends

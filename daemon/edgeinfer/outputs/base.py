@@ -29,6 +29,7 @@ class Output(ABC):
         self.published = 0
         self.errors = 0
         self.closed_by_peer = False  # the reader went away for good (e.g. stdout piped into `head`)
+        self.last_error: str | None = None  # why the last write failed (None after a good one)
 
     @classmethod
     def preflight_config(cls, config: OutputConfigBase) -> list[str]:

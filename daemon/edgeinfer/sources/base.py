@@ -18,6 +18,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -120,6 +121,14 @@ def as_bgr(image: Any) -> tuple[np.ndarray | None, str]:
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), ""
     return None, f"unsupported image shape {image.shape}"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    kind: str  # the source type
+    what: str  # describe() of the source: the same input when equal
+    seq: int  # the next frame number
+    position: int  # frames of the input already read (the plugin's own count)
 
 
 class Source(ABC):
@@ -297,6 +306,37 @@ class Source(ABC):
         self.stop()
 
     # ---- the capture thread -----------------------------------------------------------------------------
+
+    # ---- reloads (reload.py): a finite source of the next pipeline goes on where this one was ------------
+
+    def resume_point(self) -> ResumePoint | None:
+        """Where this source is (called once its thread has stopped); None for live sources."""
+        if not self.finite:
+            return None
+        return ResumePoint(self.kind, self.describe(), self._seq, self._input_position())
+
+    def resume(self, point: ResumePoint) -> None:
+        """Continue from `point`, the previous pipeline's source of the same id: numbering always continues
+        (frame numbers never collide in the output); the input itself resumes only when it is the same one
+        (`_resume_input`), else it starts from its beginning and a log line says so."""
+        if point.kind != self.kind:
+            return
+        self._seq = point.seq
+        if point.what == self.describe():
+            self._resume_input(point.position)
+        else:
+            log.info("source '%s': now %s (was %s): read from its start; frame numbers go on from %d",
+                     self.id, self.describe(), point.what, point.seq)
+
+    def _input_position(self) -> int:
+        """How far into its input a finite source is, in frames (the plugin's unit); 0 when it cannot say."""
+        return 0
+
+    def _resume_input(self, position: int) -> None:
+        """Skip the first `position` frames of the input at the next open; default: start from the beginning."""
+        if position:
+            log.info("source '%s': reloaded: %s is read from its start again; frame numbers go on from %d",
+                     self.id, self.describe(), self._seq)
 
     def _run(self) -> None:
         try:
