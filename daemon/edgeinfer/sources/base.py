@@ -146,6 +146,7 @@ class Source(ABC):
         self._lock = threading.Lock()
         self._log = RateLimitedLog(log, interval_s=10.0)
         self._seq = 0
+        self._unsent = 0
         self._frames = 0
         self._bad_frames = 0
         self._reconnects = 0
@@ -313,7 +314,8 @@ class Source(ABC):
         """Where this source is (called once its thread has stopped); None for live sources."""
         if not self.finite:
             return None
-        return ResumePoint(self.kind, self.describe(), self._seq, self._input_position())
+        unsent = self._unsent
+        return ResumePoint(self.kind, self.describe(), self._seq - unsent, max(0, self._input_position() - unsent))
 
     def resume(self, point: ResumePoint) -> None:
         """Continue from `point`, the previous pipeline's source of the same id: numbering always continues
@@ -468,6 +470,7 @@ class Source(ABC):
                     frame.frame_id = header.frame_id
             self._seq += 1
             if not self._sink.put(frame, wait):
+                self._unsent = 1  # read but never delivered: a reload reads it again
                 log.info("source '%s': sink closed, stopping", self.id)
                 break
             with self._lock:
