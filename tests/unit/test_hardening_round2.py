@@ -1,0 +1,95 @@
+"""Field hardening, round two (issue 22): the findings that a unit can show, one test per finding.
+
+Every test here failed on commit 0ea8c00; docs/field-hardening.md lists them with the before/after behaviour.
+The ones that need the daemon process are in tests/integration/test_hardening_round2.py.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeinfer import zmqwire
+from edgeinfer.config import ConfigError, load_config
+from edgeinfer.configfile import MAX_CONFIG_BYTES, UnreadableFile, read_regular_file
+from edgeinfer.imageheader import declared_size
+from edgeinfer.ros import convert as cv
+
+
+def png_bomb(side: int) -> bytes:
+    """A valid grey PNG of side x side zero pixels: ~390 kB for 20000 x 20000 (1.2 GB once decoded to BGR)."""
+    row = b"\0" * (side + 1)  # filter byte + pixels
+    deflate = zlib.compressobj(9)
+    parts = [deflate.compress(row * 64) for _ in range(side // 64)]
+    parts += [deflate.compress(row * (side % 64)), deflate.flush()]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def test_a_png_bomb_over_zeromq_is_refused_before_decoding():
+    """Before: a 1.1 MB PNG declaring 20000 x 20000 pixels was decoded (RSS to 2.49 GB)."""
+    bomb = png_bomb(20000)
+    header = zmqwire.encode_header("png")
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(zmqwire.Malformed) as caught:
+        zmqwire.decode_message([header, bomb])
+    assert caught.value.reason == "too_large" and "20000x20000" in str(caught.value)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mb < 50, f"the refused frame still cost {grown_mb:.0f} MB"
+    # an ordinary camera frame still decodes, JPEG and PNG alike, and the limit is the source's to set
+    image = np.full((480, 640, 3), 90, np.uint8)
+    for ext, encoding in ((".jpg", "jpeg"), (".png", "png")):
+        data = cv2.imencode(ext, image)[1].tobytes()
+        assert declared_size(data) == (640, 480)
+        _, decoded = zmqwire.decode_message([zmqwire.encode_header(encoding), data])
+        assert decoded.shape == (480, 640, 3)
+        with pytest.raises(zmqwire.Malformed, match="max_pixels"):
+            zmqwire.decode_message([zmqwire.encode_header(encoding), data], max_pixels=640 * 479)
+    progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert declared_size(progressive) == (640, 480)
+
+
+def test_a_fifo_device_or_huge_config_is_refused_without_reading_it(tmp_path):
+    """Before: a FIFO config blocked the reader forever, /dev/zero and a huge file were read without bound."""
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    result: list = []
+    reader = threading.Thread(target=lambda: result.append(_config_problem(fifo)), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert result and "FIFO (named pipe), not a regular file" in result[0]
+    assert "character device" in _config_problem(Path("/dev/zero"))
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_CONFIG_BYTES + 1)  # sparse: nothing written, the size alone refuses it
+    assert f"at most {MAX_CONFIG_BYTES} bytes" in _config_problem(huge)
+    with pytest.raises(UnreadableFile):
+        read_regular_file(tmp_path)
+
+
+def _config_problem(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return str(caught.value)
+
+
+def test_lost_in_transport_is_always_present_for_ros_sources():
+    """Before: /diagnostics carried lost_in_transport only once it was non-zero: a monitor could not tell
+    'nothing lost' from 'not reported'."""
+    stats = {"sources": {"cam": {"state": "running", "fps": 30.0, "frames": 10, "bad_frames": 0, "reconnects": 0,
+                                 "lost": 0}}}
+    statuses = cv.diagnostic_statuses("edgeinfer", None, stats, {}, [], True)
+    name, level, _, values = next(s for s in statuses if s[0] == "edgeinfer: source cam")
+    assert dict(values)["lost_in_transport"] == "0" and level == cv.OK
