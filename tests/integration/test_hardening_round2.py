@@ -99,7 +99,8 @@ class Daemon:
         try:
             code = self.proc.wait(seconds)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"SIGTERM did not stop the daemon within {seconds} s:\n{self.stderr()[-3000:]}")
+            raise AssertionError(f"SIGTERM did not stop the daemon within {seconds} s:\n{self.stderr()[-3000:]}"
+                                 ) from None
         assert time.monotonic() - started < seconds
         return code
 
@@ -239,7 +240,7 @@ def test_reload_stress_good_and_bad_configs_with_sigterms_under_a_live_zmq_sourc
                     daemon.signal(signal.SIGHUP)
                     if lifetime == 1 and i == reloads - 1:
                         break  # the SIGTERM below lands in the middle of this reload
-                    daemon.wait_for(lambda n=i: reload_outcomes(daemon) > n, 30, f"reload {i}")
+                    daemon.wait_for(lambda n=i, d=daemon: reload_outcomes(d) > n, 30, f"reload {i}")
                     rss.append(daemon.rss_mb())
                     time.sleep(0.1)  # frames flow between reloads
                 assert daemon.proc.poll() is None

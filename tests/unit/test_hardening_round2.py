@@ -93,3 +93,60 @@ def test_lost_in_transport_is_always_present_for_ros_sources():
     statuses = cv.diagnostic_statuses("edgeinfer", None, stats, {}, [], True)
     name, level, _, values = next(s for s in statuses if s[0] == "edgeinfer: source cam")
     assert dict(values)["lost_in_transport"] == "0" and level == cv.OK
+
+
+def _zmq_config(tmp_path: Path, curve: dict, output_curve: dict | None = None) -> Path:
+    import yaml
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read by --no-models")
+    data = {"sources": [{"id": "cam", "type": "zmq", "endpoint": "tcp://127.0.0.1:5999", "curve": curve}],
+            "models": [{"id": "det", "path": str(model), "sources": ["cam"]}],
+            "outputs": [{"type": "zmq", "endpoint": "tcp://127.0.0.1:5998", "curve": output_curve or curve}]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_curve_keys_that_others_can_read_or_write_refuse_to_start(tmp_path):
+    """Before: a secret key readable by others (0644) and a world-writable (0777) clients folder were
+    accepted silently."""
+    pytest.importorskip("zmq")
+    from edgeinfer.zmqcommon import make_key_pair
+
+    keys, clients = tmp_path / "keys", tmp_path / "clients"
+    _, secret = make_key_pair(keys, "server")
+    robot, _ = make_key_pair(keys, "robot")
+    clients.mkdir(mode=0o755)
+    (clients / "robot.key").write_bytes(robot.read_bytes())
+    curve = {"secret_key": str(secret), "clients": str(clients)}
+    load_config(_zmq_config(tmp_path, curve))  # 0600 key, 0755 folder: fine
+
+    secret.chmod(0o644)
+    problem = _config_problem(_zmq_config(tmp_path, curve))
+    assert "sources[0].curve" in problem and f"chmod 600 {secret}" in problem and "0644" in problem
+    secret.chmod(0o600)
+    clients.chmod(0o777)
+    problem = _config_problem(_zmq_config(tmp_path, curve))
+    assert "clients folder" in problem and "writable by others (mode 0777)" in problem
+    clients.chmod(0o755)
+
+
+def test_reset_clients_keys_must_also_be_clients(tmp_path):
+    """Before: a key in reset_clients but not in clients was accepted, and that operator could never connect."""
+    pytest.importorskip("zmq")
+    from edgeinfer.zmqcommon import make_key_pair
+
+    keys, clients, operators = tmp_path / "keys", tmp_path / "clients", tmp_path / "operators"
+    _, secret = make_key_pair(keys, "server")
+    robot, _ = make_key_pair(keys, "robot")
+    operator, _ = make_key_pair(keys, "operator")
+    clients.mkdir()
+    operators.mkdir()
+    (clients / "robot.key").write_bytes(robot.read_bytes())
+    (operators / "operator.key").write_bytes(operator.read_bytes())
+    curve = {"secret_key": str(secret), "clients": str(clients)}
+    problem = _config_problem(_zmq_config(tmp_path, curve, {**curve, "reset_clients": str(operators)}))
+    assert "reset_clients key(s) operator.key are not in curve.clients" in problem
+    (clients / "operator.key").write_bytes(operator.read_bytes())
+    load_config(_zmq_config(tmp_path, curve, {**curve, "reset_clients": str(operators)}))

@@ -20,9 +20,17 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..lazy import lazy_import
+from ..lazy import MissingDependency, lazy_import
 from ..logutil import RateLimitedLog
-from ..zmqcommon import CurveConfig, CurveServer, check_connectable, check_endpoint, curve_problems
+from ..zmqcommon import (
+    CurveConfig,
+    CurveServer,
+    check_connectable,
+    check_endpoint,
+    curve_problems,
+    key_folder_mode_problems,
+    load_public_key,
+)
 from .base import Output, OutputConfigBase, OutputError
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,20 @@ PRIVILEGED_COMMANDS = ("reset",)  # with CURVE on, only keys in curve.reset_clie
 class ZmqOutputCurveConfig(CurveConfig):
     reset_clients: Path | None = Field(
         None, description="folder of public keys allowed to `reset`; default: every client in `clients`")
+
+
+def _reset_clients_not_in_clients(curve: ZmqOutputCurveConfig) -> list[str]:
+    """A key in reset_clients but not in clients can never connect (CURVE refuses it before any command)."""
+    try:
+        clients = {load_public_key(p) for p in curve.clients.iterdir() if p.suffix == ".key"}
+        missing = [p.name for p in sorted(curve.reset_clients.iterdir())  # type: ignore[union-attr]
+                   if p.suffix == ".key" and load_public_key(p) not in clients]
+    except (OSError, ValueError, MissingDependency) as exc:
+        return [f"curve: cannot read the client keys: {exc}"]
+    if not missing:
+        return []
+    return [f"curve: reset_clients key(s) {', '.join(missing)} are not in curve.clients ({curve.clients}): such "
+            f"a client cannot connect at all; copy the key(s) into the clients folder too"]
 
 
 class ZmqOutputConfig(OutputConfigBase):
@@ -250,6 +272,9 @@ class ZmqOutput(Output):
         problems = curve_problems(curve)
         if curve is not None and curve.reset_clients is not None and not curve.reset_clients.is_dir():
             problems.append(f"curve: reset_clients folder not found: {curve.reset_clients}")
+        elif curve is not None and curve.reset_clients is not None and not problems:
+            problems += key_folder_mode_problems(curve.reset_clients, "curve: reset_clients")
+            problems += _reset_clients_not_in_clients(curve)
         return problems
 
     def _start_curve(self, curve: ZmqOutputCurveConfig) -> CurveServer:
