@@ -199,6 +199,7 @@ class Daemon:
         if counters:  # plugin counters: malformed frames per reason, refused peers, ...
             body["counters"] = counters
         body["frames"] = frame_accounts(self.pipeline)  # per model: in = out + dropped + in flight
+        body["bad_frames"] = {s.id: s.stats()["bad_frames"] for s in self.pipeline.sources}  # skipped, per source
         # per output: records and heartbeats written, and failed writes (a full disk, a reader gone)
         body["output_writes"] = {o.id: {"written": o.published, "errors": o.errors, "last_error": o.last_error}
                                  for o in self.pipeline.outputs}

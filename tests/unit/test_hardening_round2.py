@@ -150,3 +150,46 @@ def test_reset_clients_keys_must_also_be_clients(tmp_path):
     assert "reset_clients key(s) operator.key are not in curve.clients" in problem
     (clients / "operator.key").write_bytes(operator.read_bytes())
     load_config(_zmq_config(tmp_path, curve, {**curve, "reset_clients": str(operators)}))
+
+
+def _inspect(engine: Path) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edgeinfer", "inspect", str(engine)], capture_output=True,
+                          text=True, timeout=60)
+    return done.returncode, done.stderr + done.stdout
+
+
+def test_inspect_gives_one_clear_line_for_what_is_not_an_engine_or_manifest(tmp_path):
+    """Before: a random or sparse file 'can run here' (exit 0); tampered manifests ended in tracebacks; a FIFO
+    manifest hung; a 1 GiB manifest was read whole."""
+    random_file = tmp_path / "random.engine"
+    random_file.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    sparse = tmp_path / "sparse.engine"
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 20)
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(100))
+    for path, expected in ((random_file, "not a TensorRT engine"), (sparse, "only zero bytes"),
+                           (onnx_file, "is an ONNX model")):
+        code, text = _inspect(path)
+        assert code == 1 and expected in text and "Traceback" not in text, text
+
+    engine = tmp_path / "det.engine"
+    engine.write_bytes(b"ftrt" + bytes(64))
+    manifest = tmp_path / "det.engine.manifest.json"
+    cases = {
+        "not UTF-8": lambda: manifest.write_bytes(b'{"format": "\xff\xfe"}'),
+        "nested too deeply": lambda: manifest.write_text("[" * 100_000 + "]" * 100_000),
+        "det.engine.manifest.json: ": lambda: manifest.write_text(  # wrong types
+            '{"format": "edgeinfer-engine-manifest/1", "flavour": "full", "io": 7, "profiles": "x"}'),
+        "FIFO (named pipe)": lambda: os.mkfifo(manifest),
+        "may be at most": lambda: open(manifest, "wb").truncate(1 << 30),  # sparse: 1 GiB, nothing written
+    }
+    for expected, make in cases.items():
+        manifest.unlink(missing_ok=True)
+        make()
+        code, text = _inspect(engine)
+        assert code == 1 and expected in text and "Traceback" not in text, (expected, text)
+        assert len([line for line in text.splitlines() if line.strip()]) == 1, text
