@@ -499,8 +499,9 @@ class Pipeline:
             if all(w.finished.is_set() for w in self.workers):
                 return "end-of-input"
 
-    def stop(self, timeout_s: float = 2.0) -> bool:
-        """Stop sources, then workers, then close outputs; True when every thread ended in time."""
+    def stop(self, timeout_s: float = 2.0, before_close: Callable[[], None] | None = None) -> bool:
+        """Stop sources, then workers, then close outputs; True when every thread ended in time.
+        `before_close` runs when nothing moves any more and the outputs are still open (the final heartbeat)."""
         deadline = time.monotonic() + timeout_s
         for source in self.sources:
             source.request_stop()  # all at once, so blocked reads time out in parallel
@@ -508,6 +509,8 @@ class Pipeline:
             worker.stop()  # closes the frame slots: wakes sources waiting for a free slot
         clean = all([s.join(max(0.0, deadline - time.monotonic())) for s in self.sources])
         clean = all([w.join(deadline) for w in self.workers]) and clean
+        if before_close is not None:
+            before_close()
         for chain in self.chains:
             chain.close()  # a rebuild that ends later is dropped
         for worker in self.workers:

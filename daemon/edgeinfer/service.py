@@ -112,9 +112,31 @@ class Daemon:
         else:
             self.notifier.notify(reloading=1, monotonic_usec=int(time.monotonic() * 1e6))
         self.supervisor.stop()
-        self.clean_stop = self.pipeline.stop(timeout_s=2.0)
+        self.clean_stop = self.pipeline.stop(timeout_s=2.0, before_close=self._final_heartbeat if final else None)
         if final:
             self.notifier.close()
+
+    def _counts(self) -> dict[str, Any]:
+        """The heartbeat's counts (issue 22: counts that never lie)."""
+        return {
+            "frames": frame_accounts(self.pipeline),  # per model: in = out + dropped (by reason) + in flight
+            "bad_frames": {s.id: s.stats()["bad_frames"] for s in self.pipeline.sources},  # skipped, per source
+            # per output: lines written and failed writes (a full disk, a reader gone)
+            "output_writes": {o.id: {"written": o.published, "errors": o.errors, "last_error": o.last_error}
+                              for o in self.pipeline.outputs},
+        }
+
+    def _final_heartbeat(self) -> None:
+        """The last heartbeat, once every source and worker stopped: its counts are the run's final ones (bad
+        frames skipped, frames in/out/dropped, output writes)."""
+        if self.last_heartbeat is None:
+            return
+        body = dict(self.last_heartbeat, stamp=round(time.time(), 6), final=True, **self._counts())
+        for output in self.pipeline.outputs:
+            try:
+                output.heartbeat(body)
+            except Exception as exc:  # the run is ending: say it, do not stop the shutdown
+                log.warning("output '%s': cannot write the final heartbeat: %s", output.id, exc)
 
     def _track_outputs(self, now: float) -> None:
         """An output whose writes only fail (errors grow, nothing published) is failing since then."""
@@ -198,11 +220,7 @@ class Daemon:
         counters = {p.id: c for p in (*self.pipeline.sources, *self.pipeline.outputs) if (c := p.counters())}
         if counters:  # plugin counters: malformed frames per reason, refused peers, ...
             body["counters"] = counters
-        body["frames"] = frame_accounts(self.pipeline)  # per model: in = out + dropped + in flight
-        body["bad_frames"] = {s.id: s.stats()["bad_frames"] for s in self.pipeline.sources}  # skipped, per source
-        # per output: records and heartbeats written, and failed writes (a full disk, a reader gone)
-        body["output_writes"] = {o.id: {"written": o.published, "errors": o.errors, "last_error": o.last_error}
-                                 for o in self.pipeline.outputs}
+        body.update(self._counts())
         if self.reloads is not None:
             body["reloads"] = dict(self.reloads)
         backends = self.pipeline.backend_status()

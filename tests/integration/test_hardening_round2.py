@@ -356,3 +356,24 @@ def test_frames_dropped_at_the_model_slot_are_counted_and_every_frame_adds_up(tm
     frames_in, frames_out, dropped = map(int, found.groups())
     assert frames_in == frames_out + dropped and frames_out == 30 and frames_in > 30, done.stderr
     assert frames_out == len([r for r in _jsonl(out) if r["type"] == "detections"])
+
+
+# -- bounded inputs --------------------------------------------------------------------------------------------
+def test_a_damaged_stretch_mid_mp4_is_counted_in_the_heartbeat_and_the_summary(tmp_path, tiny, demo_video):
+    """Before: the skipped frames were only in a log line of the source; neither the heartbeat nor the
+    run's summary line said how many were skipped."""
+    data = bytearray(demo_video.read_bytes())
+    at = int(len(data) * 0.25)
+    data[at:at + 30_000] = np.random.default_rng(1).integers(0, 256, 30_000, dtype=np.uint8).tobytes()
+    video = tmp_path / "damaged.mp4"
+    video.write_bytes(bytes(data))
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(config_data(tiny, out, source={"type": "video", "path": str(video)})))
+    done = _run(config)
+    assert done.returncode == 0, done.stderr
+    summary = next(line for line in done.stderr.splitlines() if "stopped (end-of-input)" in line)
+    skipped = int(re.search(r"(\d+) bad frame\(s\) skipped", summary)[1])
+    assert skipped > 0
+    beats = [r for r in _jsonl(out) if r["type"] == "heartbeat"]
+    assert beats[-1]["bad_frames"] == {"v": skipped}, beats[-1].get("bad_frames")
