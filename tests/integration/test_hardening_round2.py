@@ -441,3 +441,28 @@ def test_the_ros_setup_script_leaves_no_empty_library_path_entry():
     assert done.returncode == 0, done.stderr
     entries = done.stdout.split(":")
     assert entries and all(entries) and entries[0].endswith("/install/lib"), done.stdout
+
+
+def test_a_zeromq_senders_stamp_comes_back_exactly(tmp_path, tiny):
+    """Before: the records' stamps were rounded to microseconds although docs/zmq.md says the stamp matches
+    the sender's exactly (to correlate by stamp)."""
+    pytest.importorskip("zmq")
+    port = free_port()
+    out = tmp_path / "out.jsonl"
+    source = {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "pattern": "pull"}
+    daemon = Daemon(tmp_path, config_data(tiny, out, source=source, model={"max_age_ms": 60_000}))
+    from edgeinfer.client import FrameSender
+
+    sender = FrameSender(f"tcp://127.0.0.1:{port}", block=True)
+    try:
+        daemon.wait_for(lambda: "receiving on" in daemon.stderr(), 30, "the source's socket")
+        stamps = [round(time.time(), 3) + 0.0001234 + i * 1e-7 for i in range(5)]  # digits below a microsecond
+        for stamp in stamps:
+            sender.send(np.full((48, 64, 3), 80, np.uint8), stamp=stamp)
+            time.sleep(0.05)
+        daemon.wait_for(lambda: len(daemon.records()) >= 5, 30, "5 records")
+        assert [r["stamp"] for r in daemon.records()[:5]] == stamps
+    finally:
+        sender.close()
+        daemon.terminate_within(STOP_WITHIN_S)
+        daemon.close()
