@@ -19,8 +19,6 @@ import pytest
 
 from edgeinfer import zmqwire
 from edgeinfer.config import ConfigError, load_config
-from edgeinfer.configfile import MAX_CONFIG_BYTES, UnreadableFile, read_regular_file
-from edgeinfer.imageheader import declared_size
 from edgeinfer.ros import convert as cv
 
 
@@ -49,6 +47,8 @@ def test_a_png_bomb_over_zeromq_is_refused_before_decoding():
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
     assert grown_mb < 50, f"the refused frame still cost {grown_mb:.0f} MB"
     # an ordinary camera frame still decodes, JPEG and PNG alike, and the limit is the source's to set
+    from edgeinfer.imageheader import declared_size
+
     image = np.full((480, 640, 3), 90, np.uint8)
     for ext, encoding in ((".jpg", "jpeg"), (".png", "png")):
         data = cv2.imencode(ext, image)[1].tobytes()
@@ -63,6 +63,8 @@ def test_a_png_bomb_over_zeromq_is_refused_before_decoding():
 
 def test_a_fifo_device_or_huge_config_is_refused_without_reading_it(tmp_path):
     """Before: a FIFO config blocked the reader forever, /dev/zero and a huge file were read without bound."""
+    from edgeinfer.configfile import MAX_CONFIG_BYTES, UnreadableFile, read_regular_file
+
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)
     result: list = []
