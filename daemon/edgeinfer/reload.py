@@ -132,7 +132,7 @@ class Reloader:
         self._closed = threading.Event()
         self._ready: PreparedConfig | None = None
         self._thread = threading.Thread(target=self._reload_loop, name="reload", daemon=True)
-        self.on_failure: list[Callable[[str], None]] = []  # tests and the CLI hear every failed reload
+        self.on_failure: list[Callable[[str], None]] = []  # called with the reason of every refused reload
 
     # -- from signal handlers: set flags only (never read files or take locks that a reload holds) ------
     def request_stop(self) -> None:
@@ -144,10 +144,6 @@ class Reloader:
 
     def reset(self) -> None:
         self.daemon.supervisor.reset()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     # -- the main thread ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +163,8 @@ class Reloader:
                 return ("stopped", 0) if reason == "stopped" else (reason, code)
             with self._lock:
                 prepared, self._ready = self._ready, None
+            if reason == "stopped" and prepared is not None and daemon.pipeline.gate.done.is_set():
+                reason = "max-frames"  # reached as the reload woke the loop: the run is over, not reloaded
             if reason != "stopped" or prepared is None:
                 if prepared is not None:
                     prepared.discard()

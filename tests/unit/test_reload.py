@@ -189,3 +189,34 @@ def test_a_reloaded_video_resumes_where_it_was(tmp_path, tiny, demo_video):
     assert accounts["in"] == 250 == accounts["out"] + sum(accounts["dropped"].values()) + accounts["in_flight"]
     assert accounts["out"] == len(frames)
     run.stop()
+
+
+def test_a_new_pipeline_that_cannot_start_brings_the_previous_config_back(tmp_path, tiny):
+    """What only fails at the switch (here: a ZeroMQ output port that another process holds) restarts the
+    previous config; the reload is refused like any other."""
+    zmq = pytest.importorskip("zmq")
+    out = tmp_path / "out.jsonl"
+    config = write_config(tmp_path / "c.yaml", tiny, out)
+    context = zmq.Context()
+    squatter = context.socket(zmq.PUB)
+    port = squatter.bind_to_random_port("tcp://127.0.0.1")
+    run = Running(config)
+    try:
+        wait_until(lambda: "det" in models_in(out), 30, "records of det")
+        data = yaml.safe_load(config.read_text())
+        data["models"][0]["id"] = "det2"
+        data["outputs"].append({"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "control_endpoint": None})
+        config.write_text(yaml.safe_dump(data))
+        run.reloader.request_reload()
+        wait_until(lambda: run.failures, 30, "the reload to fail at the switch")
+        assert "cannot start" in run.failures[0] and "previous config runs again" in run.failures[0]
+        count = len([r for r in lines(out) if r.get("model") == "det"])
+        wait_until(lambda: len([r for r in lines(out) if r.get("model") == "det"]) > count + 5, 10,
+                   "records of the previous config")
+        assert "det2" not in models_in(out) and run.reloader.status == {
+            "done": 0, "failed": 1, "last_failure": run.failures[0]}
+        assert [r["type"] for r in lines(out) if r["type"] == "reload_failed"] == ["reload_failed"]
+    finally:
+        assert run.stop() == ("stopped", 0)
+        squatter.close(linger=0)
+        context.term()
