@@ -20,7 +20,7 @@ STOP = "stop"  # in flight when the daemon stopped
 
 
 def worker_account(worker: Any) -> dict[str, Any]:
-    stats, slots = worker.stats, worker.slots
+    stats, slots = worker.stats, worker.inbox
     received = sum(slots.received.values())
     overwritten = sum(slots.drops.values())
     dropped = {OVERWRITTEN: overwritten, BAD_FRAME: stats.bad_frames, STALE: stats.stale_dropped,

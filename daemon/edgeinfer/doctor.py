@@ -16,6 +16,8 @@ import subprocess
 import sys
 from typing import Any
 
+from .cuda import runtime
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -108,8 +110,6 @@ def probe() -> dict[str, dict[str, Any]]:
 def _probe_cuda() -> dict[str, Any]:
     """The GPUs the TensorRT backend would see, and whether NVRTC (the preprocessing kernel) loads."""
     try:
-        from .cuda import runtime
-
         count = runtime.device_count()
         devices = []
         for index in range(count):

@@ -29,16 +29,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import accounting
 from .backends import BackendError
-from .config import Config, ConfigError, load_config
+from .engines.chain import ModelChain
 from .lazy import MissingDependency
 from .model import PipelineError
 from .outputs import OutputError
+from .preflight import load_config
+from .problems import ConfigError
 from .service import Daemon
 from .sources import SourceError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger("edgeinfer")
 
@@ -69,8 +74,6 @@ class PreparedConfig:
 def prepare(path: str) -> PreparedConfig:
     """Everything of a reload that can fail without touching the running pipeline: read and validate the
     config (files, output folders) and load every model. Raises ReloadFailed."""
-    from .engines.chain import ModelChain
-
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -266,7 +269,7 @@ class Reloader:
         event = {"type": "reload_failed", "stamp": round(time.time(), 6), "config": self.path, "reason": reason}
         for output in list(daemon.pipeline.outputs):
             try:
-                output.publish(event)
+                output.event(event)
             except Exception as exc:  # an output that cannot take it is that output's problem
                 log.warning("output '%s': cannot publish the reload_failed event: %s", output.id, exc)
         for listener in self.on_failure:

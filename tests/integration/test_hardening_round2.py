@@ -194,7 +194,7 @@ class FrameFeeder:
     """A robot sending frames over ZeroMQ at a steady rate on its own thread (edgeinfer's client)."""
 
     def __init__(self, endpoint: str, fps: float = 40):
-        from edgeinfer.client import FrameSender
+        from edgeinfer.transports.zmq.client import FrameSender
 
         self.sender = FrameSender(endpoint, block=False, sndhwm=4)
         self.fps = fps
@@ -382,9 +382,10 @@ def test_a_damaged_stretch_mid_mp4_is_counted_in_the_heartbeat_and_the_summary(t
 # -- ROS 2 and ZeroMQ details -----------------------------------------------------------------------------------
 DIAGNOSTICS_RACE = r"""
 import logging, sys, threading, time
-from edgeinfer.outputs.ros2 import Ros2Output, Ros2OutputConfig
-from edgeinfer.ros.config import RosConfig
-from edgeinfer.ros.runtime import RosRuntime
+from edgeinfer.runtime import ModelInfo, RuntimeContext
+from edgeinfer.transports.ros.output import Ros2Output
+from edgeinfer.transports.ros.runtime import RosRuntime
+from edgeinfer.transports.ros.schema import Ros2OutputConfig, RosConfig
 
 errors = []
 class Collect(logging.Handler):
@@ -399,16 +400,19 @@ def slow_stats():  # the pipeline's stats, as /diagnostics reads them: slow here
     time.sleep(0.5)
     return {}
 
-runtime = RosRuntime(RosConfig(node_name="race"), stats=slow_stats)
-runtime.start()
+def start_ros():
+    runtime = RosRuntime(RosConfig(node_name="race"), stats=slow_stats)
+    runtime.start()
+    return runtime
+
+ctx = RuntimeContext(catalogue={"det": ModelInfo(id="det", labels=["a"])}, ros_factory=start_ros)
 output = Ros2Output(Ros2OutputConfig(diagnostics_period_s=0.1), "ros2")
-output.attach_ros(runtime, [("det", ["a"])])
-output.open()
-runtime.ready()
+output.open(ctx)
+ctx.ros().ready()
 assert inside.wait(10), "no /diagnostics callback"
 output.close()   # while the timer's callback is inside publish_diagnostics
 time.sleep(0.8)
-runtime.close()
+ctx.ros().close()
 print("ERRORS:", errors)
 sys.exit(1 if errors else 0)
 """
@@ -451,7 +455,7 @@ def test_a_zeromq_senders_stamp_comes_back_exactly(tmp_path, tiny):
     out = tmp_path / "out.jsonl"
     source = {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "pattern": "pull"}
     daemon = Daemon(tmp_path, config_data(tiny, out, source=source, model={"max_age_ms": 60_000}))
-    from edgeinfer.client import FrameSender
+    from edgeinfer.transports.zmq.client import FrameSender
 
     sender = FrameSender(f"tcp://127.0.0.1:{port}", block=True)
     try:

@@ -8,7 +8,8 @@ import sys
 
 from edgeinfer.cli import main
 from edgeinfer.outputs import create_output
-from edgeinfer.outputs.jsonl import JsonlOutputConfig
+from edgeinfer.outputs.schema import JsonlOutputConfig
+from edgeinfer.runtime import RuntimeContext
 
 
 def test_doctor_reports_each_capability(capsys):
@@ -35,8 +36,8 @@ def test_models_list_names_the_demo(capsys):
 
 def test_jsonl_file_output_appends_one_line_per_record(tmp_path):
     out = create_output(JsonlOutputConfig(path=str(tmp_path / "sub" / "o.jsonl")))
-    out.open()
-    out.publish({"type": "detections", "frame": 0})
+    out.open(RuntimeContext())
+    out.write_record({"type": "detections", "frame": 0})
     out.heartbeat({"type": "heartbeat", "state": "OK"})
     out.close()
     lines = (tmp_path / "sub" / "o.jsonl").read_text().splitlines()

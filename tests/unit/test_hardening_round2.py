@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeinfer import zmqwire
-from edgeinfer.config import ConfigError, load_config
-from edgeinfer.ros import convert as cv
+from edgeinfer.preflight import load_config
+from edgeinfer.problems import ConfigError
+from edgeinfer.transports.ros import convert as cv
+from edgeinfer.transports.zmq import wire as zmqwire
 
 
 def png_bomb(side: int) -> bytes:
@@ -114,7 +115,7 @@ def test_curve_keys_that_others_can_read_or_write_refuse_to_start(tmp_path):
     """Before: a secret key readable by others (0644) and a world-writable (0777) clients folder were
     accepted silently."""
     pytest.importorskip("zmq")
-    from edgeinfer.zmqcommon import make_key_pair
+    from edgeinfer.transports.zmq.security import make_key_pair
 
     keys, clients = tmp_path / "keys", tmp_path / "clients"
     _, secret = make_key_pair(keys, "server")
@@ -137,7 +138,7 @@ def test_curve_keys_that_others_can_read_or_write_refuse_to_start(tmp_path):
 def test_reset_clients_keys_must_also_be_clients(tmp_path):
     """Before: a key in reset_clients but not in clients was accepted, and that operator could never connect."""
     pytest.importorskip("zmq")
-    from edgeinfer.zmqcommon import make_key_pair
+    from edgeinfer.transports.zmq.security import make_key_pair
 
     keys, clients, operators = tmp_path / "keys", tmp_path / "clients", tmp_path / "operators"
     _, secret = make_key_pair(keys, "server")

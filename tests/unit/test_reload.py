@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeinfer.config import load_config
+from edgeinfer.preflight import load_config
 from edgeinfer.reload import STOP_WITHIN_S, Reloader, prepare
 from support.tiny_models import constant_detector
 

@@ -1,48 +1,42 @@
-"""Backends, registered by their `backend:` key. Heavy libraries are imported inside each plugin."""
+"""Backends: `schema.py` holds every backend's options model, one module per backend holds its code (heavy
+libraries are imported inside each plugin). `BACKENDS` maps the `backend:` key to its implementation, imported
+on first use, so that validating a config loads no backend. A new backend is one module plus its options model
+in `schema.py` and one line here."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..devices import parse_device
-from .base import Backend, BackendError, TensorSpec
-from .onnxruntime import OnnxRuntimeBackend
-from .tensorrt import ENGINE_SUFFIXES, TensorRTBackend  # imports TensorRT and CUDA only when activated
-from .triton import TritonBackend  # imports tritonclient only when activated
+from ..plugins import Registry
+from .errors import BackendError
+from .schema import BACKEND_CHOICES, BACKEND_OPTIONS, resolve_backend_type
 
-BACKENDS: dict[str, type[Backend]] = {
-    OnnxRuntimeBackend.type: OnnxRuntimeBackend,
-    TensorRTBackend.type: TensorRTBackend,
-    TritonBackend.type: TritonBackend,
-}
+if TYPE_CHECKING:
+    from .base import Backend
 
-BACKEND_CHOICES = ("auto", *BACKENDS)
-
-
-def resolve_backend_type(requested: str, path: Path) -> str:
-    """`auto` picks the best backend this box can run for the model file."""
-    if requested != "auto":
-        return requested
-    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
-        return TensorRTBackend.type  # a serialized engine: only TensorRT can run it
-    return OnnxRuntimeBackend.type
+BACKENDS: Registry[Backend] = Registry("backend", {
+    "onnxruntime": "edgeinfer.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "edgeinfer.backends.tensorrt:TensorRTBackend",
+    "triton": "edgeinfer.backends.triton:TritonBackend",
+})
+# wraps a remote backend with a local one behind it (`backend_options.fallback`); not a `backend:` key
+WRAPPERS: Registry[Backend] = Registry("backend wrapper", {"fallback": "edgeinfer.backends.fallback:FallbackBackend"})
 
 
 def create_backend(model_id: str, requested: str, path: Path, options: dict, device: str = "auto") -> Backend:
     kind = resolve_backend_type(requested, path)
-    cls = BACKENDS[kind]
-    validated = cls.options_model.model_validate(options)
-    backend = cls(model_id, path, validated)
+    validated = BACKEND_OPTIONS[kind].model_validate(options)
+    backend = BACKENDS[kind](model_id, path, validated)
     backend.device = parse_device(device)
-    fallback = getattr(validated, "fallback", None)
-    if fallback is not None:  # a remote backend with a local one behind it (fallback.py)
-        from .fallback import FallbackBackend
-
+    fallback = getattr(validated, "fallback", None)  # an options field (remote backends have it), not a probe
+    if fallback is not None:
         local = create_backend(model_id, fallback.backend, fallback.path or path, fallback.backend_options,
                                device)
-        backend = FallbackBackend(backend, local, fallback)
+        backend = WRAPPERS["fallback"](backend, local, fallback)
         backend.device = local.device  # `device:` is where this box runs the model: the local backend's
     return backend
 
 
-__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendError", "TensorSpec", "create_backend"]
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "BackendError", "create_backend", "resolve_backend_type"]

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from ..lazy import lazy_import
-from ..schema import StrictModel
 from .base import Backend, BackendError, TensorSpec
+from .schema import OnnxRuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +29,10 @@ _ORT_TYPES = {
 }
 
 
-class OnnxRuntimeOptions(StrictModel):
-    providers: list[str] | None = Field(
-        default=None, description="execution providers in order of preference; null = best available"
-    )
-    intra_op_threads: int | None = Field(default=None, ge=0, description="0/null = ONNX Runtime's default")
-    inter_op_threads: int | None = Field(default=None, ge=0)
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
-    log_warnings: bool = Field(
-        default=False, description="let ONNX Runtime print its own warnings (per run: they can flood a journal)"
-    )
 
 
 def _load_ort():
     return lazy_import("onnxruntime", "Install it with: pip install onnxruntime (or onnxruntime-gpu).")
-
-
-def available_providers() -> list[str]:
-    return list(_load_ort().get_available_providers())
 
 
 class OnnxRuntimeBackend(Backend):
@@ -63,9 +47,9 @@ class OnnxRuntimeBackend(Backend):
         available = ort.get_available_providers()
         if self.options.providers:
             wanted = list(self.options.providers)
-        elif self.device.kind == "cpu":
+        elif self.device.processor == "cpu":
             wanted = ["CPUExecutionProvider"]
-        elif self.device.kind == "gpu":  # a GPU was asked for: no silent CPU fallback
+        elif self.device.processor == "gpu":  # a GPU was asked for: no silent CPU fallback
             wanted = [p for p in PREFERRED_PROVIDERS[:2] if p in available][:1] or ["CUDAExecutionProvider"]
         else:
             wanted = [p for p in PREFERRED_PROVIDERS if p in available]
@@ -88,7 +72,7 @@ class OnnxRuntimeBackend(Backend):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.options.graph_optimization]
         providers: list = list(wanted)
-        if self.device.kind == "gpu":  # pin the CUDA/TensorRT providers to the configured device
+        if self.device.processor == "gpu":  # pin the CUDA/TensorRT providers to the configured device
             providers = [(p, {"device_id": self.device.index}) if p != "CPUExecutionProvider" else p
                          for p in wanted]
         try:

@@ -24,19 +24,19 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
 
+from ..artifacts import compat
+from ..cuda import runtime as cu
 from ..lazy import MissingDependency
-from ..schema import StrictModel
+from ..preprocess.cuda import GpuInputStage
 from .base import Backend, BackendError, InferHandle, InputStage, TensorSpec
+from .schema import RUNTIME_CHOICES, TensorRTOptions
 
 log = logging.getLogger(__name__)
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-RUNTIME_CHOICES = ("tensorrt", "tensorrt_lean", "tensorrt_rtx")
 # TensorRT-RTX's PyPI wheel (tensorrt-rtx-cu13-bindings 1.7.1) installs the package `tensorrt_rtx_bindings`;
 # other installs name it `tensorrt_rtx`
 _RUNTIME_IMPORT = {"tensorrt_rtx": ("tensorrt_rtx", "tensorrt_rtx_bindings")}
@@ -53,30 +53,6 @@ TENSORRT_API: dict[str, tuple[str, ...]] = {
 }
 
 
-class TensorRTOptions(StrictModel):
-    runtime: str = Field(
-        default="auto",
-        description="auto (tensorrt, else tensorrt_lean, else tensorrt_rtx: the first installed), one of those, "
-        "or the name of a module implementing TensorRT's runtime API",
-    )
-    cuda_graph: Literal["auto", "off"] = Field(
-        default="auto", description="replay preprocess -> engine -> download as a CUDA graph after warm-up"
-    )
-    mapped_memory: Literal["auto", "on", "off"] = Field(
-        default="auto", description="zero-copy host memory for frames and outputs; auto = on integrated GPUs"
-    )
-    buffer_sets: int = Field(default=3, ge=2, le=8, description="sets in flight: filling, computing, decoding")
-    kernel_cache: Path | None = Field(
-        default=None, description="folder for the compiled preprocessing kernel; default: $STATE_DIRECTORY or "
-        "$XDG_CACHE_HOME/edgeinfer"
-    )
-
-    @field_validator("runtime")
-    @classmethod
-    def _module_name(cls, value: str) -> str:
-        if value != "auto" and not all(part.isidentifier() for part in value.split(".")):
-            raise ValueError(f"runtime must be auto, {', '.join(RUNTIME_CHOICES)} or a module name, got {value!r}")
-        return value
 
 
 def load_runtime_module(name: str):
@@ -154,8 +130,6 @@ class TensorRTBackend(Backend):
 
     # -- activation ----------------------------------------------------------------------------------------
     def _activate_impl(self) -> None:
-        from ..cuda import runtime as cu
-
         self._cu = cu
         self._messages: list[str] = []
         self._sets: list[_Set] = []
@@ -168,14 +142,14 @@ class TensorRTBackend(Backend):
         self.engine = self.context = self.runtime = None
         self._compute = self._copy = None
         device = self.device
-        if device.kind == "cpu":
+        if device.processor == "cpu":
             raise BackendError(f"model '{self.model_id}': a TensorRT engine runs on a GPU or DLA, not device cpu")
         try:
             count = cu.device_count()
         except MissingDependency as exc:
             raise BackendError(f"model '{self.model_id}': {exc}") from exc
         if count == 0:
-            raise BackendError(f"model '{self.model_id}': device {device if device.kind != 'auto' else 'gpu'}: "
+            raise BackendError(f"model '{self.model_id}': device {device if device.processor != 'auto' else 'gpu'}: "
                                "this box has no CUDA GPU (or no NVIDIA driver)")
         self.cuda_index = device.cuda_index
         if self.cuda_index >= count:
@@ -201,7 +175,7 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self._logger)
         if self.runtime is None:
             raise BackendError(f"model '{self.model_id}': TensorRT runtime cannot start: {self._last_errors()}")
-        if device.kind == "dla":
+        if device.processor == "dla":
             cores = int(getattr(self.runtime, "num_DLA_cores", 0) or 0)
             if device.index >= cores:
                 raise BackendError(f"model '{self.model_id}': device {device}: this box has {cores} DLA core(s)"
@@ -223,8 +197,6 @@ class TensorRTBackend(Backend):
                        or (self.options.mapped_memory == "auto" and self.device_info.integrated))
 
     def _preflight(self) -> None:
-        from ..engines import compat
-
         host = compat.HostFacts(
             {compat.flavour_of(self.trt): str(getattr(self.trt, "__version__", "?"))}, self.device_info.name,
             self.device_info.compute_capability, self._cu.device_count(),
@@ -268,7 +240,7 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> str:
         version = getattr(self.trt, "__version__", "?")
-        where = str(self.device) if self.device.kind == "dla" else f"gpu:{self.cuda_index}"
+        where = str(self.device) if self.device.processor == "dla" else f"gpu:{self.cuda_index}"
         return (f"{self.trt.__name__} {version} on {where} ({self.device_info.name}, "
                 f"{self.device_info.arch}{', mapped memory' if self.mapped else ''})")
 
@@ -324,8 +296,6 @@ class TensorRTBackend(Backend):
         return self.options.buffer_sets
 
     def _open_input_stage_impl(self, config, batch: int, fixed_batch: bool) -> InputStage:
-        from ..preprocess.cuda import GpuInputStage
-
         cu = self._cu
         self._close_sets()
         spec = self.inputs[0]

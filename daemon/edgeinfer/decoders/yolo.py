@@ -33,14 +33,15 @@ from edgeinfer.decoders.base import (
     DecodeError,
     Decoder,
     DecoderContext,
-    Detection,
     check_batch_item,
     normalize_shape,
     resolve_class_filter,
     validate_classes,
 )
+from edgeinfer.decoders.fit import box_range_problem, score_range_problem
 from edgeinfer.decoders.nms import nms
 from edgeinfer.preprocess.cpu import Transform
+from edgeinfer.results import Detections
 from edgeinfer.schema import StrictModel
 
 # Like YOLOv5's max_nms: with a very low threshold keep only the best candidates, which bounds NMS time.
@@ -183,7 +184,7 @@ class YoloDecoder(Decoder):
         return [f"decoder.layout: {self.layout} does not fit the model's outputs on a test image: "
                 f"{'; '.join(problems)}; {hint}"]
 
-    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[Detection]:
+    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Detections:
         output = self._checked_output(outputs, index)
         if self.layout == "v5":
             found = self._candidates_v5(output[index])
@@ -192,7 +193,7 @@ class YoloDecoder(Decoder):
         else:
             found = self._candidates_v10(output[index])
         if found is None:
-            return []
+            return Detections()
         boxes, scores, class_ids = found
         if self._classes is not None:
             wanted = np.isin(class_ids, self._classes)
@@ -285,8 +286,6 @@ class YoloDecoder(Decoder):
 
 def _raw_problems(layout: str, prediction: np.ndarray, input_hw: tuple[int, int], threshold: float) -> list[str]:
     """Raw values one batch item of a `layout` output cannot hold (see decoders/fit.py)."""
-    from edgeinfer.decoders.fit import box_range_problem, score_range_problem
-
     pred = prediction.astype(np.float64, copy=False)
     if layout == "v5":
         if pred.shape[1] < 6:

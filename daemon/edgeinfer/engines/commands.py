@@ -8,17 +8,23 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from ..artifacts.compat import fatal, host_facts, preflight, verdict
+from ..artifacts.manifest import Manifest, ManifestError
+from ..backends import BACKEND_CHOICES, BackendError, resolve_backend_type
+from ..backends.tensorrt import _make_logger, load_runtime_module
+from ..devices import parse_device
+from ..lazy import MissingDependency
+from .bench import format_table, run_bench
+from .build import BuildError, build_engine
+from .options import BuildOptions
+
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("edgeinfer")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from ..lazy import MissingDependency
-    from .build import BuildError, BuildOptions, build_engine
-    from .compat import host_facts, preflight, verdict
-
     try:
         options = BuildOptions(
             runtime=args.runtime, device=args.device, gpu_fallback=args.gpu_fallback, precision=args.precision,
@@ -50,8 +56,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _engine_tensors(engine_path: Path, runtime: str, dla_core: int | None) -> tuple[list[str], str | None]:
     """Tensors of the deserialized engine, or why it cannot be loaded here."""
-    from ..backends.tensorrt import _make_logger, load_runtime_module
-
     try:
         trt = load_runtime_module(runtime)
     except ImportError as exc:
@@ -100,9 +104,6 @@ def not_an_engine(path: Path) -> str | None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..devices import parse_device
-    from .compat import fatal, host_facts, preflight, verdict
-    from .manifest import Manifest, ManifestError
 
     engine = Path(args.engine)
     if not engine.is_file():
@@ -124,10 +125,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"edgeinfer inspect: {problem}", file=sys.stderr)
             return EXIT_RUNTIME
     facts = host_facts(device.cuda_index)
-    diffs = preflight(engine, facts, device if device.kind != "auto" else None)
+    diffs = preflight(engine, facts, device if device.processor != "auto" else None)
     tensors, load_error = [], None
     if not fatal(diffs) and facts.gpu_count:
-        dla_core = device.index if device.kind == "dla" else (manifest.dla_core if manifest else None)
+        dla_core = device.index if device.processor == "dla" else (manifest.dla_core if manifest else None)
         tensors, load_error = _engine_tensors(engine, args.runtime, dla_core)
     if args.json:
         print(json.dumps({"engine": str(engine), "manifest": manifest.to_dict() if manifest else None,
@@ -158,9 +159,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..backends import BackendError
-    from ..lazy import MissingDependency
-    from .bench import format_table, run_bench
 
     try:
         options = json.loads(args.backend_options) if args.backend_options else {}
@@ -186,7 +184,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    from ..backends import BACKEND_CHOICES
 
     build = sub.add_parser("build", help="build a TensorRT engine from an ONNX file, with its manifest")
     build.add_argument("onnx")
@@ -228,10 +225,6 @@ def add_parsers(sub) -> None:
 
 def check_engines(config) -> list[str]:
     """`edgeinfer check`: the pre-flight verdict of every engine in every model's chain, for this host."""
-    from ..backends import resolve_backend_type
-    from ..devices import parse_device
-    from .compat import host_facts, preflight, verdict
-
     lines, facts = [], None
     for i, model in enumerate(config.models):
         links = [("", model.path, model.backend, model.device)]
@@ -242,5 +235,5 @@ def check_engines(config) -> list[str]:
             facts = facts or host_facts()
             dev = parse_device(device)
             lines.append(f"models[{i}]{where}.path: {path.name}: "
-                         f"{verdict(preflight(path, facts, dev if dev.kind != 'auto' else None))}")
+                         f"{verdict(preflight(path, facts, dev if dev.processor != 'auto' else None))}")
     return lines

@@ -619,8 +619,6 @@ class Supervisor:
         body["dropped_events"] = self.dropped_events
         return body
 
-    def add_callback(self, callback: Callable[[Snapshot], object]) -> None:
-        self._callbacks.append(callback)
 
     def reset(self) -> None:
         """Leave a latched SAFE_STOP (from the next step on). An exit already requested stays requested."""

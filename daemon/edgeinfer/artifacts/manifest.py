@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..configfile import UnreadableFile, read_regular_file
+
 FORMAT = "edgeinfer-engine-manifest/1"
 FLAVOURS = ("full", "lean", "rtx")
 MANIFEST_SUFFIX = ".manifest.json"
@@ -120,8 +122,6 @@ class Manifest:
     @classmethod
     def read(cls, engine: str | os.PathLike) -> Manifest | None:
         """The manifest beside `engine`; None when there is none. Raises ManifestError when it is unreadable."""
-        from ..configfile import UnreadableFile, read_regular_file
-
         path = manifest_path(engine)
         try:  # a regular file of bounded size only: a FIFO would hang, a 1 GiB file be read whole
             raw = read_regular_file(path, MAX_MANIFEST_BYTES, what="manifest")

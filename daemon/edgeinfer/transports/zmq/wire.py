@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .imageheader import declared_size
+from ...imageheader import declared_size
 
 VERSION = 1
 MAX_HEADER_BYTES = 4096
