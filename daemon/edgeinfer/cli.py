@@ -126,9 +126,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .reload import Reloader
+    from .reload import Reloader, limit_malloc_arenas
     from .watchdog import SystemdNotifier
 
+    limit_malloc_arenas()  # before the pipeline's threads start: flat memory over reloads (reload.py says why)
     config = _load_config(args.config)  # before any signal handler: a FIFO or /dev/zero is refused, not read
     if config is None:
         return EXIT_CONFIG
