@@ -196,7 +196,9 @@ class FrameFeeder:
     def __init__(self, endpoint: str, fps: float = 40):
         from edgeinfer.transports.zmq.client import FrameSender
 
-        self.sender = FrameSender(endpoint, block=False, sndhwm=4)
+        # the robot binds and every daemon lifetime connects to it: a listening port cannot be taken over
+        # by a reconnecting client in the gap between two lifetimes
+        self.sender = FrameSender(endpoint, bind=True, block=False, sndhwm=4)
         self.fps = fps
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -224,7 +226,7 @@ def test_reload_stress_good_and_bad_configs_with_sigterms_under_a_live_zmq_sourc
     del zmq
     port = free_port()
     out = tmp_path / "out.jsonl"
-    source = {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "pattern": "pull"}
+    source = {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "pattern": "pull", "bind": False}
     good = config_data(tiny, out, source=source, model={"max_age_ms": 60_000})
     bad = config_data(tiny, out, source=source, model={"max_age_ms": 60_000, "decoder": {"layout": "v8"}})
     feeder = FrameFeeder(f"tcp://127.0.0.1:{port}")
@@ -457,9 +459,10 @@ def test_a_zeromq_senders_stamp_comes_back_exactly(tmp_path, tiny):
     daemon = Daemon(tmp_path, config_data(tiny, out, source=source, model={"max_age_ms": 60_000}))
     from edgeinfer.transports.zmq.client import FrameSender
 
-    sender = FrameSender(f"tcp://127.0.0.1:{port}", block=True)
+    sender = None
     try:
         daemon.wait_for(lambda: "receiving on" in daemon.stderr(), 30, "the source's socket")
+        sender = FrameSender(f"tcp://127.0.0.1:{port}", block=True)  # after the bind: no reconnect race
         stamps = [round(time.time(), 3) + 0.0001234 + i * 1e-7 for i in range(5)]  # digits below a microsecond
         for stamp in stamps:
             sender.send(np.full((48, 64, 3), 80, np.uint8), stamp=stamp)
@@ -467,6 +470,7 @@ def test_a_zeromq_senders_stamp_comes_back_exactly(tmp_path, tiny):
         daemon.wait_for(lambda: len(daemon.records()) >= 5, 30, "5 records")
         assert [r["stamp"] for r in daemon.records()[:5]] == stamps
     finally:
-        sender.close()
+        if sender is not None:
+            sender.close()
         daemon.terminate_within(STOP_WITHIN_S)
         daemon.close()
