@@ -441,6 +441,8 @@ class Pipeline:
         for out_cfg in self.config.outputs:
             output = create_output(out_cfg)
             self._share_ros(output)
+            if hasattr(output, "attach_pipeline"):  # the http output reads the counters (until RuntimeContext)
+                output.attach_pipeline(self)
             output.open()
             self.outputs.append(output)
         slots_by_source: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}

@@ -1,0 +1,129 @@
+"""Draws a result on a copy of its frame: boxes, labels and scores; track ids, masks and keypoints when the
+payload carries them; the top classes of a classifier; a dense map as a colour overlay.
+
+Used by the annotated-video output and by the http output's live view. Works on whatever the result carries,
+so payloads added later (tracks as `Detections` with a `track_id`, instance masks, keypoints) are drawn
+without changes here as long as they keep those attribute names. The frame the pipeline hands to every output
+is never changed: drawing happens on a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+STATUS_COLOURS = {"ok": (40, 170, 40), "error": (0, 0, 220), "invalid": (0, 140, 255)}
+
+
+def colour_for(key: int) -> tuple[int, int, int]:
+    """A stable, well-spread BGR colour per class (or track) id."""
+    hue = (key * 47) % 180
+    hsv = np.uint8([[[hue, 200, 255]]])
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def payload_parts(result: Any) -> tuple[str, list[Any], list[Any], Any]:
+    """(kind, detections, classifications, dense map) of a result: reads the typed payload (`result.payload`,
+    the plugin contract) or the older flat fields (`kind`, `detections`, `classifications`, `dense`)."""
+    payload = getattr(result, "payload", None)
+    if payload is not None:
+        kind = getattr(payload, "kind", "detections")
+        return (kind, list(getattr(payload, "detections", None) or ()),
+                list(getattr(payload, "classifications", None) or ()),
+                payload if kind == "dense" else getattr(payload, "dense", None))
+    return (getattr(result, "kind", "detections"), list(getattr(result, "detections", None) or ()),
+            list(getattr(result, "classifications", None) or ()), getattr(result, "dense", None))
+
+
+def annotate(result: Any, image: np.ndarray | None = None) -> np.ndarray | None:
+    """A drawn copy of the result's frame (or of `image`); None when the result carries no image."""
+    if image is None:
+        frame = getattr(result, "frame", None)
+        image = None if frame is None else frame.image
+    if image is None:
+        return None
+    canvas = np.ascontiguousarray(image[:, :, :3]).copy() if image.ndim == 3 else cv2.cvtColor(
+        image, cv2.COLOR_GRAY2BGR)
+    kind, detections, classifications, dense = payload_parts(result)
+    scale = max(0.4, min(canvas.shape[:2]) / 600)
+    # the one place that dispatches on the payload's kind
+    if kind == "dense" and dense is not None:
+        _draw_dense(canvas, dense)
+    elif kind == "classifications":
+        _draw_classes(canvas, classifications, scale)
+    else:
+        for detection in detections:
+            _draw_detection(canvas, detection, scale)
+    _draw_header(canvas, result, scale)
+    return canvas
+
+
+def _draw_detection(canvas: np.ndarray, det: Any, scale: float) -> None:
+    track_id = getattr(det, "track_id", None)
+    colour = colour_for(track_id if track_id is not None else det.class_id)
+    mask = getattr(det, "mask", None)
+    if mask is not None:
+        _blend_mask(canvas, np.asarray(mask), colour)
+    x1, y1, x2, y2 = (int(round(v)) for v in det.bbox)
+    thickness = max(1, int(round(2 * scale)))
+    cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
+    text = f"{det.label} {det.score:.2f}" if track_id is None else f"#{track_id} {det.label} {det.score:.2f}"
+    _label(canvas, text, (x1, y1), colour, scale)
+    keypoints = getattr(det, "keypoints", None)
+    if keypoints is not None:
+        for point in np.asarray(keypoints, dtype=np.float32).reshape(-1, np.asarray(keypoints).shape[-1]):
+            if point.shape[0] >= 3 and point[2] <= 0:  # (x, y, visibility/score): skip the invisible
+                continue
+            cv2.circle(canvas, (int(point[0]), int(point[1])), max(2, thickness + 1), colour, -1)
+
+
+def _blend_mask(canvas: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
+    if mask.shape[:2] != canvas.shape[:2]:
+        mask = cv2.resize(mask.astype(np.uint8), (canvas.shape[1], canvas.shape[0]),
+                          interpolation=cv2.INTER_NEAREST)
+    on = mask > 0
+    canvas[on] = (canvas[on] * 0.5 + np.array(colour, np.float32) * 0.5).astype(np.uint8)
+
+
+def _draw_classes(canvas: np.ndarray, classifications: list[Any], scale: float) -> None:
+    y = int(40 * scale)
+    for c in classifications[:5]:
+        y += int(24 * scale)
+        _label(canvas, f"{c.label} {c.score:.2f}", (4, y), colour_for(c.class_id), scale)
+
+
+def _draw_dense(canvas: np.ndarray, dense: Any) -> None:
+    values = np.asarray(dense.map)
+    if values.shape[:2] != canvas.shape[:2]:
+        values = cv2.resize(values, (canvas.shape[1], canvas.shape[0]), interpolation=cv2.INTER_NEAREST)
+    if getattr(dense, "task", "") == "segmentation":
+        lut = np.array([colour_for(i) for i in range(256)], np.uint8)
+        colours = lut[values.astype(np.uint8)]
+    else:  # saliency or depth: normalised to 0..255 and coloured
+        v = values.astype(np.float32)
+        span = float(v.max() - v.min()) or 1.0
+        colours = cv2.applyColorMap(((v - v.min()) * (255.0 / span)).astype(np.uint8), cv2.COLORMAP_JET)
+    cv2.addWeighted(canvas, 0.55, colours, 0.45, 0, dst=canvas)
+
+
+def _label(canvas: np.ndarray, text: str, at: tuple[int, int], colour: tuple[int, int, int], scale: float) -> None:
+    font_scale = 0.5 * scale
+    thickness = max(1, int(round(scale)))
+    (w, h), base = cv2.getTextSize(text, FONT, font_scale, thickness)
+    x, y = max(0, at[0]), max(h + base, at[1])
+    cv2.rectangle(canvas, (x, y - h - base), (x + w + 2, y), colour, -1)
+    cv2.putText(canvas, text, (x + 1, y - base), FONT, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+
+
+def _draw_header(canvas: np.ndarray, result: Any, scale: float) -> None:
+    status = getattr(result, "status", "ok")
+    seq = getattr(result, "seq", None)
+    age = getattr(result, "age_ms", None)
+    text = f"{result.source} #{seq if seq is not None else '-'} {result.model} {status}"
+    if age is not None:
+        text += f" {age:.0f} ms"
+    _label(canvas, text, (0, 0), STATUS_COLOURS.get(status, (200, 200, 200)), scale)

@@ -1,0 +1,230 @@
+"""The `http` output: a status page with the live annotated view of each source, a JSON status endpoint (the
+channel `edgeinfer status` and `edgeinfer tail` read), and Prometheus `/metrics`. Off unless configured;
+bound to 127.0.0.1 unless `host` says otherwise; an optional access token guards every route.
+
+Cost to the pipeline per result: a reference swap for the live view, a few counter/histogram updates for
+/metrics, and a JSON rendering only while a `tail` client is connected. Drawing and JPEG encoding run on
+the live view's own thread, only while a viewer is connected (web/live.py); the server runs on its own event
+loop in its own thread (web/server.py). See docs/status-page.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..lazy import lazy_import
+from .base import Output, OutputError
+from .http_schema import HttpOutputConfig
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'edgeinfer[http]'"
+
+
+def read_token(config: HttpOutputConfig) -> str | None:
+    if config.token_file is None:
+        return config.token
+    try:
+        token = Path(config.token_file).read_text().strip().splitlines()[0].strip()
+    except (OSError, IndexError) as exc:
+        raise OutputError(f"token_file: cannot read a token from {config.token_file}: {exc}") from exc
+    if len(token) < 8:
+        raise OutputError(f"token_file: the token in {config.token_file} is shorter than 8 characters")
+    return token
+
+
+class _PipelineContext:
+    """What the output reads from the daemon, for a pipeline that hands outputs no RuntimeContext yet: the
+    pipeline's counters, the latest heartbeat this output was given, and the control handler the daemon
+    sets. Same method names as the RuntimeContext of the plugin contract."""
+
+    def __init__(self, pipeline: Any, output: HttpOutput):
+        self._pipeline = pipeline
+        self._output = output
+
+    def stats(self) -> dict[str, Any] | None:
+        return None if self._pipeline is None else self._pipeline.stats()
+
+    def status(self) -> dict[str, Any] | None:
+        return self._output.latest_heartbeat
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        if self._pipeline is None:
+            return {}
+        out = {}
+        for worker in list(self._pipeline.workers):
+            backend = worker.backend
+            out[worker.id] = {"backend": backend.describe() if backend.is_active else None,
+                              "device": str(getattr(backend, "device", "")), "sources": list(worker.config.sources),
+                              "kind": worker.decoder.kind, "labels": len(worker.decoder.labels)}
+        return out
+
+    def command(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+        handler, commands = self._output._control
+        if cmd == "ping":
+            return {"ok": True, "reply": "pong"}
+        if handler is None or (commands is not None and cmd not in commands):
+            known = ", ".join(["ping", *(commands or ())])
+            return {"ok": False, "error": f"unknown command {cmd!r}; known commands: {known}"}
+        reply = handler(cmd, request) or {"ok": False, "error": f"unknown command {cmd!r}"}
+        return reply if "ok" in reply else {"ok": True, **reply}
+
+
+class HttpOutput(Output):
+    config: HttpOutputConfig
+
+    def __init__(self, config: HttpOutputConfig, output_id: str):
+        super().__init__(config, output_id)
+        self.last_error: str | None = None
+        self.latest_heartbeat: dict[str, Any] | None = None
+        self._ctx: Any = None
+        self._pipeline: Any = None
+        self._control: tuple[Any, tuple[str, ...] | None] = (None, None)
+        self._views: Any = None
+        self._metrics: Any = None
+        self._server: Any = None
+        self._started = time.time()
+
+    @property
+    def url(self) -> str | None:
+        return None if self._server is None else self._server.url
+
+    # -- wiring by today's pipeline and daemon (the plugin contract's RuntimeContext replaces these) --------
+    def attach_pipeline(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+
+    def set_control_handler(self, handler: Any, commands: Any = None) -> None:
+        self._control = (handler, tuple(commands) if commands is not None else None)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def open(self, ctx: Any = None) -> None:
+        lazy_import("aiohttp", INSTALL_HINT)
+        if self.config.metrics:
+            lazy_import("prometheus_client", INSTALL_HINT)
+        from ..web.live import LiveViews
+        from ..web.metrics import DaemonMetrics
+        from ..web.server import StatusServer
+
+        self._ctx = ctx if ctx is not None else _PipelineContext(self._pipeline, self)
+        token = read_token(self.config)
+        self._views = LiveViews(self.config.view_fps, self.config.jpeg_quality, self.config.view_max_width)
+        for model, sources in self._declared_views(ctx):
+            for source in sources:
+                self._views.declare(model, source)
+        if self.config.metrics:
+            self._metrics = DaemonMetrics(self._ctx.stats, self._ctx.status, self._own_metrics)
+        self._server = StatusServer(self.config.host, self.config.port, token, self._views, self.status_body,
+                                    self._metrics.render if self._metrics is not None else None, self._command)
+        self._views.on_encoded = self._server.frame_encoded
+        try:
+            self._server.start()
+        except OSError as exc:
+            raise OutputError(f"output '{self.id}': cannot listen on {self.config.host}:{self.config.port}: "
+                              f"{exc.strerror or exc}") from exc
+        except Exception as exc:
+            raise OutputError(f"output '{self.id}': http server failed to start: {exc}") from exc
+        self._views.start()
+        guarded = " (access token required)" if token else ""
+        log.info("output '%s': status page on %s%s", self.id, self._server.url, guarded)
+        if token is None and self.config.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("output '%s': listening on %s without an access token: anyone who reaches this address "
+                        "sees the cameras and may reset the watchdog; set token_file", self.id, self.config.host)
+
+    def _declared_views(self, ctx: Any) -> list[tuple[str, list[str]]]:
+        """(model, its sources) as the config declares them, so the page lists every view from the start."""
+        catalogue = getattr(ctx, "catalogue", None)
+        if catalogue is not None:
+            return [(mid, list(info.sources)) for mid, info in dict(catalogue).items()]
+        if self._pipeline is not None:
+            return [(m.id, list(m.sources)) for m in self._pipeline.config.models]
+        return []
+
+    def close(self) -> None:
+        if self._views is not None:
+            self._views.close()
+        if self._server is not None:
+            self._server.stop()
+
+    # -- results and heartbeats --------------------------------------------------------------------------
+    def publish_result(self, result: Any) -> None:
+        """The publish thread: store a reference, count, observe; nothing here draws or encodes."""
+        if self._views is not None:
+            self._views.offer(result)
+        if self._metrics is not None and result.seq is not None:
+            self._metrics.observe(result.model, result.source, result.status, result.infer_ms, result.age_ms)
+        server = self._server
+        if server is not None and server.has_tail_clients:
+            server.push_record(result.to_record(), result.model, result.source)
+        self.published += 1
+
+    def publish(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "heartbeat":
+            self.heartbeat(record)
+
+    def heartbeat(self, record: dict[str, Any]) -> None:
+        self.latest_heartbeat = record  # always kept: the page and `edgeinfer status` read it
+        server = self._server
+        if server is not None and server.has_tail_clients:
+            server.push_record(record, None, None)
+
+    def counters(self) -> dict[str, Any]:
+        views = self._views.totals() if self._views is not None else {}
+        server = self._server
+        return {"viewers": views.get("viewers", 0), "view_encoded": views.get("encoded", 0),
+                "view_dropped": views.get("dropped", 0),
+                "requests": server.requests if server else 0, "unauthorized": server.unauthorized if server else 0,
+                "tail_dropped": server.tail_dropped if server else 0}
+
+    # -- what the server serves ------------------------------------------------------------------------------
+    def _command(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+        ctx = self._ctx
+        commands = getattr(ctx, "commands", None)
+        if commands is not None and hasattr(commands, "handle"):  # the plugin contract's CommandRegistry
+            if cmd == "ping":
+                return {"ok": True, "reply": "pong"}
+            return commands.handle(cmd, request)
+        return ctx.command(cmd, request)
+
+    def _own_metrics(self) -> dict[str, tuple[str, str, float]]:
+        views = self._views.totals() if self._views is not None else {}
+        server = self._server
+        return {
+            "edgeinfer_http_view_frames_encoded": ("counter", "Live-view frames encoded", views.get("encoded", 0)),
+            "edgeinfer_http_view_frames_dropped": ("counter", "Live-view results dropped while the encoder "
+                                                   "was busy", views.get("dropped", 0)),
+            "edgeinfer_http_view_frames_skipped": ("counter", "Live-view results passed over by the view_fps "
+                                                   "cap", views.get("skipped", 0)),
+            "edgeinfer_http_viewers": ("gauge", "Connected live-view viewers", views.get("viewers", 0)),
+            "edgeinfer_http_unauthorized": ("counter", "Requests refused for a missing or wrong token",
+                                            server.unauthorized if server else 0),
+        }
+
+    def status_body(self) -> dict[str, Any]:
+        """GET /api/status: the latest heartbeat, the pipeline counters and what each model serves with."""
+        ctx = self._ctx
+        heartbeat = ctx.status()
+        stats = ctx.stats() or {}
+        models = ctx.models() if hasattr(ctx, "models") else {}
+        serving = (heartbeat or {}).get("serving") or {}
+        for mid, entry in serving.items():
+            models.setdefault(mid, {})["serving"] = entry
+        for mid, m in (stats.get("models") or {}).items():
+            if "backend" in m:  # a remote backend's own state (which link serves, fallback)
+                models.setdefault(mid, {})["link"] = m["backend"]
+        views = self._views.views() if self._views is not None else []
+        for view in views:
+            view["stream"] = f"stream/{view['model']}/{view['source']}"
+            view["snapshot"] = f"snapshot/{view['model']}/{view['source']}"
+        return {
+            "ok": True,
+            "state": (heartbeat or {}).get("state", "STARTING"),
+            "uptime_s": round(time.time() - self._started, 1),
+            "heartbeat": heartbeat,
+            "stats": stats,
+            "models": models,
+            "views": views,
+            "http": self.counters(),
+        }
