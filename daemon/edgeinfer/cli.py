@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .engines.commands import add_parsers
 
     add_parsers(sub)  # build, inspect, bench
+    from .statuscli import add_parsers as add_status_parsers
+
+    add_status_parsers(sub)  # status, tail: ask the running daemon
     return parser
 
 
