@@ -49,7 +49,7 @@ def annotate(result: Any, image: np.ndarray | None = None) -> np.ndarray | None:
     canvas = np.ascontiguousarray(image[:, :, :3]).copy() if image.ndim == 3 else cv2.cvtColor(
         image, cv2.COLOR_GRAY2BGR)
     kind, detections, classifications, dense = payload_parts(result)
-    scale = max(0.4, min(canvas.shape[:2]) / 600)
+    scale = max(1.0, max(canvas.shape[:2]) / 1000)  # readable at 640 px, proportionate at 1080p
     # the one place that dispatches on the payload's kind
     if kind == "dense" and dense is not None:
         _draw_dense(canvas, dense)

@@ -95,6 +95,9 @@ def _channel_from_config(path: str, token: str | None) -> Channel:
         raise Unreachable(f"invalid config {path}: " + "; ".join(str(p) for p in exc.problems)) from exc
     for output in config.outputs:
         if output.type == "http":
+            if output.port == 0:
+                raise Unreachable(f"{path}: the http output's port is 0 (picked at start, logged as 'status "
+                                  f"page on ...'): give that address with --url")
             host = _connectable(output.host)
             host = f"[{host}]" if ":" in host else host
             if output.token_file is not None:
