@@ -1,0 +1,139 @@
+"""The pieces of the http and annotated outputs on their own: the drop-oldest hand-off, the live view's
+encode-only-while-watched rule, drawing of the optional payload parts, video rotation and the config errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeinfer.config import ConfigError, parse_config
+from edgeinfer.decoders.base import Detection
+from edgeinfer.draw import annotate
+from edgeinfer.frame import Frame
+from edgeinfer.outputs.annotated import AnnotatedOutput
+from edgeinfer.outputs.annotated_schema import AnnotatedOutputConfig
+from edgeinfer.outputs.handoff import DropOldestWorker
+from edgeinfer.results import Result
+from edgeinfer.web.live import LiveViews
+
+
+def result(seq: int, image: np.ndarray, detections=(), source: str = "cam") -> Result:
+    frame = Frame(source=source, seq=seq, image=image, mono=time.monotonic(), wall=time.time())
+    return Result.for_frame("det", frame, "ok", detections=list(detections), age_ms=5.0, infer_ms=2.0)
+
+
+def test_drop_oldest_worker_keeps_the_newest_and_counts_the_rest():
+    started, release = threading.Event(), threading.Event()
+    handled = []
+
+    def handle(item):
+        started.set()
+        release.wait(5)
+        handled.append(item)
+
+    worker = DropOldestWorker("test", handle, depth=2)
+    worker.start()
+    worker.offer(0)
+    assert started.wait(5)  # item 0 is being handled: the queue is empty again
+    for item in range(1, 6):
+        worker.offer(item)  # never blocks although the handler does
+    assert worker.dropped == 3
+    release.set()
+    assert worker.close(5)
+    assert handled == [0, 4, 5] and worker.handled == 3 and worker.offered == 6
+
+
+def test_drop_oldest_worker_survives_a_failing_item():
+    worker = DropOldestWorker("test", lambda item: 1 / item, depth=4)
+    worker.start()
+    for item in (1, 0, 2):
+        worker.offer(item)
+    worker.close(5)
+    assert worker.handled == 2 and worker.errors == 1 and "ZeroDivisionError" in worker.last_error
+
+
+def test_live_view_encodes_only_while_watched():
+    encoded = threading.Event()
+    views = LiveViews(fps=50, jpeg_quality=80, max_width=320, on_encoded=lambda key: encoded.set())
+    views.start()
+    try:
+        image = np.full((120, 480, 3), 90, np.uint8)
+        for seq in range(5):
+            views.offer(result(seq, image))
+        time.sleep(0.3)
+        assert views.frame(("det", "cam")) == (None, 0), "encoded although nobody watched"
+        assert views.add_viewer(("det", "cam"))
+        assert encoded.wait(5)
+        jpeg, version = views.frame(("det", "cam"))
+        decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert version == 1 and decoded.shape == (80, 320, 3)  # scaled down to view_max_width
+        assert views.views()[0]["last_seq"] == 4  # the newest result, not the first
+        assert not views.add_viewer(("det", "nope"))
+    finally:
+        views.close()
+
+
+def test_drawing_shows_track_ids_masks_and_keypoints_when_the_payload_has_them():
+    image = np.zeros((200, 300, 3), np.uint8)
+    plain = Detection(class_id=0, label="person", score=0.9, bbox=(20.0, 30.0, 120.0, 180.0))
+    mask = np.zeros((200, 300), np.uint8)
+    mask[60:100, 200:260] = 1
+    rich = SimpleNamespace(class_id=0, label="person", score=0.9, bbox=(180.0, 40.0, 280.0, 190.0), track_id=7,
+                           mask=mask, keypoints=[[150.0, 20.0, 1.0], [160.0, 20.0, 0.0]])
+    drawn = annotate(SimpleNamespace(frame=SimpleNamespace(image=image), kind="detections", detections=[plain, rich],
+                                     source="cam", model="det", seq=1, status="ok", age_ms=3.0))
+    assert image.max() == 0, "the frame other outputs see was drawn on"
+    assert drawn[180, 70].any()  # the plain box's bottom edge
+    assert drawn[80, 230].any()  # inside the mask
+    assert drawn[20, 150].any() and not drawn[20, 160].any()  # a visible and an invisible keypoint
+
+
+def test_annotated_video_rotates_by_size_and_keeps_every_frame(tmp_path):
+    config = AnnotatedOutputConfig(dir=tmp_path, rotate_mb=0.05, queue=100, codec="MJPG", container="avi")
+    output = AnnotatedOutput(config, "annotated")
+    output.open()
+    rng = np.random.default_rng(0)
+    for seq in range(40):
+        output.publish_result(result(seq, rng.integers(0, 255, (96, 128, 3), np.uint8)))
+    output.close()
+    assert output.counters()["dropped"] == 0
+    files = sorted(tmp_path.glob("*.avi"))
+    assert len(files) > 1 and files == sorted(output.files)
+    counts = []
+    for path in files:
+        cap = cv2.VideoCapture(str(path))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        counts.append(n)
+    assert sum(counts) == 40 and all(counts)
+
+
+CONFIG = """
+sources: [{id: cam, type: synthetic}]
+models: [{id: det, path: m.onnx, sources: [cam]}]
+outputs: [%s]
+"""
+
+
+@pytest.mark.parametrize("output, key, words", [
+    ("{type: web}", "outputs[0]", ["http", "annotated"]),
+    ("{type: http, token: abcdefgh, token_file: t}", "outputs[0]", ["token or token_file"]),
+    ("{type: http, port: 70000}", "outputs[0].port", ["65535"]),
+    ("{type: http, token: short}", "outputs[0].token", ["8"]),
+    ("{type: annotated, dir: out, mode: snapshots}", "outputs[0]", ["classes"]),
+    ("{type: annotated, dir: out, mode: gif}", "outputs[0].mode", ["video", "snapshots"]),
+    ("{type: annotated}", "outputs[0].dir", ["missing"]),
+])
+def test_config_errors_name_the_key_and_the_allowed_values(output, key, words):
+    with pytest.raises(ConfigError) as info:
+        parse_config(CONFIG % output)
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert key in text, text
+    assert all(word in text for word in words), text
