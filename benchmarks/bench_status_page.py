@@ -1,0 +1,179 @@
+"""What looking costs: the demo's fps with the status page open and two live viewers, beside the same demo
+without the http output, in alternated rounds of one run on this machine.
+
+    python benchmarks/bench_status_page.py [--rounds 3] [--frames 250] [--json out.json]
+
+Each round runs `edgeinfer run` (a child process, as a user runs it) on the demo (YOLOv3-tiny on bikes.mp4,
+every frame in file order, so the run is as fast as the model goes) in three variants, in turn:
+- `none`: jsonl to a file only (the demo as it ships);
+- `idle`: plus the http output, nobody connected;
+- `viewed`: plus the http output with the page's traffic: two live-view viewers reading the MJPEG stream as
+  fast as it comes (real HTTP clients, like two browser tabs) and /api/status polled once a second (what
+  the page's script does).
+fps is (records - 1) / (last capture stamp - first), start-up excluded; the daemon's CPU time per frame
+(user + system, from the child's rusage, start-up included) is the steadier number on a shared box. The
+number that matters is viewed / none (goal >= 0.95); the rounds alternate so that a load change on the box
+hits every variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(folder: Path, variant: str, frames: int, port: int) -> Path:
+    data = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    source = data["sources"][0]
+    source.update(path=str(ROOT / "models/media/bikes.mp4"), loop=frames > 250)
+    model = data["models"][0]
+    model.update(path=str(ROOT / "models/yolov3-tiny/yolov3-tiny.onnx"),
+                 labels=str(ROOT / "models/yolov3-tiny/coco.names"))
+    out = folder / f"{variant}.jsonl"
+    data["outputs"] = [{"type": "jsonl", "path": str(out), "heartbeat": False}]
+    if variant != "none":
+        data["outputs"].append({"type": "http", "port": port})
+    path = folder / f"{variant}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Viewer(threading.Thread):
+    """Reads an MJPEG stream as fast as it comes and counts the JPEG parts."""
+
+    def __init__(self, url: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.url, self.stop, self.parts, self.bytes = url, stop, 0, 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    while not self.stop.is_set():
+                        chunk = response.read1(65536)
+                        if not chunk:
+                            break
+                        self.bytes += len(chunk)
+                        self.parts += chunk.count(b"Content-Type: image/jpeg")
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.05)  # not up yet, or gone at the end of the run
+
+
+class StatusPoller(threading.Thread):
+    def __init__(self, url: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.url, self.stop, self.polls = url, stop, 0
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    json.loads(response.read())
+                self.polls += 1
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+
+
+def run_once(folder: Path, variant: str, frames: int) -> dict:
+    port = free_port()
+    config = write_config(folder, variant, frames, port)
+    out = folder / f"{variant}.jsonl"
+    out.unlink(missing_ok=True)
+    stop = threading.Event()
+    clients: list[threading.Thread] = []
+    if variant == "viewed":
+        base = f"http://127.0.0.1:{port}/"
+        clients = [Viewer(base + "stream/yolov3-tiny/bikes", stop) for _ in range(2)]
+        clients.append(StatusPoller(base + "api/status", stop))
+        for client in clients:
+            client.start()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, "-m", "edgeinfer", "run", str(config), "--max-frames", str(frames)],
+                          capture_output=True, text=True, timeout=900)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    stop.set()
+    for client in clients:
+        client.join(5)
+    if proc.returncode != 0:
+        raise SystemExit(f"{variant}: edgeinfer run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [r for r in records if r["type"] == "detections"]
+    stamps = [r["stamp"] for r in records]
+    span = max(stamps) - min(stamps)
+    result = {"variant": variant, "records": len(records), "fps": (len(records) - 1) / span if span > 0 else 0.0,
+              "age_ms_p50": statistics.median(r["age_ms"] for r in records),
+              "cpu_ms_per_frame": cpu_s * 1e3 / len(records)}
+    viewers = [c for c in clients if isinstance(c, Viewer)]
+    if viewers:
+        result["viewer_frames"] = [v.parts for v in viewers]
+        result["status_polls"] = sum(c.polls for c in clients if isinstance(c, StatusPoller))
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if not (ROOT / "models/yolov3-tiny/yolov3-tiny.onnx").exists():
+        raise SystemExit("run `make models` first")
+    variants = ("none", "idle", "viewed")
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_no in range(args.rounds):
+            order = variants if round_no % 2 == 0 else variants[::-1]  # alternate, so drift hits every variant
+            for variant in order:
+                result = run_once(Path(tmp), variant, args.frames)
+                result["round"] = round_no
+                runs.append(result)
+                extra = f"  viewers got {result['viewer_frames']} frames" if "viewer_frames" in result else ""
+                print(f"round {round_no} {variant:<7} {result['fps']:6.1f} fps  age p50 "
+                      f"{result['age_ms_p50']:6.1f} ms  daemon CPU {result['cpu_ms_per_frame']:5.1f} ms/frame "
+                      f"({result['records']} records){extra}", flush=True)
+    ratios = {}
+    for variant in ("idle", "viewed"):
+        per_round = []
+        for round_no in range(args.rounds):
+            base = next(r["fps"] for r in runs if r["round"] == round_no and r["variant"] == "none")
+            mine = next(r["fps"] for r in runs if r["round"] == round_no and r["variant"] == variant)
+            per_round.append(mine / base)
+        ratios[variant] = per_round
+    print()
+    print(f"{'variant':<8} {'fps median':>10} {'CPU ms/frame':>13}  {'fps ÷ none, per round':<40} median")
+    for variant in variants:
+        fps = statistics.median(r["fps"] for r in runs if r["variant"] == variant)
+        cpu = statistics.median(r["cpu_ms_per_frame"] for r in runs if r["variant"] == variant)
+        per = ratios.get(variant)
+        text = ", ".join(f"{x:.3f}" for x in per) if per else "-"
+        med = f"{statistics.median(per):.3f}" if per else "-"
+        print(f"{variant:<8} {fps:10.1f} {cpu:13.1f}  {text:<40} {med}")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "ratios": ratios, "frames": args.frames}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
