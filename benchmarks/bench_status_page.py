@@ -1,19 +1,22 @@
-"""What looking costs: the demo's fps with the status page open and two live viewers, beside the same demo
-without the http output, in alternated rounds of one run on this machine.
+"""What looking costs: the demo's fps with the status page open and two live viewers, beside without, in
+alternated rounds of one run on this machine.
 
-    python benchmarks/bench_status_page.py [--rounds 3] [--frames 250] [--json out.json]
+    python benchmarks/bench_status_page.py [--phases 6] [--phase-s 6] [--rounds 3] [--frames 250] [--json out.json]
 
-Each round runs `edgeinfer run` (a child process, as a user runs it) on the demo (YOLOv3-tiny on bikes.mp4,
-every frame in file order, so the run is as fast as the model goes) in three variants, in turn:
-- `none`: jsonl to a file only (the demo as it ships);
-- `idle`: plus the http output, nobody connected;
-- `viewed`: plus the http output with the page's traffic: two live-view viewers reading the MJPEG stream as
-  fast as it comes (real HTTP clients, like two browser tabs) and /api/status polled once a second (what
-  the page's script does).
-fps is (records - 1) / (last capture stamp - first), start-up excluded; the daemon's CPU time per frame
-(user + system, from the child's rusage, start-up included) is the steadier number on a shared box. The
-number that matters is viewed / none (goal >= 0.95); the rounds alternate so that a load change on the box
-hits every variant.
+The demo is YOLOv3-tiny on bikes.mp4, every frame in file order (so it runs as fast as the model goes), run by
+`edgeinfer run` in a child process, as a user runs it. Two comparisons:
+
+1. Phases, one daemon (the number the goal is about): the demo looping with the http output configured;
+   phases alternate between nobody watching and `viewed`: two live-view viewers reading the MJPEG stream as
+   fast as it comes (real HTTP clients, like two browser tabs) and /api/status polled once a second (what the
+   page's script does). fps per phase from the records' capture stamps in the phase's window (1 s settling
+   excluded). Same process, same warm state: the ratio holds only what watching costs.
+2. Processes (what configuring the output costs, start-up included): `none` (jsonl only, the demo as it
+   ships), `idle` (plus the http output, nobody connected) and `viewed`, each a fresh process per round;
+   fps is (records - 1) / (last capture stamp - first); the daemon's CPU time per frame (user + system, from
+   the child's rusage, start-up included) beside it.
+Rounds and phases alternate so that a load change on the box hits every variant. Goal: viewed / not viewed
+>= 0.95.
 """
 
 from __future__ import annotations
@@ -95,19 +98,61 @@ class StatusPoller(threading.Thread):
                 pass
 
 
+def start_clients(base: str, stop: threading.Event) -> list[threading.Thread]:
+    clients: list[threading.Thread] = [Viewer(base + "stream/yolov3-tiny/bikes", stop) for _ in range(2)]
+    clients.append(StatusPoller(base + "api/status", stop))
+    for client in clients:
+        client.start()
+    return clients
+
+
+def run_phases(folder: Path, phases: int, phase_s: float) -> list[dict]:
+    """One daemon, the demo looping; phases alternate between nobody watching and two viewers + the page."""
+    port = free_port()
+    config = write_config(folder, "phases", 10**9, port)
+    out = folder / "phases.jsonl"
+    out.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer", "run", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/"
+    windows = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.stat().st_size > 10_000):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the daemon did not start: {proc.stderr.read()[-3000:]}")
+            time.sleep(0.2)
+        for index in range(phases * 2):
+            viewed = (index % 4) in (1, 2)  # none, viewed, viewed, none, ...: each kind first as often
+            stop = threading.Event()
+            clients = start_clients(base, stop) if viewed else []
+            time.sleep(1.0)  # settle: connections made, the encoder running
+            t0 = time.time()
+            time.sleep(phase_s)
+            t1 = time.time()
+            stop.set()
+            for client in clients:
+                client.join(5)
+            windows.append({"viewed": viewed, "t0": t0, "t1": t1,
+                            "viewer_frames": [c.parts for c in clients if isinstance(c, Viewer)]})
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    stamps = [r["stamp"] for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "detections"]
+    for w in windows:
+        w["fps"] = sum(1 for s in stamps if w["t0"] <= s < w["t1"]) / (w["t1"] - w["t0"])
+        print(f"phase {'viewed' if w['viewed'] else 'none':<7} {w['fps']:6.1f} fps"
+              + (f"  viewers got {w['viewer_frames']} frames" if w["viewed"] else ""), flush=True)
+    return windows
+
+
 def run_once(folder: Path, variant: str, frames: int) -> dict:
     port = free_port()
     config = write_config(folder, variant, frames, port)
     out = folder / f"{variant}.jsonl"
     out.unlink(missing_ok=True)
     stop = threading.Event()
-    clients: list[threading.Thread] = []
-    if variant == "viewed":
-        base = f"http://127.0.0.1:{port}/"
-        clients = [Viewer(base + "stream/yolov3-tiny/bikes", stop) for _ in range(2)]
-        clients.append(StatusPoller(base + "api/status", stop))
-        for client in clients:
-            client.start()
+    clients = start_clients(f"http://127.0.0.1:{port}/", stop) if variant == "viewed" else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-m", "edgeinfer", "run", str(config), "--max-frames", str(frames)],
                           capture_output=True, text=True, timeout=900)
@@ -134,7 +179,9 @@ def run_once(folder: Path, variant: str, frames: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--phases", type=int, default=6, help="pairs of phases in the one-daemon comparison")
+    parser.add_argument("--phase-s", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the process comparison (0: skip it)")
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -143,6 +190,7 @@ def main() -> int:
     variants = ("none", "idle", "viewed")
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
+        windows = run_phases(Path(tmp), args.phases, args.phase_s) if args.phases else []
         for round_no in range(args.rounds):
             order = variants if round_no % 2 == 0 else variants[::-1]  # alternate, so drift hits every variant
             for variant in order:
@@ -153,25 +201,38 @@ def main() -> int:
                 print(f"round {round_no} {variant:<7} {result['fps']:6.1f} fps  age p50 "
                       f"{result['age_ms_p50']:6.1f} ms  daemon CPU {result['cpu_ms_per_frame']:5.1f} ms/frame "
                       f"({result['records']} records){extra}", flush=True)
-    ratios = {}
-    for variant in ("idle", "viewed"):
-        per_round = []
-        for round_no in range(args.rounds):
-            base = next(r["fps"] for r in runs if r["round"] == round_no and r["variant"] == "none")
-            mine = next(r["fps"] for r in runs if r["round"] == round_no and r["variant"] == variant)
-            per_round.append(mine / base)
-        ratios[variant] = per_round
-    print()
-    print(f"{'variant':<8} {'fps median':>10} {'CPU ms/frame':>13}  {'fps ÷ none, per round':<40} median")
-    for variant in variants:
-        fps = statistics.median(r["fps"] for r in runs if r["variant"] == variant)
-        cpu = statistics.median(r["cpu_ms_per_frame"] for r in runs if r["variant"] == variant)
-        per = ratios.get(variant)
-        text = ", ".join(f"{x:.3f}" for x in per) if per else "-"
-        med = f"{statistics.median(per):.3f}" if per else "-"
-        print(f"{variant:<8} {fps:10.1f} {cpu:13.1f}  {text:<40} {med}")
+    summary: dict = {}
+    if windows:
+        pairs = [(windows[i], windows[i + 1]) for i in range(0, len(windows) - 1, 2)]
+        phase_ratios = [(v if v["viewed"] else n)["fps"] / (n if v["viewed"] else v)["fps"] for n, v in pairs]
+        summary["phase_ratios"] = phase_ratios
+        print()
+        print("one daemon, viewed ÷ not viewed per pair of phases: "
+              + ", ".join(f"{x:.3f}" for x in phase_ratios) + f"   median {statistics.median(phase_ratios):.3f}")
+        print(f"  fps not viewed median {statistics.median(w['fps'] for w in windows if not w['viewed']):.1f}, "
+              f"viewed median {statistics.median(w['fps'] for w in windows if w['viewed']):.1f}")
+    if runs:
+        ratios = {}
+        for variant in ("idle", "viewed"):
+            per_round = []
+            for round_no in range(args.rounds):
+                base = next(r["fps"] for r in runs if r["round"] == round_no and r["variant"] == "none")
+                mine = next(r["fps"] for r in runs if r["round"] == round_no and r["variant"] == variant)
+                per_round.append(mine / base)
+            ratios[variant] = per_round
+        summary["process_ratios"] = ratios
+        print()
+        print(f"{'variant':<8} {'fps median':>10} {'CPU ms/frame':>13}  {'fps ÷ none, per round':<40} median")
+        for variant in variants:
+            fps = statistics.median(r["fps"] for r in runs if r["variant"] == variant)
+            cpu = statistics.median(r["cpu_ms_per_frame"] for r in runs if r["variant"] == variant)
+            per = ratios.get(variant)
+            text = ", ".join(f"{x:.3f}" for x in per) if per else "-"
+            med = f"{statistics.median(per):.3f}" if per else "-"
+            print(f"{variant:<8} {fps:10.1f} {cpu:13.1f}  {text:<40} {med}")
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "ratios": ratios, "frames": args.frames}, indent=1))
+        args.json.write_text(json.dumps({"windows": windows, "runs": runs, **summary, "frames": args.frames},
+                                        indent=1))
     return 0
 
 

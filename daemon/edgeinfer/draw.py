@@ -67,7 +67,7 @@ def _draw_detection(canvas: np.ndarray, det: Any, scale: float) -> None:
     colour = colour_for(track_id if track_id is not None else det.class_id)
     mask = getattr(det, "mask", None)
     if mask is not None:
-        _blend_mask(canvas, np.asarray(mask), colour)
+        _blend_mask(canvas, mask, colour)
     x1, y1, x2, y2 = (int(round(v)) for v in det.bbox)
     thickness = max(1, int(round(2 * scale)))
     cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
@@ -81,7 +81,15 @@ def _draw_detection(canvas: np.ndarray, det: Any, scale: float) -> None:
             cv2.circle(canvas, (int(point[0]), int(point[1])), max(2, thickness + 1), colour, -1)
 
 
-def _blend_mask(canvas: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
+def _blend_mask(canvas: np.ndarray, mask: Any, colour: tuple[int, int, int]) -> None:
+    crop = getattr(mask, "crop", None)
+    if crop is not None:  # an instance mask kept as the crop that holds it (x0, y0, crop): blend only there
+        x0, y0 = int(mask.x0), int(mask.y0)
+        region = canvas[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]
+        on = np.asarray(crop)[:region.shape[0], :region.shape[1]].astype(bool)
+        region[on] = (region[on] * 0.5 + np.array(colour, np.float32) * 0.5).astype(np.uint8)
+        return
+    mask = np.asarray(mask)
     if mask.shape[:2] != canvas.shape[:2]:
         mask = cv2.resize(mask.astype(np.uint8), (canvas.shape[1], canvas.shape[0]),
                           interpolation=cv2.INTER_NEAREST)

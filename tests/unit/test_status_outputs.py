@@ -81,8 +81,8 @@ def test_live_view_encodes_only_while_watched():
 def test_drawing_shows_track_ids_masks_and_keypoints_when_the_payload_has_them():
     image = np.zeros((200, 300, 3), np.uint8)
     plain = Detection(class_id=0, label="person", score=0.9, bbox=(20.0, 30.0, 120.0, 180.0))
-    mask = np.zeros((200, 300), np.uint8)
-    mask[60:100, 200:260] = 1
+    # an instance mask as issue 18's decoders keep it: the crop that holds it and its offset
+    mask = SimpleNamespace(x0=200, y0=60, crop=np.ones((40, 60), bool), height=200, width=300)
     rich = SimpleNamespace(class_id=0, label="person", score=0.9, bbox=(180.0, 40.0, 280.0, 190.0), track_id=7,
                            mask=mask, keypoints=[[150.0, 20.0, 1.0], [160.0, 20.0, 0.0]])
     drawn = annotate(SimpleNamespace(frame=SimpleNamespace(image=image), kind="detections", detections=[plain, rich],

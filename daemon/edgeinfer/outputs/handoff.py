@@ -8,6 +8,7 @@ When the worker falls behind, old results are dropped and counted, never queued 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +17,19 @@ from typing import Any
 from ..logutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+
+BACKGROUND_NICE = 10  # CFS weight 110 against the pipeline's 1024: a busy box runs inference first
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> None:
+    """Lower the calling thread's CPU priority (Linux: setpriority on the thread id sets that thread's nice).
+    For threads that only serve people looking (the live view): when the CPU is saturated, inference wins and
+    the view gets fewer frames, instead of the other way round. Best effort elsewhere."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 class DropOldestWorker:

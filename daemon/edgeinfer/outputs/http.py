@@ -153,7 +153,7 @@ class HttpOutput(Output):
         """The publish thread: store a reference, count, observe; nothing here draws or encodes."""
         if self._views is not None:
             self._views.offer(result)
-        if self._metrics is not None and result.seq is not None:
+        if self._metrics is not None:  # also the SAFE_STOP markers (no frame): every record the outputs got
             self._metrics.observe(result.model, result.source, result.status, result.infer_ms, result.age_ms)
         server = self._server
         if server is not None and server.has_tail_clients:

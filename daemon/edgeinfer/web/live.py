@@ -21,6 +21,7 @@ from typing import Any
 
 from ..draw import annotate
 from ..logutil import RateLimitedLog
+from ..outputs.handoff import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class LiveViews:
         return None
 
     def _run(self) -> None:
+        lower_thread_priority()  # a saturated box draws fewer live frames rather than infers fewer
         while True:
             with self._cond:
                 if self._stop:

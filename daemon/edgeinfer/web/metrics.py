@@ -13,6 +13,7 @@ process (a reload, the tests) never collide.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -140,9 +141,29 @@ class _ScrapeTimeCollector:
                 age.add_metric([sid], ms / 1e3)
         yield from (state, cycle, entity, age)
 
+        yield from _gpu_memory(gauge)
+
         # -- this output's own live view
         extra = self.owner._extra()
         for name, (kind, doc, value) in extra.items():
             family = counter(name, doc, []) if kind == "counter" else gauge(name, doc, [])
             family.add_metric([], value)
             yield family
+
+
+def _gpu_memory(gauge: Callable[..., Any]) -> Iterator[Any]:
+    """Device memory in use, where the daemon already runs CUDA (cuda-python loaded by a GPU backend or the GPU
+    preprocessing): never imports CUDA itself, so a CPU box pays nothing and shows no such metric."""
+    if "cuda.bindings.runtime" not in sys.modules:
+        return
+    from ..cuda.runtime import mem_get_info
+
+    try:
+        free, total = mem_get_info()
+    except Exception:  # no device, or a driver error: the metric is simply not known now
+        return
+    used = gauge("edgeinfer_gpu_memory_used_bytes", "Device memory in use on the current CUDA device", [])
+    used.add_metric([], total - free)
+    size = gauge("edgeinfer_gpu_memory_total_bytes", "Device memory of the current CUDA device", [])
+    size.add_metric([], total)
+    yield from (used, size)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+from ..outputs.handoff import lower_thread_priority
 from .live import LiveViews, ViewKey
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class StatusServer:
 
     # -- the loop thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
+        lower_thread_priority()  # serving the page must not take CPU from inference on a saturated box
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
