@@ -16,7 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeinfer.outputs.jsonl import JsonlOutput, JsonlOutputConfig
+from edgeinfer.outputs.jsonl import JsonlOutput
+from edgeinfer.outputs.schema import JsonlOutputConfig
+from edgeinfer.runtime import RuntimeContext
 
 RECORD = {"type": "detections", "source": "bikes", "frame": 140, "stamp": 1795774033.205601, "age_ms": 167.98,
           "model": "yolov3-tiny", "status": "ok", "infer_ms": 30.43, "detections": [
@@ -37,10 +39,10 @@ def buffered(path: Path, n: int) -> float:
 
 def whole_record(path: Path, n: int) -> float:
     output = JsonlOutput(JsonlOutputConfig(path=str(path)), "jsonl")
-    output.open()
+    output.open(RuntimeContext())
     t0 = time.perf_counter()
     for _ in range(n):
-        output.publish(RECORD)
+        output.write_record(RECORD)
     elapsed = time.perf_counter() - t0
     output.close()
     return elapsed

@@ -43,13 +43,13 @@ def inner(frames: int, images: int, labels: Path, video: Path) -> dict:
     import cv2
 
     from edgeinfer.decoders import load_labels
-    from edgeinfer.decoders.base import Detection
     from edgeinfer.frame import Frame
-    from edgeinfer.outputs.jsonl import JsonlOutput, JsonlOutputConfig
-    from edgeinfer.outputs.ros2 import Ros2Output, Ros2OutputConfig
-    from edgeinfer.results import Result
-    from edgeinfer.ros.config import RosConfig
-    from edgeinfer.ros.runtime import RosRuntime
+    from edgeinfer.outputs.jsonl import JsonlOutput
+    from edgeinfer.outputs.schema import JsonlOutputConfig
+    from edgeinfer.results import Detection, Result
+    from edgeinfer.transports.ros.output import Ros2Output, Ros2OutputConfig
+    from edgeinfer.transports.ros.runtime import RosRuntime
+    from edgeinfer.transports.ros.schema import RosConfig
 
     names = load_labels(labels)
     runtime = RosRuntime(RosConfig(node_name="edgeinfer_bench", lifecycle="off"))

@@ -52,14 +52,14 @@ def timed(fn, frames: int) -> dict:
 
 def inner(frames: int, width: int, height: int) -> dict:
     import support.ros
-    from edgeinfer.decoders.base import Classification, DenseMap
     from edgeinfer.frame import Frame
-    from edgeinfer.outputs.jsonl import JsonlOutput, JsonlOutputConfig
-    from edgeinfer.outputs.ros2 import Ros2Output, Ros2OutputConfig
-    from edgeinfer.results import Result
-    from edgeinfer.ros import convert as cv
-    from edgeinfer.ros.config import RosConfig
-    from edgeinfer.ros.runtime import RosRuntime
+    from edgeinfer.outputs.jsonl import JsonlOutput
+    from edgeinfer.outputs.schema import JsonlOutputConfig
+    from edgeinfer.results import Classification, DenseMap, Result
+    from edgeinfer.transports.ros import convert as cv
+    from edgeinfer.transports.ros.output import Ros2Output, Ros2OutputConfig
+    from edgeinfer.transports.ros.runtime import RosRuntime
+    from edgeinfer.transports.ros.schema import RosConfig
 
     support.ros.DOMAIN_ID = os.environ["ROS_DOMAIN_ID"]  # the peer joins this process's domain, not its own
     runtime = RosRuntime(RosConfig(node_name="edgeinfer_bench", lifecycle="off"))

@@ -40,7 +40,7 @@ def test_image(seed: int) -> np.ndarray:
 # -- receivers (child process) -------------------------------------------------------------------------------
 
 def receive_edgeinfer(address: str, expected: int, hwm: int) -> dict:
-    from edgeinfer.sources.zmq import ZmqSource, ZmqSourceConfig
+    from edgeinfer.transports.zmq.source import ZmqSource, ZmqSourceConfig
 
     latencies: list[float] = []
     arrivals: list[float] = []
@@ -102,7 +102,7 @@ def _wait_for_frames(arrivals: list[float], got: threading.Event) -> None:
 # -- senders (this process) ----------------------------------------------------------------------------------
 
 def send_edgeinfer(address: str, frames: int, fps: float | None, hwm: int) -> dict:
-    from edgeinfer.client import FrameSender
+    from edgeinfer.transports.zmq.client import FrameSender
 
     images = [test_image(i) for i in range(4)]
     # unthrottled: wait for room rather than drop, so every frame is offered and throughput is the transport's

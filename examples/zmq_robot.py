@@ -15,7 +15,7 @@ import time
 
 import cv2
 
-from edgeinfer.client import ClientKeys, Control, FrameSender, ResultReader
+from edgeinfer.transports.zmq.client import ClientKeys, Control, FrameSender, ResultReader
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,8 @@ def _print_config_warnings(source: str, warnings: list) -> None:
 
 def _load_config(path: str, warnings: list | None = None):
     """The validated config, or None after printing every problem (the caller exits 2)."""
-    from .config import ConfigError, load_config
+    from .preflight import load_config
+    from .problems import ConfigError
 
     try:
         return load_config(path, warnings=warnings)
@@ -86,7 +87,7 @@ def _group_name(grp, gid: int) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import ConfigError, Problem
+    from .problems import ConfigError, Problem
 
     if args.as_user:
         problem = _become_user(args.as_user)
@@ -282,7 +283,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     from .lazy import MissingDependency
-    from .zmqcommon import make_key_pair
+    from .transports.zmq.security import make_key_pair
 
     folder = Path(args.dir)
     existing = [p for p in (folder / f"{args.name}.key", folder / f"{args.name}.key_secret") if p.exists()]

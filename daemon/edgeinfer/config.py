@@ -11,30 +11,51 @@ from __future__ import annotations
 
 import logging
 import os
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from .backends import BACKEND_CHOICES, BACKENDS, resolve_backend_type
-from .decoders import DecoderConfig, YoloDecoderConfig
-from .devices import DEVICE_HELP, cuda_device_problem, parse_device
-from .engines.build import BuildOptions
-from .outputs import JsonlOutputConfig, OutputConfig
+from .backends.schema import BACKEND_CHOICES, BACKEND_OPTIONS, options_for_model, resolve_backend_type
+from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
+from .devices import DEVICE_HELP, parse_device
+from .engines.options import BuildOptions
+from .outputs.annotated_schema import AnnotatedOutputConfig
+from .outputs.http_schema import HttpOutputConfig
+from .outputs.schema import JsonlOutputConfig
 from .preprocess import PreprocessConfig
-from .ros.config import RosConfig
+from .problems import ConfigError, Problem, schema_problems
 from .schema import StrictModel
-from .sources import SourceConfig
-from .watchdog import WatchdogConfig, flow_id
+from .sources.schema import (
+    CameraSourceConfig,
+    GStreamerSourceConfig,
+    ImagesSourceConfig,
+    RtspSourceConfig,
+    SyntheticSourceConfig,
+    VideoSourceConfig,
+)
+from .transports.ros.schema import Ros2OutputConfig, Ros2SourceConfig, RosConfig
+from .transports.zmq.schema import ZmqOutputConfig, ZmqSourceConfig
+from .watchdog.config import WatchdogConfig, flow_id
 from .yamlload import YamlProblem, load_yaml
 
 log = logging.getLogger(__name__)
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+
+# The plugin unions are tagged by `type`: an unknown type names the allowed values, and errors point into the
+# right model. A new plugin's config model joins its union here (and its implementation its registry).
+SourceConfig = Annotated[
+    VideoSourceConfig | ImagesSourceConfig | CameraSourceConfig | RtspSourceConfig | GStreamerSourceConfig
+    | SyntheticSourceConfig | ZmqSourceConfig | Ros2SourceConfig,
+    Field(discriminator="type"),
+]
+OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig | HttpOutputConfig
+                         | AnnotatedOutputConfig, Field(discriminator="type")]
+SOURCE_TAGS = ("video", "images", "camera", "rtsp", "gstreamer", "synthetic", "zmq", "ros2")
+OUTPUT_TAGS = ("jsonl", "zmq", "ros2")
+UNION_TAGS = frozenset(SOURCE_TAGS) | frozenset(OUTPUT_TAGS) | frozenset(DECODERS)
 
 
 class FallbackLink(StrictModel):
@@ -87,11 +108,11 @@ class ModelConfig(StrictModel):
     @classmethod
     def _backend_sees_budget(cls, data: Any) -> Any:
         # a remote backend's request deadline follows budget_ms unless set (backends/triton.py)
-        if isinstance(data, dict) and isinstance(data.get("backend"), str) and data["backend"] in BACKENDS:
+        if isinstance(data, dict) and isinstance(data.get("backend"), str) and data["backend"] in BACKEND_OPTIONS:
             budget = data.get("budget_ms", cls.model_fields["budget_ms"].default)
             if isinstance(budget, (int, float)) and budget > 0:
-                options = data.get("backend_options", {})
-                data = {**data, "backend_options": BACKENDS[data["backend"]].options_for_model(options, budget)}
+                options = options_for_model(data["backend"], data.get("backend_options", {}), budget)
+                data = {**data, "backend_options": options}
         return data
 
     @field_validator("device")
@@ -99,6 +120,12 @@ class ModelConfig(StrictModel):
     def _known_device(cls, value: str) -> str:
         parse_device(value)  # raises ValueError naming the allowed values
         return value
+
+    def links(self) -> list[FallbackLink]:
+        """The chain of files this model may be served from: its own `path`, then each `fallback` link."""
+        primary = FallbackLink(path=self.path, backend=self.backend, backend_options=self.backend_options,
+                               device=self.device)
+        return [primary, *self.fallback]
 
     @field_validator("decoder", mode="before")
     @classmethod
@@ -118,27 +145,14 @@ class Config(StrictModel):
     ros: RosConfig = RosConfig()  # the node every ros2 source and output shares (used only when one is configured)
 
 
-@dataclass(frozen=True)
-class Problem:
-    path: str  # key path, e.g. models[0].preprocess.resize
-    message: str
-    fatal: bool = True  # False: reported as a warning (e.g. a camera not plugged in yet)
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
-    def __init__(self, source: str, problems: list[Problem]):
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
 
 
 # -- loading -----------------------------------------------------------------------------------------------
-def load_config(path: str | Path, preflight: bool = True, warnings: list[Problem] | None = None) -> Config:
-    """Parse, validate and resolve a config file; raises ConfigError listing every problem. Preflight
-    warnings go to `warnings` when given (`check` prints them like problems), else to the log."""
+def read_config(path: str | Path) -> Config:
+    """Parse, validate and resolve a config file (no preflight: `preflight.load_config` adds it); raises
+    ConfigError listing every problem."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -147,17 +161,7 @@ def load_config(path: str | Path, preflight: bool = True, warnings: list[Problem
         raise ConfigError(str(path), [Problem("", f"cannot read config file: {getattr(exc, 'strerror', None) or exc}")]
                           ) from exc
     text = decode_config_text(raw, str(path))
-    config = parse_config(text, str(path), base_dir=base_dir)
-    if preflight:
-        problems = preflight_problems(config)
-        if any(p.fatal for p in problems):
-            raise ConfigError(str(path), [p for p in problems if p.fatal])
-        for problem in problems:
-            if warnings is not None:
-                warnings.append(problem)
-            else:
-                log.warning("%s: %s", path, problem)
-    return config
+    return parse_config(text, str(path), base_dir=base_dir)
 
 
 def decode_config_text(raw: bytes, source: str) -> str:
@@ -188,7 +192,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, schema_problems(exc, data) + problems) from exc
+        raise ConfigError(source, schema_problems(exc, data, Config, UNION_TAGS) + problems) from exc
     problems += path_problems(config)
     if problems:
         raise ConfigError(source, problems)
@@ -197,97 +201,16 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     return config
 
 
-# -- problem reporting -------------------------------------------------------------------------------------
-def schema_problems(exc: ValidationError, data: Any, root: type[BaseModel] | None = None) -> list[Problem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = _strip_union_tags(err["loc"], data)
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1], data, root or Config)
-            if allowed:
-                message = f"unknown key; allowed keys: {', '.join(allowed)}"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        problems.append(Problem(format_path(loc), message))
-    return problems
 
 
-def format_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
-def _union_tags() -> set[str]:
-    from .decoders import DECODERS
-    from .outputs import OUTPUT_TYPES
-    from .sources import SOURCE_TYPES
-
-    return set(SOURCE_TYPES) | set(DECODERS) | set(OUTPUT_TYPES)
 
 
-def _strip_union_tags(loc: tuple, data: Any) -> tuple:
-    """pydantic puts the discriminator's value into the path (sources.0.video.path); users wrote no such key.
-    A block without `type` got its default tag from us (decoder: yolo), so that tag is stripped too."""
-    tags = _union_tags()
-    out: list = []
-    node = data
-    for part in loc:
-        if (isinstance(node, dict) and isinstance(part, str) and part not in node and part in tags
-                and node.get("type", part) == part):
-            continue
-        out.append(part)
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return tuple(out)
 
 
-def _allowed_keys(loc: tuple, data: Any, root: type[BaseModel]) -> list[str]:
-    """The keys the model at `loc` accepts, found by walking the schema alongside the input."""
-    annotation: Any = root
-    node = data
-    for part in loc:
-        model = _pick_model(annotation, node)
-        if model is not None and isinstance(part, str) and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-        elif isinstance(part, int):
-            args = typing.get_args(_unwrap(annotation))
-            annotation = args[0] if args else Any
-        else:
-            return []
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    model = _pick_model(annotation, node)
-    return list(model.model_fields) if model is not None else []
 
 
-def _unwrap(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
-def _pick_model(annotation: Any, node: Any) -> type[BaseModel] | None:
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        members = [_unwrap(a) for a in typing.get_args(annotation)]
-        members = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        tag = node.get("type") if isinstance(node, dict) else None
-        for m in members:
-            field = m.model_fields.get("type")
-            if field is not None and tag in typing.get_args(field.annotation):
-                return m
-        if len(members) == 1:
-            return members[0]
-    return None
 
 
 def cross_reference_problems(data: dict) -> list[Problem]:
@@ -320,27 +243,11 @@ def cross_reference_problems(data: dict) -> list[Problem]:
             if isinstance(name, str) and name not in source_ids:
                 problems.append(Problem(f"models[{i}].sources[{j}]",
                                         f"unknown source '{name}'; defined sources: {', '.join(source_ids)}"))
-        requested, options = model.get("backend", "auto"), model.get("backend_options", {})
-        if requested in BACKEND_CHOICES and isinstance(options, dict):
-            backend = BACKENDS[resolve_backend_type(requested, Path(str(model.get("path", ""))))]
-            try:
-                backend.options_model.model_validate(options)
-            except ValidationError as exc:
-                for p in schema_problems(exc, options, backend.options_model):
-                    problems.append(Problem(f"models[{i}].backend_options.{p.path}".rstrip("."), p.message))
+        problems += _backend_options_problems(model, f"models[{i}]")
         links = model.get("fallback")
         for j, link in enumerate(links if isinstance(links, list) else []):
-            if not isinstance(link, dict):
-                continue
-            requested, options = link.get("backend", "auto"), link.get("backend_options", {})
-            if requested in BACKEND_CHOICES and isinstance(options, dict):
-                backend = BACKENDS[resolve_backend_type(requested, Path(str(link.get("path", ""))))]
-                try:
-                    backend.options_model.model_validate(options)
-                except ValidationError as exc:
-                    for p in schema_problems(exc, options, backend.options_model):
-                        problems.append(Problem(f"models[{i}].fallback[{j}].backend_options.{p.path}".rstrip("."),
-                                                p.message))
+            if isinstance(link, dict):
+                problems += _backend_options_problems(link, f"models[{i}].fallback[{j}]")
     watchdog = data.get("watchdog")
     relevant = watchdog.get("safety_relevant") if isinstance(watchdog, dict) else None
     entity_ids = set(source_ids) | set(model_ids) | set(output_ids) | {flow_id(m) for m in model_ids}
@@ -349,6 +256,21 @@ def cross_reference_problems(data: dict) -> list[Problem]:
             problems.append(Problem(f"watchdog.safety_relevant[{i}]",
                                     f"unknown entity '{name}'; known: {', '.join(sorted(entity_ids))}"))
     return problems
+
+
+def _backend_options_problems(entry: dict, where: str) -> list[Problem]:
+    """`backend_options` checked against the options model of the backend the entry resolves to (the schema
+    cannot: which model applies depends on `backend` and the file's suffix)."""
+    requested, options = entry.get("backend", "auto"), entry.get("backend_options", {})
+    if requested not in BACKEND_CHOICES or not isinstance(options, dict):
+        return []
+    options_model = BACKEND_OPTIONS[resolve_backend_type(requested, Path(str(entry.get("path", ""))))]
+    try:
+        options_model.model_validate(options)
+    except ValidationError as exc:
+        return [Problem(f"{where}.backend_options.{p.path}".rstrip("."), p.message)
+                for p in schema_problems(exc, options, options_model)]
+    return []
 
 
 # Linux file systems allow 255 bytes per name; a longer one makes every stat() fail with ENAMETOOLONG.
@@ -387,91 +309,10 @@ def _join_key(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def _file_problem(path: Path, what: str) -> str | None:
-    """Why `path` is not a readable file, or None. Never raises (stat errors become the answer)."""
-    try:
-        if path.is_dir():
-            return f"is a directory, not {what}: {path}"
-        if not path.is_file():
-            return f"file not found: {path}" if not path.exists() else f"not a regular file: {path}"
-        if not os.access(path, os.R_OK):
-            return f"no permission to read {path}"
-    except (OSError, ValueError) as exc:
-        return f"cannot access {path}: {getattr(exc, 'strerror', None) or exc}"
-    return None
 
 
-def preflight_problems(config: Config) -> list[Problem]:
-    """Checks that touch the file system; kept out of the schema so validation has no I/O."""
-    from .mailbox import FanOut
-    from .sources import SOURCE_TYPES  # sources own their preflight
-
-    problems: list[Problem] = []
-    for i, model in enumerate(config.models):
-        # with a fallback chain, a primary that cannot run here is what the chain is for: a warning
-        chained = bool(model.fallback)
-        problem = _file_problem(model.path, "a model file (ONNX or engine)")
-        if problem:
-            problems.append(Problem(f"models[{i}].path", problem + ("; the fallback chain serves" if chained else ""),
-                                    not chained))
-        problems += _fallback_problems(i, model)
-        device = parse_device(model.device)
-        backend = resolve_backend_type(model.backend, model.path)
-        if device.kind == "dla" and backend != "tensorrt":
-            problems.append(Problem(f"models[{i}].device", f"{device} runs TensorRT engines only; this model uses "
-                                    f"backend {backend} (build an engine for the DLA, or use device gpu or cpu)"))
-        elif device.kind == "cpu" and backend == "tensorrt":
-            problems.append(Problem(f"models[{i}].device", "a TensorRT engine runs on a GPU or DLA, not on "
-                                    "the cpu; use device gpu, gpu:N, dla0 or dla1"))
-        else:
-            needs_cuda = device if backend != "tensorrt" or device.kind != "auto" else parse_device("gpu")
-            problem = cuda_device_problem(needs_cuda)
-            if problem:
-                problems.append(Problem(f"models[{i}].device", problem
-                                        + ("; the fallback chain serves" if chained else ""), not chained))
-        problem = _file_problem(model.labels, "a labels file") if model.labels is not None else None
-        if problem:
-            problems.append(Problem(f"models[{i}].labels", problem))
-    for i, source in enumerate(config.sources):
-        probe = SOURCE_TYPES[source.type](source, FanOut([]))
-        # a camera that is not plugged in yet is worth a warning, not a refusal: live sources retry
-        fatal = probe.finite or probe.preflight_problems_are_permanent
-        try:
-            messages = probe.preflight()
-        except (OSError, ValueError) as exc:  # a plugin's stat() that failed in a way it did not expect
-            messages = [f"cannot access what the source names: {getattr(exc, 'strerror', None) or exc}"]
-        for message in messages:
-            # sources say "<field>: <what is wrong>"; fold the field into the key path
-            field, sep, rest = message.partition(": ")
-            if sep and field in type(source).model_fields:
-                problems.append(Problem(f"sources[{i}].{field}", rest, fatal))
-            else:
-                problems.append(Problem(f"sources[{i}]", message, fatal))
-    from .outputs import OUTPUT_TYPES
-
-    for i, output in enumerate(config.outputs):
-        for message in OUTPUT_TYPES[output.type].preflight_config(output):
-            field, sep, rest = message.partition(": ")
-            problems.append(Problem(f"outputs[{i}].{field}", rest) if sep else Problem(f"outputs[{i}]", message))
-    return problems
 
 
-def _fallback_problems(i: int, model: ModelConfig) -> list[Problem]:
-    """A link's file may be missing (a rebuild makes it, or a later link serves): a warning. The ONNX a link
-    rebuilds from must exist, and the last link should be one that loads anywhere."""
-    problems = []
-    for j, link in enumerate(model.fallback):
-        where = f"models[{i}].fallback[{j}]"
-        if link.build_from is not None and not link.build_from.is_file():
-            problems.append(Problem(f"{where}.build_from", f"file not found: {link.build_from}"))
-        elif not link.path.is_file():
-            problems.append(Problem(f"{where}.path", f"file not found: {link.path}"
-                                    + ("; rebuilt from build_from when the chain reaches it"
-                                       if link.build_from else "; skipped"), False))
-        device = parse_device(link.device)
-        if device.kind == "dla" and resolve_backend_type(link.backend, link.path) != "tensorrt":
-            problems.append(Problem(f"{where}.device", f"{device} runs TensorRT engines only"))
-    return problems
 
 
 def _resolve_paths(model: StrictModel, base: Path) -> Any:

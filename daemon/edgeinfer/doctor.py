@@ -100,6 +100,10 @@ def probe() -> dict[str, dict[str, Any]]:
     triton = _version("tritonclient")
     found["triton"] = {"ok": triton is not None,
                        "detail": f"tritonclient {triton}" if triton else "pip install 'edgeinfer[triton]'"}
+    web = {name: _version(name) for name in ("aiohttp", "prometheus-client")}
+    found["http"] = {"ok": all(web.values()),
+                     "detail": ", ".join(f"{n} {v}" for n, v in web.items()) if all(web.values()) else
+                     "the http output (status page, /metrics) needs: pip install 'edgeinfer[http]'"}
     found["systemd"] = {"ok": True, "detail": "NOTIFY_SOCKET set (running under systemd)"
                         if os.environ.get("NOTIFY_SOCKET") else "not under systemd (no NOTIFY_SOCKET)"}
     return found

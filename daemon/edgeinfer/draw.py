@@ -1,9 +1,9 @@
 """Draws a result on a copy of its frame: boxes, labels and scores; track ids, masks and keypoints when the
 payload carries them; the top classes of a classifier; a dense map as a colour overlay.
 
-Used by the annotated-video output and by the http output's live view. Works on whatever the result carries,
-so payloads added later (tracks as `Detections` with a `track_id`, instance masks, keypoints) are drawn
-without changes here as long as they keep those attribute names. The frame the pipeline hands to every output
+Used by the annotated-video output and by the http output's live view. Detections that carry a `track_id`,
+a `mask` (a full-size array, or issue 18's crop with its offset) or `keypoints` ([K, 3]: x, y, confidence)
+get those drawn too. The frame the pipeline hands to every output
 is never changed: drawing happens on a copy.
 """
 
@@ -13,6 +13,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from .results import Classifications, DenseMap, Detections
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 STATUS_COLOURS = {"ok": (40, 170, 40), "error": (0, 0, 220), "invalid": (0, 140, 255)}
@@ -27,16 +29,17 @@ def colour_for(key: int) -> tuple[int, int, int]:
 
 
 def payload_parts(result: Any) -> tuple[str, list[Any], list[Any], Any]:
-    """(kind, detections, classifications, dense map) of a result: reads the typed payload (`result.payload`,
-    the plugin contract) or the older flat fields (`kind`, `detections`, `classifications`, `dense`)."""
-    payload = getattr(result, "payload", None)
-    if payload is not None:
-        kind = getattr(payload, "kind", "detections")
-        return (kind, list(getattr(payload, "detections", None) or ()),
-                list(getattr(payload, "classifications", None) or ()),
-                payload if kind == "dense" else getattr(payload, "dense", None))
-    return (getattr(result, "kind", "detections"), list(getattr(result, "detections", None) or ()),
-            list(getattr(result, "classifications", None) or ()), getattr(result, "dense", None))
+    """(kind, detections, classifications, dense map) of a result's typed payload: the one place that
+    dispatches on the payload type. Tracks, instance masks and keypoints are `Detections` whose detections
+    carry `track_id`, `mask`, `keypoints` (issue 18), drawn per detection."""
+    payload = result.payload
+    if isinstance(payload, Detections):
+        return payload.kind, list(payload.detections), [], None
+    if isinstance(payload, Classifications):
+        return payload.kind, [], list(payload.classifications), None
+    if isinstance(payload, DenseMap):
+        return payload.kind, [], [], payload
+    return payload.kind, [], [], None  # Missing (an error or a safe stop): nothing to draw but the header
 
 
 def annotate(result: Any, image: np.ndarray | None = None) -> np.ndarray | None:
@@ -48,16 +51,13 @@ def annotate(result: Any, image: np.ndarray | None = None) -> np.ndarray | None:
         return None
     canvas = np.ascontiguousarray(image[:, :, :3]).copy() if image.ndim == 3 else cv2.cvtColor(
         image, cv2.COLOR_GRAY2BGR)
-    kind, detections, classifications, dense = payload_parts(result)
+    _, detections, classifications, dense = payload_parts(result)
     scale = max(1.0, max(canvas.shape[:2]) / 1000)  # readable at 640 px, proportionate at 1080p
-    # the one place that dispatches on the payload's kind
-    if kind == "dense" and dense is not None:
+    if dense is not None:
         _draw_dense(canvas, dense)
-    elif kind == "classifications":
-        _draw_classes(canvas, classifications, scale)
-    else:
-        for detection in detections:
-            _draw_detection(canvas, detection, scale)
+    _draw_classes(canvas, classifications, scale)
+    for detection in detections:
+        _draw_detection(canvas, detection, scale)
     _draw_header(canvas, result, scale)
     return canvas
 

@@ -21,13 +21,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backends import BackendError
-from .backends.base import CompletedInference, InferHandle
-from .config import Config
+from .backends.base import InferHandle
+from .decoders import declared_payload, load_labels
+from .engines.chain import ModelChain
 from .frame import Frame
 from .health import HealthReporter, NullReporter
 from .logutil import RateLimitedLog
@@ -35,7 +36,13 @@ from .mailbox import FanOut, FrameSlots
 from .model import Model, PipelineError
 from .outputs import Output, create_output
 from .preprocess import PreprocessError
-from .results import Result
+from .results import Missing, Result
+from .runtime import CommandRegistry, ModelInfo, RuntimeContext
+from .sources import Source, create_source
+from .transports.ros.runtime import RosRuntime  # rclpy is imported only when a plugin starts it
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 _END = object()  # end-of-stream marker passed down a worker's queues
@@ -100,8 +107,8 @@ class _Serving:
         self.closed = False
         self._lock = threading.Lock()
 
-    def release(self, slot: int) -> None:
-        self.free.put(slot)
+    def release(self, set_index: int) -> None:
+        self.free.put(set_index)
         self._close_if_idle()
 
     def retire(self) -> None:
@@ -118,7 +125,7 @@ class _Serving:
 
 @dataclass
 class _Batch:
-    slot: int  # which preallocated buffer set holds the input
+    set_index: int  # which preallocated buffer set holds the input
     frames: list[Frame]
     transforms: list[Any]
     serving: _Serving | None = None  # the model whose stage filled the set: it runs and decodes this batch
@@ -149,7 +156,7 @@ class PublishGate:
 
 
 class ModelWorker:
-    def __init__(self, model: Model, outputs: list[Output], slots: FrameSlots, reporter: HealthReporter,
+    def __init__(self, model: Model, outputs: list[Output], inbox: FrameSlots, reporter: HealthReporter,
                  gate: PublishGate, detections_valid: Callable[[], bool]):
         config = model.config
         self.config = config
@@ -160,7 +167,7 @@ class ModelWorker:
         self._retired: list[_Serving] = []
         self.swaps = 0
         self.outputs = outputs
-        self.slots = slots
+        self.inbox = inbox  # the newest frame of each source this model reads
         self.reporter = reporter
         self.gate = gate
         self.detections_valid = detections_valid
@@ -246,7 +253,7 @@ class ModelWorker:
 
     def stop(self) -> None:
         self._stop.set()
-        self.slots.close()
+        self.inbox.close()
 
     def join(self, deadline: float) -> bool:
         for t in self._threads:
@@ -282,14 +289,14 @@ class ModelWorker:
     def _prepare_loop(self) -> None:
         while not self._stop.is_set():
             serving = self._current()
-            frames = self.slots.take(serving.model.batch, timeout=0.1)
+            frames = self.inbox.take(serving.model.batch, timeout=0.1)
             if not frames:
-                if self.slots.finished:
+                if self.inbox.finished:
                     self._put(self._ready, _END)
                     return
                 continue
-            slot = self._get(serving.free)
-            if slot is None:
+            set_index = self._get(serving.free)
+            if set_index is None:
                 return
             kept, transforms = [], []
             stage = serving.model.stage
@@ -297,7 +304,7 @@ class ModelWorker:
                 self.stats.taken += 1
                 self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
                 try:
-                    transforms.append(stage.write(slot, len(kept), frame.image))
+                    transforms.append(stage.write(set_index, len(kept), frame.image))
                     kept.append(frame)
                 except PreprocessError as exc:
                     self.stats.bad_frames += 1
@@ -305,9 +312,9 @@ class ModelWorker:
                     self._rlog.warning(f"bad:{frame.source}", "model '%s': dropped bad frame %d from '%s': %s",
                                        self.id, frame.seq, frame.source, exc)
             if not kept:
-                serving.release(slot)
+                serving.release(set_index)
                 continue
-            if not self._put(self._ready, _Batch(slot, kept, transforms, serving)):
+            if not self._put(self._ready, _Batch(set_index, kept, transforms, serving)):
                 return
 
     # -- stage 2: the backend --------------------------------------------------------------------------
@@ -321,10 +328,10 @@ class ModelWorker:
                 return
             self.reporter.begin(self.id)
             try:
-                batch.handle = batch.serving.model.backend.submit(batch.slot, len(batch.frames))
+                batch.handle = batch.serving.model.backend.submit(batch.set_index, len(batch.frames))
             except Exception as exc:  # backend errors are runtime faults: count, report, carry on
                 self._infer_failed(batch, exc)
-            if isinstance(batch.handle, CompletedInference) or batch.error is not None:
+            if batch.error is not None or (batch.handle is not None and batch.handle.done):
                 self._infer_finished(batch)  # synchronous backend: the work is over, say so at once
             if not self._put(self._done, batch):
                 return
@@ -367,13 +374,15 @@ class ModelWorker:
                 for index, (frame, transform) in enumerate(zip(batch.frames, batch.transforms)):
                     self._publish_one(batch, index, frame, transform)
             finally:
-                batch.serving.release(batch.slot)  # decoded: the backend may now reuse this set's buffers
+                batch.serving.release(batch.set_index)  # decoded: the backend may now reuse this set's buffers
 
     def _publish_one(self, batch: _Batch, index: int, frame: Frame, transform: Any) -> None:
-        status, fields, error = "ok", {}, batch.error
+        decoder = batch.serving.model.decoder
+        status, error = "ok", batch.error
+        payload = Missing(decoder.payload_type)  # an error or invalid record still says what it would carry
         if error is None:
-            try:  # {"detections": [...]}, or kind + classifications / dense
-                fields = batch.serving.model.decoder.result_fields(batch.outputs, index, transform)
+            try:
+                payload = decoder.decode(batch.outputs, index, transform)
             except Exception as exc:  # a decoder bug must not stop the stream: count it, say it, go on
                 error = f"decoding failed: {type(exc).__name__}: {exc}"
                 self.stats.decode_errors += 1
@@ -390,21 +399,20 @@ class ModelWorker:
             return
         if not self.detections_valid():
             # watchdog SAFE_STOP: say so on the detection channel rather than publish boxes nobody may trust
-            status, fields, error = "invalid", {}, "watchdog SAFE_STOP: detections are not valid"
+            status, error = "invalid", "watchdog SAFE_STOP: detections are not valid"
+            payload = Missing(decoder.payload_type)
             self.stats.invalid_published += 1
         if not self.gate.claim():
             return
-        decoder = batch.serving.model.decoder
-        if "kind" not in fields and decoder.kind != "detections":
-            fields["kind"] = decoder.kind  # an error or invalid record still says what it would carry
-        result = Result.for_frame(self.id, frame, status, age_ms=age_ms, infer_ms=batch.infer_ms, error=error,
-                                  **fields)
+        result = Result.for_frame(self.id, frame, status, payload, age_ms=age_ms, infer_ms=batch.infer_ms,
+                                  error=error)
         for output in self.outputs:
             try:
-                output.publish_result(result)
+                output.publish(result)
                 self.reporter.alive(output.id)
             except Exception as exc:
                 output.errors += 1
+                output.last_error = str(exc)
                 self.reporter.fault(output.id, f"publish failed: {exc}")
                 self._rlog.error(f"out:{output.id}", "output '%s': publish failed: %s", output.id, exc)
         if batch.error is None:  # a frame whose inference failed never passed "infer": no order to check
@@ -419,67 +427,76 @@ class Pipeline:
     """Owns every source, worker and output of one config; `start`, `wait`, `stop`."""
 
     def __init__(self, config: Config, reporter: HealthReporter | None = None, max_frames: int | None = None,
-                 detections_valid: Callable[[], bool] = lambda: True):
+                 detections_valid: Callable[[], bool] = lambda: True, commands: CommandRegistry | None = None,
+                 status: Callable[[], dict[str, Any] | None] = lambda: None):
         self.config = config
         self.reporter = reporter or NullReporter()
         self.detections_valid = detections_valid
         self.gate = PublishGate(max_frames)
         self.outputs: list[Output] = []
         self.models: list[Model] = []
-        self.chains: list[Any] = []  # engines.chain.ModelChain per model: which link serves, rebuilds
+        self.chains: list[ModelChain] = []  # per model: which link of its fallback chain serves, rebuilds
         self.workers: list[ModelWorker] = []
-        self.sources: list[Any] = []
+        self.sources: list[Source] = []
         self.started_at = time.monotonic()
-        self.ros: Any = None  # the shared RosRuntime, created when a plugin uses ROS
+        self.context = RuntimeContext(
+            catalogue={m.id: ModelInfo(
+                id=m.id, labels=load_labels(m.labels) if m.labels else [],
+                # None: no decoder configured, the model's metadata may pick one (known once it is loaded)
+                payload_type=declared_payload(m.decoder) if "decoder" in m.model_fields_set else None,
+                sources=tuple(m.sources)) for m in config.models},
+            reporter=self.reporter, commands=commands, ros_factory=self._start_ros, status=status,
+            stats=self.stats)
 
     def start(self) -> None:
         """Open outputs, load and warm up every model, then start the sources (in that order, so no frame
         waits on a model that is still loading)."""
-        from .engines.chain import ModelChain
-        from .sources import create_source
-
+        ctx = self.context
         for out_cfg in self.config.outputs:
             output = create_output(out_cfg)
-            self._share_ros(output)
-            if hasattr(output, "attach_pipeline"):  # the http output reads the counters (until RuntimeContext)
-                output.attach_pipeline(self)
-            output.open()
-            self.outputs.append(output)
-        slots_by_source: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
-        for model_cfg in self.config.models:
+            self.outputs.append(output)  # before open: a failed open is closed by stop() like the others
+            output.open(ctx)
+        inboxes: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
+        for index, model_cfg in enumerate(self.config.models):
             chain = ModelChain(model_cfg)
             self.chains.append(chain)
             model = chain.load()
             self.models.append(model)
-            for output in self.outputs:  # what only the loaded model knows: names and kind from its metadata
-                loaded = getattr(output, "model_loaded", None)
-                if loaded is not None:
-                    loaded(model.id, list(model.decoder.labels), model.decoder.kind)
+            info = ctx.catalogue[model.id]
+            info.labels, info.payload_type = list(model.decoder.labels), model.decoder.payload_type
+            info.backend, info.device = model.backend.describe(), str(model.backend.device)
+            for output in self.outputs:  # what only the loaded model knows: names and payload type
+                output.on_model_loaded(info)
             for warning in model.fit_warnings:
-                log.warning("models[%d].%s", len(self.models) - 1, warning)
-            slots = FrameSlots(model_cfg.sources)
+                log.warning("models[%d].%s", index, warning)
+            inbox = FrameSlots(model_cfg.sources)
             for name in model_cfg.sources:
-                slots_by_source[name].append(slots)
-            worker = ModelWorker(model, self.outputs, slots, self.reporter, self.gate, self.detections_valid)
+                inboxes[name].append(inbox)
+            worker = ModelWorker(model, self.outputs, inbox, self.reporter, self.gate, self.detections_valid)
             self.workers.append(worker)
             chain.attach(worker.swap)  # a background rebuild that loads is swapped in by the worker
         for worker in self.workers:
             worker.start()
         for src_cfg in self.config.sources:
-            targets = slots_by_source[src_cfg.id]
+            targets = inboxes[src_cfg.id]
             if not targets:
                 log.warning("source '%s' is read by no model; not started", src_cfg.id)
                 continue
             source = create_source(src_cfg, FanOut(targets), self.reporter)
-            self._share_ros(source)
             self.sources.append(source)
             if source.wait_for_consumer:
                 for worker in self.workers:
                     worker.in_order_sources.add(source.id)
         for source in self.sources:
-            source.start()
-        if self.ros is not None:
-            self.ros.ready()
+            source.start(ctx)
+        if ctx.ros_started is not None:
+            ctx.ros_started.ready()
+
+    def _start_ros(self) -> Any:
+        """The shared ROS runtime, created when the first plugin asks for it (rclpy is imported only then)."""
+        ros = RosRuntime(self.config.ros, stats=self.stats, backends=self._backend_descriptions)
+        ros.start()
+        return ros
 
     def wait(self, stop: threading.Event, poll_s: float = 0.05) -> str:
         """Block until stopped, --max-frames reached, or every finite source is drained."""
@@ -511,29 +528,9 @@ class Pipeline:
                 output.close()
             except Exception as exc:  # one output's error must not keep the others open
                 log.error("output '%s': close failed: %s", output.id, exc)
-        if self.ros is not None:
-            self.ros.close()
+        if self.context.ros_started is not None:
+            self.context.ros_started.close()
         return clean
-
-    def _share_ros(self, plugin: Any) -> None:
-        """Hand the one shared ROS node to a plugin that uses ROS (created on first use: rclpy is imported
-        only when a ros2 source or output is configured)."""
-        if not getattr(plugin, "uses_ros", False):
-            return
-        if self.ros is None:
-            from .decoders import declared_kind, load_labels
-            from .ros.runtime import RosRuntime
-
-            self.ros = RosRuntime(self.config.ros, stats=self.stats, backends=self._backend_descriptions)
-            self.ros.start()
-            self._ros_models = [(m.id, load_labels(m.labels) if m.labels else []) for m in self.config.models]
-            # None: no decoder configured, the model's metadata may pick one (known at its first result)
-            self._ros_kinds = {m.id: declared_kind(m.decoder) if "decoder" in m.model_fields_set else None
-                               for m in self.config.models}
-        if isinstance(plugin, Output):
-            plugin.attach_ros(self.ros, self._ros_models, kinds=self._ros_kinds)
-        else:
-            plugin.attach_ros(self.ros)
 
     def _backend_descriptions(self) -> dict[str, tuple[str, str]]:
         """Per model: (backend description, configured device) for /diagnostics; the one serving now (a hot
@@ -544,7 +541,7 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         return {
             "published": self.gate.count,
-            "models": {w.id: w.stats.as_dict() | {"drops": dict(w.slots.drops)} | self._backend_entry(w)
+            "models": {w.id: w.stats.as_dict() | {"drops": dict(w.inbox.drops)} | self._backend_entry(w)
                        for w in self.workers},
             "sources": {s.id: s.stats() for s in self.sources},
             "outputs": {o.id: {"published": o.published, "errors": o.errors} for o in self.outputs},
@@ -582,8 +579,6 @@ def check_models(config: Config, notes: list[tuple[int, str]] | None = None,
     """Load every model and fit it to its config (input shape, preprocessing, decoder), as `run` would,
     without starting anything. Returns (model index, problem) pairs; `notes` gets (model index, choice) pairs
     saying what was read from the model and which decoder layout was picked, and why."""
-    from .engines.chain import ModelChain
-
     problems = []
     for index, model_cfg in enumerate(config.models):
         try:

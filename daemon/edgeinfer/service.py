@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Config
 from .pipeline import Pipeline
-from .results import Result
+from .results import Detections, Missing, Result
+from .runtime import CommandRegistry
 from .watchdog import GlobalState, Snapshot, Supervisor, SystemdNotifier, build_specs
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +34,10 @@ def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, f
     read it keep their own checks only: a dead camera is the camera's fault, not the model's, and the daemon
     keeps running and reconnecting instead of stopping. List the source in `watchdog.safety_relevant` to make
     its loss a SAFE_STOP. Files are processed as fast as the model goes: no default for them."""
-    from .mailbox import FanOut
-    from .sources import SOURCE_TYPES
-
     default = config.watchdog.live_source_min_fps
     sources: dict[str, float | None] = {}
     for s in config.sources:
-        live = not SOURCE_TYPES[s.type](s, FanOut([])).finite
+        live = not s.finite
         sources[s.id] = s.min_fps if s.min_fps is not None else (default if live else None)
     models = {m.id: m.min_fps for m in config.models}
     return sources, models
@@ -56,8 +56,12 @@ class Daemon:
             outputs=[o.id or o.type for o in config.outputs],
         )
         self.supervisor = Supervisor(wd, specs, notifier=self.notifier, on_cycle=[self._on_cycle])
+        self.commands = CommandRegistry()  # answered on every control channel the outputs offer
+        self.commands.register("reset", self._reset)
+        self.commands.register("status", lambda request: {"ok": True, "heartbeat": self.last_heartbeat})
         self.pipeline = Pipeline(config, reporter=self.supervisor, max_frames=max_frames,
-                                 detections_valid=lambda: self.supervisor.detections_valid)
+                                 detections_valid=lambda: self.supervisor.detections_valid,
+                                 commands=self.commands, status=lambda: self.last_heartbeat)
         self.stop_requested = threading.Event()
         self.last_heartbeat: dict[str, Any] | None = None
         self.clean_stop = True
@@ -73,9 +77,6 @@ class Daemon:
     def start(self) -> None:
         self.notifier.status("starting: loading and warming up models")
         self.pipeline.start()
-        for output in self.pipeline.outputs:
-            if hasattr(output, "set_control_handler"):
-                output.set_control_handler(self.handle_command, commands=("reset", "status"))
         self.supervisor.start()
         self.notifier.ready(status=f"running: {len(self.pipeline.workers)} model(s), "
                                    f"{len(self.pipeline.sources)} source(s)")
@@ -131,17 +132,13 @@ class Daemon:
                 self.failing_outputs.setdefault(output.id, now)
 
     def _output_failures(self) -> str:
-        return ", ".join(f"'{o.id}' ({o.errors} failed write(s), last: {getattr(o, 'last_error', None) or '?'})"
+        return ", ".join(f"'{o.id}' ({o.errors} failed write(s), last: {o.last_error or '?'})"
                          for o in self.pipeline.outputs if o.id in self.failing_outputs)
 
-    # -- commands (SIGUSR1, ZeroMQ control) ----------------------------------------------------------------
-    def handle_command(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
-        if command == "reset":
-            self.supervisor.reset()
-            return {"ok": True, "reply": "reset requested", "state": self.supervisor.state.value}
-        if command == "status":
-            return {"ok": True, "heartbeat": self.last_heartbeat}
-        return {"ok": False, "error": f"unknown command '{command}'; known: ping, reset, status"}
+    # -- commands (SIGUSR1, the control channels of the outputs) -------------------------------------------
+    def _reset(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.supervisor.reset()
+        return {"ok": True, "reply": "reset requested", "state": self.supervisor.state.value}
 
     # -- every supervision cycle (on the supervisor thread) ---------------------------------------------
     def _on_cycle(self, snapshot: Snapshot) -> None:
@@ -206,12 +203,14 @@ class Daemon:
         frame_ids = {s.id: s.frame_id or s.id for s in self.config.sources}
         for model in self.config.models:
             for source in model.sources:
+                info = self.pipeline.context.catalogue.get(model.id)
+                payload = Missing(info.payload_type if info is not None and info.payload_type else Detections)
                 result = Result(model=model.id, source=source, seq=None, stamp=time.time(),
-                                frame_id=frame_ids.get(source, source), status="invalid",
+                                frame_id=frame_ids.get(source, source), status="invalid", payload=payload,
                                 error=f"watchdog SAFE_STOP: {causes}")
                 for output in self.pipeline.outputs:
                     try:
-                        output.publish_result(result)
+                        output.publish(result)
                     except Exception as exc:
                         output.errors += 1
                         log.error("output '%s': cannot publish the invalid marker: %s", output.id, exc)

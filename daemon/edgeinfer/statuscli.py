@@ -87,10 +87,11 @@ def _with_slash(url: str) -> str:
 
 
 def _channel_from_config(path: str, token: str | None) -> Channel:
-    from .config import ConfigError, load_config
+    from .preflight import load_config
+    from .problems import ConfigError
 
     try:
-        config = load_config(path)
+        config = load_config(path, preflight=False)  # only where the daemon listens: no file checks
     except ConfigError as exc:
         raise Unreachable(f"invalid config {path}: " + "; ".join(str(p) for p in exc.problems)) from exc
     for output in config.outputs:
@@ -137,7 +138,7 @@ def fetch_status(channel: Channel, timeout: float) -> dict[str, Any]:
     if channel.url is not None:
         with _request(channel, "api/status", timeout) as response:
             return json.loads(response.read())
-    from .client import Control  # needs pyzmq
+    from .transports.zmq.client import Control  # needs pyzmq
 
     try:
         with Control(channel.zmq_control, timeout=timeout) as control:
@@ -306,7 +307,7 @@ def _http_records(channel: Channel, args: argparse.Namespace):
 
 
 def _zmq_records(channel: Channel, args: argparse.Namespace):
-    from .client import ResultReader  # needs pyzmq
+    from .transports.zmq.client import ResultReader  # needs pyzmq
 
     topics = ("detections/", "classifications/", "dense/", *(("heartbeat",) if args.heartbeats else ()))
     with ResultReader(channel.zmq_pub, topics=topics) as reader:

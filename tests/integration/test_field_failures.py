@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from edgeinfer.outputs import create_output
-from edgeinfer.outputs.jsonl import JsonlOutputConfig
+from edgeinfer.outputs.schema import JsonlOutputConfig
+from edgeinfer.runtime import RuntimeContext
 from support.daemon_process import DaemonProcess
 from support.tiny_models import constant_detector
 
@@ -119,8 +120,8 @@ def test_a_file_ending_in_a_partial_line_is_continued_on_a_fresh_line(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text('{"type":"detections","frame":1}\n{"type":"detec')
     output = create_output(JsonlOutputConfig(path=str(path)))
-    output.open()
-    output.publish({"type": "heartbeat"})
+    output.open(RuntimeContext())
+    output.write_record({"type": "heartbeat"})
     output.close()
     output.close()  # twice: still no error
     lines = path.read_text().splitlines()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_byom import IMAGENET, document_page, salient_scene, write_images
 
-from edgeinfer.ros import convert as cv
+from edgeinfer.transports.ros import convert as cv
 from edgeinfer.zoo import fetch_wheel_model
 from support.byom_models import constant_outputs_model
 from support.daemon_process import DaemonProcess, first

@@ -9,7 +9,8 @@ import pytest
 
 from edgeinfer.health import NullReporter
 from edgeinfer.mailbox import FrameSlots
-from edgeinfer.sources import ReconnectConfig, RtspSourceConfig, create_source
+from edgeinfer.sources import ReconnectConfig, create_source
+from edgeinfer.sources.schema import RtspSourceConfig
 from support.frames import Consumer, wait_until
 from support.rtsp_server import RtspServerProcess, rtsp_server_unavailable
 

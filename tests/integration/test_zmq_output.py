@@ -22,7 +22,8 @@ zmq = pytest.importorskip("zmq")
 from edgeinfer.config import ConfigError, parse_config  # noqa: E402
 from edgeinfer.lazy import MissingDependency  # noqa: E402
 from edgeinfer.outputs import OutputError, create_output  # noqa: E402
-from edgeinfer.outputs.zmq import MAX_REQUEST_BYTES, UnknownCommand, ZmqOutput, ZmqOutputConfig  # noqa: E402
+from edgeinfer.runtime import RuntimeContext
+from edgeinfer.transports.zmq.output import MAX_REQUEST_BYTES, UnknownCommand, ZmqOutput, ZmqOutputConfig  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +81,7 @@ class SubscriberProcess:
     def sync(self, output: ZmqOutput, probe: dict, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            output.publish({**probe, "probe": True})
+            output.write_record({**probe, "probe": True})
             try:
                 line = self._lines.get(timeout=0.02)
             except queue.Empty:
@@ -112,7 +113,7 @@ def make_output():
         fields.setdefault("endpoint", ANY_PORT)
         fields.setdefault("control_endpoint", None)
         output = ZmqOutput(ZmqOutputConfig(**fields), fields.get("id") or "zmq")
-        output.open()
+        output.open(RuntimeContext())
         opened.append(output)
         return output
 
@@ -167,10 +168,10 @@ def test_subscriber_process_gets_detections_and_heartbeats_with_topics(make_outp
     sub.sync(output, {"type": "heartbeat"})
     sent = [detection("cam0", 0), detection("cam1", 0, n_boxes=0), detection("cam0", 1, n_boxes=3)]
     for record in sent:
-        output.publish(record)
+        output.write_record(record)
     output.heartbeat({"cycle": 7, "state": "OK"})  # the supervisor's body has no `type`: the topic still says it
-    output.publish({"type": "heartbeat", "cycle": 8, "state": "DEGRADED"})
-    output.publish(detection("cam0", 99, end=True))
+    output.write_record({"type": "heartbeat", "cycle": 8, "state": "DEGRADED"})
+    output.write_record(detection("cam0", 99, end=True))
     received = sub.result()
     assert [(n, topic) for n, topic, _, _ in received] == [
         (2, "detections/cam0"), (2, "detections/cam1"), (2, "detections/cam0"), (2, "heartbeat"), (2, "heartbeat")]
@@ -189,8 +190,8 @@ def test_classification_and_dense_results_get_their_own_topics_per_source(make_o
     dense = {**detection("cam2", 0), "type": "dense", "dense": {"task": "saliency", "peak": 0.99, "peak_xy": [4, 5]}}
     for record in (classes, dense):
         record.pop("detections")
-        output.publish(record)
-    output.publish(detection("cam0", 99, end=True))
+        output.write_record(record)
+    output.write_record(detection("cam0", 99, end=True))
     received = sub.result()
     assert [(topic, r) for _, topic, r, _ in received] == [("classifications/scanner", classes), ("dense/cam2", dense)]
 
@@ -200,10 +201,10 @@ def test_topic_prefix_filter_keeps_other_sources_and_heartbeats_out(make_output,
     sub = subscriber(output.bound_endpoints["pub"], ["detections/cam0"])
     sub.sync(output, detection("cam0", -1))
     for frame in range(5):
-        output.publish(detection("cam0", frame))
-        output.publish(detection("cam1", frame))
+        output.write_record(detection("cam0", frame))
+        output.write_record(detection("cam1", frame))
         output.heartbeat({"type": "heartbeat", "cycle": frame})
-    output.publish(detection("cam0", 99, end=True))
+    output.write_record(detection("cam0", 99, end=True))
     received = sub.result()
     assert {topic for _, topic, _, _ in received} == {"detections/cam0"}
     assert [r["frame"] for _, _, r, _ in received] == [0, 1, 2, 3, 4]
@@ -214,8 +215,8 @@ def test_heartbeat_false_keeps_heartbeats_off_this_output(make_output, subscribe
     sub = subscriber(output.bound_endpoints["pub"], [""])
     sub.sync(output, detection("cam0", -1))
     output.heartbeat({"type": "heartbeat", "cycle": 1})
-    output.publish(detection("cam0", 0))
-    output.publish(detection("cam0", 99, end=True))
+    output.write_record(detection("cam0", 0))
+    output.write_record(detection("cam0", 99, end=True))
     assert [topic for _, topic, _, _ in sub.result()] == ["detections/cam0"]
 
 
@@ -224,7 +225,7 @@ def test_publish_without_any_subscriber_never_blocks(make_output):
     record = detection("cam0", 0, n_boxes=5)
     start = time.perf_counter()
     for _ in range(10_000):
-        output.publish(record)
+        output.write_record(record)
     elapsed = time.perf_counter() - start
     assert output.published + output.dropped == 10_000
     assert elapsed < 5.0, f"10 000 publishes took {elapsed:.2f} s"
@@ -239,7 +240,7 @@ def test_slow_subscriber_loses_messages_but_never_blocks_publish(make_output, su
     published_before = output.published
     start = time.perf_counter()
     for frame in range(10_000):  # ~2.5 KB each: 25 MB, far more than ZeroMQ's and the kernel's buffers hold
-        output.publish(detection("cam0", frame, n_boxes=30))
+        output.write_record(detection("cam0", frame, n_boxes=30))
     elapsed = time.perf_counter() - start
     sub.resume()
     received = sub.result()
@@ -264,7 +265,7 @@ def test_publish_from_many_threads_keeps_messages_whole(make_output, subscriber)
         barrier.wait()
         try:
             for frame in range(per_thread):
-                output.publish(detection(f"cam{index}", frame, n_boxes=index))
+                output.write_record(detection(f"cam{index}", frame, n_boxes=index))
                 if frame % 100 == 0:
                     output.heartbeat({"type": "heartbeat", "cycle": frame})
         except BaseException as exc:  # surfaced by the assertion below
@@ -276,7 +277,7 @@ def test_publish_from_many_threads_keeps_messages_whole(make_output, subscriber)
     barrier.wait()
     for thread in threads:
         thread.join()
-    output.publish(detection("cam0", -2, end=True))
+    output.write_record(detection("cam0", -2, end=True))
     received = sub.result()
     assert not errors
     assert len(received) == n_threads * per_thread
@@ -296,9 +297,9 @@ def test_loopback_latency_to_a_subscriber_process(make_output, subscriber):
     for frame in range(n):
         record = detection("cam0", frame, n_boxes=5)
         record["sent_ns"] = time.monotonic_ns()
-        output.publish(record)
+        output.write_record(record)
         time.sleep(0.001)  # paced like a camera, so this measures latency, not queueing behind a burst
-    output.publish(detection("cam0", -2, end=True))
+    output.write_record(detection("cam0", -2, end=True))
     received = sub.result()
     assert len(received) == n
     latencies_us = sorted((now - r["sent_ns"]) / 1000 for _, _, r, now in received)
@@ -416,11 +417,11 @@ def test_close_is_prompt_and_frees_the_ports(make_output, subscriber):
     sub = subscriber(endpoints["pub"], ["detections/"], rcvhwm=10, pause=True)
     sub.sync(output, detection("cam0", -1))
     for frame in range(1000):  # leave messages queued for the subscriber: linger 0 must discard them
-        output.publish(detection("cam0", frame, n_boxes=20))
+        output.write_record(detection("cam0", frame, n_boxes=20))
     start = time.perf_counter()
     output.close()
     assert time.perf_counter() - start < 1.0
-    output.publish(detection("cam0", 0))  # after close: ignored, not a crash
+    output.write_record(detection("cam0", 0))  # after close: ignored, not a crash
     again = make_output(endpoint=endpoints["pub"], control_endpoint=endpoints["control"])
     assert again.bound_endpoints == endpoints
     assert command(endpoints["control"], "ping")["ok"] is True
@@ -464,12 +465,12 @@ def test_address_in_use_is_an_output_error_naming_the_endpoint(make_output):
     taken = first.bound_endpoints["pub"]
     second = ZmqOutput(ZmqOutputConfig(id="arm_cam", endpoint=taken, control_endpoint=None), "arm_cam")
     with pytest.raises(OutputError, match=f"output 'arm_cam': cannot bind PUB socket to {taken}: .*in use"):
-        second.open()
+        second.open(RuntimeContext())
     threads_before = threading.active_count()
     control = first.bound_endpoints["control"]
     third = ZmqOutput(ZmqOutputConfig(endpoint=ANY_PORT, control_endpoint=control), "zmq")
     with pytest.raises(OutputError, match=f"output 'zmq': cannot bind control \\(REP\\) socket to {control}"):
-        third.open()
+        third.open(RuntimeContext())
     assert threading.active_count() == threads_before  # no control thread left behind
     third.close()  # harmless after a failed open
 
@@ -502,7 +503,7 @@ def test_missing_pyzmq_is_reported_with_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "zmq", None)  # makes `import zmq` fail like on a bare box
     output = ZmqOutput(ZmqOutputConfig(), "zmq")
     with pytest.raises(MissingDependency, match=r"pip install 'edgeinfer\[zmq\]'"):
-        output.open()
+        output.open(RuntimeContext())
 
 
 def test_importing_the_outputs_does_not_import_pyzmq():

@@ -23,8 +23,8 @@ from support.tiny_models import constant_detector, slow_detector
 
 zmq = pytest.importorskip("zmq")
 
-from edgeinfer.client import ClientKeys, Control, FrameSender, ResultReader  # noqa: E402
-from edgeinfer.zmqwire import encode_header, header_for_image  # noqa: E402
+from edgeinfer.transports.zmq.client import ClientKeys, Control, FrameSender, ResultReader  # noqa: E402
+from edgeinfer.transports.zmq.wire import encode_header, header_for_image  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -400,7 +400,7 @@ def test_a_quiet_sender_is_not_a_reconnect(tmp_path, ipc_dir):
 
 def test_sub_source_is_the_curve_server_while_it_connects_to_a_robot_pub(tmp_path, ipc_dir):
     from edgeinfer.mailbox import FanOut, FrameSlots
-    from edgeinfer.sources.zmq import ZmqSource, ZmqSourceConfig
+    from edgeinfer.transports.zmq.source import ZmqSource, ZmqSourceConfig
 
     keys = tmp_path / "keys"
     make_keys(keys, "server", "robot")

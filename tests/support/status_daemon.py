@@ -33,7 +33,7 @@ class FrameFeeder:
     """Sends the demo's frames round and round at `fps` until stopped (or `count` sent)."""
 
     def __init__(self, endpoint: str, frames: list, fps: float = 10.0, count: int | None = None):
-        from edgeinfer.client import FrameSender
+        from edgeinfer.transports.zmq.client import FrameSender
 
         self.sender = FrameSender(endpoint, source="cam", block=count is not None, sndhwm=4)
         self.frames, self.period, self.count = frames, 1.0 / fps, count

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from edgeinfer.cli import main
-from edgeinfer.config import ConfigError, load_config
+from edgeinfer.config import ConfigError
+from edgeinfer.preflight import load_config
 from support.tiny_models import constant_detector
 
 BASE = {

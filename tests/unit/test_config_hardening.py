@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeinfer.cli import main
-from edgeinfer.config import ConfigError, load_config, parse_config
+from edgeinfer.config import ConfigError, parse_config
+from edgeinfer.preflight import load_config
 from edgeinfer.watchdog import build_specs
 from support.tiny_models import constant_detector
 

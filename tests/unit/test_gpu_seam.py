@@ -14,8 +14,8 @@ import yaml
 
 from edgeinfer.backends import BackendError, create_backend, resolve_backend_type
 from edgeinfer.backends.base import Backend, CompletedInference, TensorSpec
-from edgeinfer.backends.onnxruntime import OnnxRuntimeOptions
-from edgeinfer.backends.tensorrt import TENSORRT_API, TensorRTOptions
+from edgeinfer.backends.schema import OnnxRuntimeOptions, TensorRTOptions
+from edgeinfer.backends.tensorrt import TENSORRT_API
 from edgeinfer.config import ConfigError, ModelConfig, parse_config
 from edgeinfer.decoders import YoloDecoderConfig, create_decoder
 from edgeinfer.devices import parse_device
@@ -25,6 +25,7 @@ from edgeinfer.mailbox import FrameSlots
 from edgeinfer.model import Model
 from edgeinfer.pipeline import ModelWorker, PublishGate
 from edgeinfer.preprocess import PreprocessConfig
+from edgeinfer.results import Detections
 
 
 # -- devices -----------------------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ class PerSetOutputBackend(Backend):
 
 
 class SlowDecoder:
-    kind = "detections"
+    payload_type = Detections
 
     def __init__(self, inner):
         self.inner = inner
@@ -178,9 +179,6 @@ class SlowDecoder:
         time.sleep(0.01)  # the publish thread lags: sets are refilled meanwhile unless held until decoded
         return self.inner.decode(outputs, index, transform)
 
-    def result_fields(self, outputs, index, transform):  # what the publish stage calls (decoders/base.py)
-        return {"detections": self.decode(outputs, index, transform)}
-
 
 class ListOutput:
     id = "list"
@@ -188,7 +186,7 @@ class ListOutput:
     def __init__(self):
         self.results = []
 
-    def publish_result(self, result):
+    def publish(self, result):
         self.results.append(result)
 
 
@@ -220,5 +218,5 @@ def test_buffer_set_is_reused_only_after_its_outputs_are_decoded(tmp_path):
     worker.join(time.monotonic() + 2)
     model.close()
     assert [r.seq for r in out.results] == list(range(frames))
-    wrong = [(r.seq, r.detections[0].class_id) for r in out.results if r.detections[0].class_id != r.seq * 5]
+    wrong = [(r.seq, r.payload[0].class_id) for r in out.results if r.payload[0].class_id != r.seq * 5]
     assert not wrong, f"outputs overwritten before they were decoded: {wrong[:5]}"

@@ -395,7 +395,8 @@ def test_size_inputs_on_a_device_input_stage_are_refused(tmp_path) -> None:
     """A device (TensorRT) input stage binds the image buffer only. It cannot exist without a GPU, so a stand-in
     stage that is not the CPU one plays it here; the ONNX Runtime session underneath is real."""
     from edgeinfer.backends.base import InputStage, UnsupportedInputs
-    from edgeinfer.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions
+    from edgeinfer.backends.onnxruntime import OnnxRuntimeBackend
+    from edgeinfer.backends.schema import OnnxRuntimeOptions
     from edgeinfer.preprocess import PreprocessConfig
     from support.byom_models import constant_outputs_model
 

@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeinfer.decoders.base import Detection
 from edgeinfer.mailbox import FanOut
-from edgeinfer.ros import convert as cv
-from edgeinfer.ros.config import QosConfig
+from edgeinfer.results import Detection
 from edgeinfer.sources.base import BadFrame
-from edgeinfer.sources.ros2 import Ros2Source, Ros2SourceConfig
+from edgeinfer.transports.ros import convert as cv
+from edgeinfer.transports.ros.schema import QosConfig
+from edgeinfer.transports.ros.source import Ros2Source, Ros2SourceConfig
 
 RNG = np.random.default_rng(7)
 BGR = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)

@@ -9,14 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from edgeinfer.decoders import declared_kind
-from edgeinfer.decoders.base import Classification
+from edgeinfer.decoders import declared_payload
 from edgeinfer.decoders.classify import ClassifyDecoderConfig
 from edgeinfer.decoders.dense import DenseDecoder, DenseDecoderConfig
 from edgeinfer.decoders.yolo import YoloDecoderConfig
-from edgeinfer.outputs.ros2 import Ros2OutputConfig
 from edgeinfer.preprocess.cpu import Transform
-from edgeinfer.ros import convert as cv
+from edgeinfer.results import Classification
+from edgeinfer.transports.ros import convert as cv
+from edgeinfer.transports.ros.output import Ros2OutputConfig
 
 RNG = np.random.default_rng(11)
 
@@ -95,9 +95,9 @@ def test_bad_dense_images_are_refused_when_read_back(args, words):
 
 
 def test_the_kind_each_decoder_config_declares_picks_the_topic_before_any_model_loads():
-    assert declared_kind(ClassifyDecoderConfig(type="classify")) == "classifications"
-    assert declared_kind(DenseDecoderConfig(type="dense", task="depth")) == "dense"
-    assert declared_kind(YoloDecoderConfig()) == "detections"
+    assert declared_payload(ClassifyDecoderConfig(type="classify")).kind == "classifications"
+    assert declared_payload(DenseDecoderConfig(type="dense", task="depth")).kind == "dense"
+    assert declared_payload(YoloDecoderConfig()).kind == "detections"
 
 
 def test_result_topics_are_per_model_and_configurable():

@@ -13,29 +13,24 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from edgeinfer.config import SourceConfig
 from edgeinfer.mailbox import FrameSlots
-from edgeinfer.sources import (
-    SOURCE_TYPES,
-    CameraSource,
+from edgeinfer.sources import SOURCE_TYPES, ReconnectConfig, Source, SourceConfigBase, SourceError, create_source
+from edgeinfer.sources.camera import CameraSource
+from edgeinfer.sources.gstreamer import GStreamerSource
+from edgeinfer.sources.images import ImagesSource
+from edgeinfer.sources.schema import (
     CameraSourceConfig,
-    GStreamerSource,
     GStreamerSourceConfig,
-    ImagesSource,
     ImagesSourceConfig,
-    ReconnectConfig,
-    RtspSource,
     RtspSourceConfig,
-    Source,
-    SourceConfig,
-    SourceConfigBase,
-    SourceError,
-    SyntheticSource,
     SyntheticSourceConfig,
-    VideoSource,
     VideoSourceConfig,
-    create_source,
+    redact_url,
 )
-from edgeinfer.sources.stream import _CaptureOptionsGate, _options_with_transport, redact_url
+from edgeinfer.sources.stream import RtspSource, _CaptureOptionsGate, _options_with_transport
+from edgeinfer.sources.synthetic import SyntheticSource
+from edgeinfer.sources.video import VideoSource
 from support.frames import Consumer, RecordingReporter, wait_until
 
 SOURCE_CONFIGS = TypeAdapter(SourceConfig)

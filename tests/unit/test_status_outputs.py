@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 
 from edgeinfer.config import ConfigError, parse_config
-from edgeinfer.decoders.base import Detection
 from edgeinfer.draw import annotate
 from edgeinfer.frame import Frame
 from edgeinfer.outputs.annotated import AnnotatedOutput
 from edgeinfer.outputs.annotated_schema import AnnotatedOutputConfig
 from edgeinfer.outputs.handoff import DropOldestWorker
-from edgeinfer.results import Result
+from edgeinfer.results import Detection, Detections, Result
+from edgeinfer.runtime import RuntimeContext
 from edgeinfer.web.live import LiveViews
 
 
 def result(seq: int, image: np.ndarray, detections=(), source: str = "cam") -> Result:
     frame = Frame(source=source, seq=seq, image=image, mono=time.monotonic(), wall=time.time())
-    return Result.for_frame("det", frame, "ok", detections=list(detections), age_ms=5.0, infer_ms=2.0)
+    return Result.for_frame("det", frame, "ok", Detections(list(detections)), age_ms=5.0, infer_ms=2.0)
 
 
 def test_drop_oldest_worker_keeps_the_newest_and_counts_the_rest():
@@ -85,7 +85,7 @@ def test_drawing_shows_track_ids_masks_and_keypoints_when_the_payload_has_them()
     mask = SimpleNamespace(x0=200, y0=60, crop=np.ones((40, 60), bool), height=200, width=300)
     rich = SimpleNamespace(class_id=0, label="person", score=0.9, bbox=(180.0, 40.0, 280.0, 190.0), track_id=7,
                            mask=mask, keypoints=[[150.0, 20.0, 1.0], [160.0, 20.0, 0.0]])
-    drawn = annotate(SimpleNamespace(frame=SimpleNamespace(image=image), kind="detections", detections=[plain, rich],
+    drawn = annotate(SimpleNamespace(frame=SimpleNamespace(image=image), payload=Detections([plain, rich]),
                                      source="cam", model="det", seq=1, status="ok", age_ms=3.0))
     assert image.max() == 0, "the frame other outputs see was drawn on"
     assert drawn[180, 70].any()  # the plain box's bottom edge
@@ -96,10 +96,10 @@ def test_drawing_shows_track_ids_masks_and_keypoints_when_the_payload_has_them()
 def test_annotated_video_rotates_by_size_and_keeps_every_frame(tmp_path):
     config = AnnotatedOutputConfig(dir=tmp_path, rotate_mb=0.05, queue=100, codec="MJPG", container="avi")
     output = AnnotatedOutput(config, "annotated")
-    output.open()
+    output.open(RuntimeContext())
     rng = np.random.default_rng(0)
     for seq in range(40):
-        output.publish_result(result(seq, rng.integers(0, 255, (96, 128, 3), np.uint8)))
+        output.publish(result(seq, rng.integers(0, 255, (96, 128, 3), np.uint8)))
     output.close()
     assert output.counters()["dropped"] == 0
     files = sorted(tmp_path.glob("*.avi"))
@@ -124,12 +124,12 @@ outputs: [%s]
 
 @pytest.mark.parametrize("output, key, words", [
     ("{type: web}", "outputs[0]", ["http", "annotated"]),
-    ("{type: http, token: abcdefgh, token_file: t}", "outputs[0]", ["token or token_file"]),
-    ("{type: http, port: 70000}", "outputs[0].port", ["65535"]),
-    ("{type: http, token: short}", "outputs[0].token", ["8"]),
-    ("{type: annotated, dir: out, mode: snapshots}", "outputs[0]", ["classes"]),
-    ("{type: annotated, dir: out, mode: gif}", "outputs[0].mode", ["video", "snapshots"]),
-    ("{type: annotated}", "outputs[0].dir", ["missing"]),
+    ("{type: http, token: abcdefgh, token_file: t}", "outputs[0].http", ["token or token_file"]),
+    ("{type: http, port: 70000}", "outputs[0].http.port", ["65535"]),
+    ("{type: http, token: short}", "outputs[0].http.token", ["8"]),
+    ("{type: annotated, dir: out, mode: snapshots}", "outputs[0].annotated", ["classes"]),
+    ("{type: annotated, dir: out, mode: gif}", "outputs[0].annotated.mode", ["video", "snapshots"]),
+    ("{type: annotated}", "outputs[0].annotated.dir", ["missing"]),
 ])
 def test_config_errors_name_the_key_and_the_allowed_values(output, key, words):
     with pytest.raises(ConfigError) as info:

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from edgeinfer.cli import main
-from edgeinfer.config import ConfigError, load_config
+from edgeinfer.config import ConfigError
+from edgeinfer.preflight import load_config
 
 zmq = pytest.importorskip("zmq")
 
@@ -89,7 +90,7 @@ def test_zmq_modules_import_without_pyzmq_until_a_socket_is_made():
     import subprocess
     import sys
 
-    code = ("import sys, edgeinfer.client, edgeinfer.sources, edgeinfer.zmqwire, edgeinfer.zmqcommon, "
-            "edgeinfer.outputs.zmq; print('zmq' in sys.modules)")
+    code = ("import sys, edgeinfer.client, edgeinfer.sources, edgeinfer.transports.zmq.wire, edgeinfer.transports.zmq.security, "
+            "edgeinfer.transports.zmq.output; print('zmq' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

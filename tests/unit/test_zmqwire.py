@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeinfer import zmqwire
-from edgeinfer.zmqwire import Malformed, decode_message, encode_header, header_for_image
+from edgeinfer.transports.zmq import wire as zmqwire
+from edgeinfer.transports.zmq.wire import Malformed, decode_message, encode_header, header_for_image
 
 
 @pytest.fixture(scope="module")

@@ -1,42 +1,31 @@
-"""Backends, registered by their `backend:` key. Heavy libraries are imported inside each plugin."""
+"""Backends: `schema.py` holds every backend's options model, one module per backend holds its code (heavy
+libraries are imported inside each plugin). `BACKENDS` maps the `backend:` key to its implementation, imported
+on first use. A new backend is one module plus its options model in `schema.py` and one line here."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..devices import parse_device
+from ..plugins import Registry
 from .base import Backend, BackendError, TensorSpec
-from .onnxruntime import OnnxRuntimeBackend
-from .tensorrt import ENGINE_SUFFIXES, TensorRTBackend  # imports TensorRT and CUDA only when activated
-from .triton import TritonBackend  # imports tritonclient only when activated
+from .schema import BACKEND_CHOICES, BACKEND_OPTIONS, resolve_backend_type
 
-BACKENDS: dict[str, type[Backend]] = {
-    OnnxRuntimeBackend.type: OnnxRuntimeBackend,
-    TensorRTBackend.type: TensorRTBackend,
-    TritonBackend.type: TritonBackend,
-}
-
-BACKEND_CHOICES = ("auto", *BACKENDS)
-
-
-def resolve_backend_type(requested: str, path: Path) -> str:
-    """`auto` picks the best backend this box can run for the model file."""
-    if requested != "auto":
-        return requested
-    if Path(path).suffix.lower() in ENGINE_SUFFIXES:
-        return TensorRTBackend.type  # a serialized engine: only TensorRT can run it
-    return OnnxRuntimeBackend.type
+BACKENDS: Registry[Backend] = Registry("backend", {
+    "onnxruntime": "edgeinfer.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "edgeinfer.backends.tensorrt:TensorRTBackend",
+    "triton": "edgeinfer.backends.triton:TritonBackend",
+})
 
 
 def create_backend(model_id: str, requested: str, path: Path, options: dict, device: str = "auto") -> Backend:
     kind = resolve_backend_type(requested, path)
-    cls = BACKENDS[kind]
-    validated = cls.options_model.model_validate(options)
-    backend = cls(model_id, path, validated)
+    validated = BACKEND_OPTIONS[kind].model_validate(options)
+    backend = BACKENDS[kind](model_id, path, validated)
     backend.device = parse_device(device)
-    fallback = getattr(validated, "fallback", None)
+    fallback = getattr(validated, "fallback", None)  # an options field, not a plugin probe: only remote ones have it
     if fallback is not None:  # a remote backend with a local one behind it (fallback.py)
-        from .fallback import FallbackBackend
+        from .fallback import FallbackBackend  # the wrapper is needed only with a fallback configured
 
         local = create_backend(model_id, fallback.backend, fallback.path or path, fallback.backend_options,
                                device)
@@ -45,4 +34,5 @@ def create_backend(model_id: str, requested: str, path: Path, options: dict, dev
     return backend
 
 
-__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendError", "TensorSpec", "create_backend"]
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendError", "TensorSpec", "create_backend",
+           "resolve_backend_type"]

@@ -50,7 +50,10 @@ class TensorSpec:
 
 
 class InferHandle(ABC):
-    """An inference in flight; `wait` returns (outputs in `Backend.outputs` order, inference ms)."""
+    """An inference in flight; `wait` returns (outputs in `Backend.outputs` order, inference ms). `done`: the
+    work ended when `submit` returned (a synchronous backend), so its deadline supervision can end at once."""
+
+    done: bool = False
 
     @abstractmethod
     def wait(self) -> tuple[list[np.ndarray], float]: ...
@@ -60,6 +63,7 @@ class CompletedInference(InferHandle):
     """A synchronous backend's result: already done when `submit` returns."""
 
     __slots__ = ("outputs", "ms")
+    done = True
 
     def __init__(self, outputs: list[np.ndarray], ms: float):
         self.outputs = outputs
@@ -77,9 +81,16 @@ class InputStage(ABC):
     batch: int  # images per buffer set
     fixed_batch: bool  # the model's batch dimension is fixed: every run feeds `batch` images
     extra_feeds: Callable[[int], dict[str, np.ndarray]] | None = None  # batch size -> the non-image inputs
+    # a stage that writes into host arrays can feed inputs besides the image (size inputs); a device stage
+    # binds the image buffer only
+    feeds_extra_inputs: bool = False
 
     @abstractmethod
     def write(self, set_index: int, item: int, image: np.ndarray) -> Transform: ...
+
+    def feeds(self, set_index: int, n: int) -> dict[str, np.ndarray]:
+        """Every input of one run as host arrays, for a backend that takes them (`Backend.submit`'s default)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps its buffers on the device: its backend submits them")
 
     def close(self) -> None:
         pass
@@ -87,6 +98,8 @@ class InputStage(ABC):
 
 class CpuInputStage(InputStage):
     """The CPU preprocessor (OpenCV/numpy) into `sets` preallocated numpy batches."""
+
+    feeds_extra_inputs = True
 
     def __init__(self, config: PreprocessConfig, spec: TensorSpec, batch: int, fixed_batch: bool, sets: int):
         self.sets, self.batch, self.fixed_batch = sets, batch, fixed_batch
@@ -168,7 +181,7 @@ class Backend(ABC):
         self.image_input = image
         self.input_stage = self._open_input_stage_impl(config, batch, fixed_batch)
         if extra_feeds is not None:
-            if not isinstance(self.input_stage, CpuInputStage):  # a device stage binds the image buffer only
+            if not self.input_stage.feeds_extra_inputs:
                 self.input_stage.close()
                 self.input_stage = None
                 raise UnsupportedInputs(f"the {self.type} backend feeds the image input only; models with a "
@@ -185,7 +198,7 @@ class Backend(ABC):
         if not self.is_active:
             raise BackendError(f"model '{self.model_id}': submit() before activate()")
         stage = self.input_stage
-        if not isinstance(stage, CpuInputStage):
+        if stage is None:
             raise BackendError(f"model '{self.model_id}': submit() needs open_input_stage() first")
         t0 = time.perf_counter()
         outputs = self._infer_impl(stage.feeds(set_index, n))
@@ -223,12 +236,6 @@ class Backend(ABC):
     def status(self) -> dict[str, Any] | None:
         """State worth a heartbeat (e.g. which link serves); None when there is nothing to say."""
         return None
-
-    @classmethod
-    def options_for_model(cls, options: dict[str, Any], budget_ms: float) -> dict[str, Any]:
-        """The backend options as given, completed from the model's settings (a remote deadline from its
-        budget). Called on the raw YAML, so `options` may be anything."""
-        return options
 
     # -- helpers -----------------------------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..logutil import RateLimitedLog
 from .base import Backend, BackendError, TensorSpec
-from .triton import FallbackOptions
+from .schema import FallbackOptions
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from ..lazy import lazy_import
-from ..schema import StrictModel
 from .base import Backend, BackendError, TensorSpec
+from .schema import OnnxRuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +29,6 @@ _ORT_TYPES = {
 }
 
 
-class OnnxRuntimeOptions(StrictModel):
-    providers: list[str] | None = Field(
-        default=None, description="execution providers in order of preference; null = best available"
-    )
-    intra_op_threads: int | None = Field(default=None, ge=0, description="0/null = ONNX Runtime's default")
-    inter_op_threads: int | None = Field(default=None, ge=0)
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
-    log_warnings: bool = Field(
-        default=False, description="let ONNX Runtime print its own warnings (per run: they can flood a journal)"
-    )
 
 
 def _load_ort():

@@ -24,19 +24,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from ..lazy import MissingDependency
-from ..schema import StrictModel
 from .base import Backend, BackendError, InferHandle, InputStage, TensorSpec
+from .schema import RUNTIME_CHOICES, TensorRTOptions
 
 log = logging.getLogger(__name__)
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-RUNTIME_CHOICES = ("tensorrt", "tensorrt_lean", "tensorrt_rtx")
 # TensorRT-RTX's PyPI wheel (tensorrt-rtx-cu13-bindings 1.7.1) installs the package `tensorrt_rtx_bindings`;
 # other installs name it `tensorrt_rtx`
 _RUNTIME_IMPORT = {"tensorrt_rtx": ("tensorrt_rtx", "tensorrt_rtx_bindings")}
@@ -53,30 +50,6 @@ TENSORRT_API: dict[str, tuple[str, ...]] = {
 }
 
 
-class TensorRTOptions(StrictModel):
-    runtime: str = Field(
-        default="auto",
-        description="auto (tensorrt, else tensorrt_lean, else tensorrt_rtx: the first installed), one of those, "
-        "or the name of a module implementing TensorRT's runtime API",
-    )
-    cuda_graph: Literal["auto", "off"] = Field(
-        default="auto", description="replay preprocess -> engine -> download as a CUDA graph after warm-up"
-    )
-    mapped_memory: Literal["auto", "on", "off"] = Field(
-        default="auto", description="zero-copy host memory for frames and outputs; auto = on integrated GPUs"
-    )
-    buffer_sets: int = Field(default=3, ge=2, le=8, description="sets in flight: filling, computing, decoding")
-    kernel_cache: Path | None = Field(
-        default=None, description="folder for the compiled preprocessing kernel; default: $STATE_DIRECTORY or "
-        "$XDG_CACHE_HOME/edgeinfer"
-    )
-
-    @field_validator("runtime")
-    @classmethod
-    def _module_name(cls, value: str) -> str:
-        if value != "auto" and not all(part.isidentifier() for part in value.split(".")):
-            raise ValueError(f"runtime must be auto, {', '.join(RUNTIME_CHOICES)} or a module name, got {value!r}")
-        return value
 
 
 def load_runtime_module(name: str):

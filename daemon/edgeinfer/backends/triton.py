@@ -16,14 +16,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..lazy import lazy_import
-from ..schema import StrictModel
 from .base import Backend, BackendError, TensorSpec
+from .schema import TritonOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,85 +33,12 @@ GRPC_RECONNECT_MS = (100, 1000)
 _MAX_MESSAGE = 2**31 - 1  # tritonclient's own default; image tensors exceed gRPC's 4 MB default
 
 
-def _absolute(value: Path | None) -> Path | None:
-    # backend_options is free-form for the config loader, so relative paths here would silently depend on the
-    # daemon's working directory: refuse them
-    if value is not None and not value.is_absolute():
-        raise ValueError(f"'{value}' must be an absolute path")
-    return value
 
 
-class TritonTls(StrictModel):
-    """TLS towards the server. gRPC: files handed to grpc.ssl_channel_credentials; HTTP: to the SSL context."""
-
-    root_certificates: Path | None = Field(default=None, description="CA bundle (PEM); null = system roots")
-    private_key: Path | None = Field(default=None, description="client key (PEM), for mutual TLS")
-    certificate_chain: Path | None = Field(default=None, description="client certificate (PEM), for mutual TLS")
-
-    _abs = field_validator("root_certificates", "private_key", "certificate_chain")(_absolute)
 
 
-class FallbackOptions(StrictModel):
-    backend: str = Field(default="onnxruntime", description="local backend that serves while the server cannot")
-    path: Path | None = Field(default=None, description="model file of the local backend; null = the model's path")
-    backend_options: dict[str, Any] = Field(default_factory=dict, description="options of the local backend")
-    recover_probes: int = Field(default=3, ge=1, le=100,
-                                description="consecutive healthy probes before the server serves again")
-    probe_interval_ms: float = Field(default=500.0, gt=0, le=60_000, description="health probe period while local")
-
-    @field_validator("backend")
-    @classmethod
-    def _local_backend(cls, value: str) -> str:
-        from . import BACKENDS  # the registry imports this module
-
-        local = [k for k, b in BACKENDS.items() if not getattr(b, "remote", False)]
-        if value not in local:
-            raise ValueError(f"'{value}' is not a local backend; allowed: {', '.join(local)}")
-        return value
-
-    _abs = field_validator("path")(_absolute)
-
-    @model_validator(mode="after")
-    def _local_options(self) -> FallbackOptions:
-        from . import BACKENDS
-
-        try:
-            BACKENDS[self.backend].options_model.model_validate(self.backend_options)
-        except ValidationError as exc:
-            from ..config import schema_problems  # the config module imports the backends
-
-            problems = schema_problems(exc, self.backend_options, BACKENDS[self.backend].options_model)
-            raise ValueError("; ".join(f"backend_options.{p}" for p in problems)) from None
-        return self
 
 
-class TritonOptions(StrictModel):
-    url: str = Field(default="127.0.0.1:8001", description="host:port of the server (no scheme; TLS: set tls)")
-    protocol: Literal["grpc", "http"] = "grpc"
-    model_name: str | None = Field(default=None, description="model on the server; null = the model's id")
-    model_version: str = Field(default="", description="'' = the server's version policy")
-    deadline_ms: float | None = Field(
-        default=None, gt=0, description="per-request deadline; null = budget_ms (budget_ms / 2 with a fallback, "
-        "so a late request served locally still ends within the budget)")
-    connect_timeout_ms: float = Field(default=3000.0, gt=0, description="health and metadata calls")
-    input_name: str | None = Field(default=None, description="checked against the server's metadata")
-    output_names: list[str] | None = Field(default=None, description="outputs in decoder order; null = all")
-    compression: Literal["none", "gzip", "deflate"] = Field(default="none", description="request compression")
-    tls: TritonTls | None = None
-    headers: dict[str, str] = Field(default_factory=dict, description="sent with every call")
-    headers_from_env: dict[str, str] = Field(
-        default_factory=dict, description="header name -> environment variable holding its value (tokens)")
-    fallback: FallbackOptions | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        if "://" in value:
-            raise ValueError("give host:port without a scheme (e.g. triton.local:8001); for TLS set `tls`")
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"'{value}' is not host:port")
-        return value
 
 
 class TritonBackend(Backend):
@@ -120,12 +46,6 @@ class TritonBackend(Backend):
     options_model = TritonOptions
     options: TritonOptions
     remote = True  # not a fallback candidate
-
-    @classmethod
-    def options_for_model(cls, options: dict[str, Any], budget_ms: float) -> dict[str, Any]:
-        if not isinstance(options, dict) or options.get("deadline_ms") is not None:
-            return options
-        return {**options, "deadline_ms": budget_ms / 2 if options.get("fallback") is not None else budget_ms}
 
     def __init__(self, model_id: str, path: Path, options: TritonOptions):
         super().__init__(model_id, path, options)

@@ -12,12 +12,9 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from edgeinfer.decoders.base import (
-    Classification,
     DecodeError,
     Decoder,
     DecoderContext,
-    DenseMap,
-    Detection,
     OutputInfo,
 )
 from edgeinfer.decoders.classify import ClassifyDecoder, ClassifyDecoderConfig
@@ -26,6 +23,7 @@ from edgeinfer.decoders.detr import DetrDecoder, DetrDecoderConfig
 from edgeinfer.decoders.fit import check_decoder_fit
 from edgeinfer.decoders.labels import label_for, load_labels
 from edgeinfer.decoders.yolo import YoloDecoder, YoloDecoderConfig
+from edgeinfer.results import Classification, DenseMap, Detection, Payload
 
 DecoderConfig = Annotated[
     Union[YoloDecoderConfig, DetrDecoderConfig, ClassifyDecoderConfig, DenseDecoderConfig],  # noqa: UP007
@@ -40,10 +38,9 @@ DECODERS: dict[str, type[Decoder]] = {
 }
 
 
-def declared_kind(config: Any) -> str:
-    """The result kind (detections, classifications, dense) a decoder config yields, before any model loads."""
-    decoder_class = DECODERS.get(getattr(config, "type", ""))
-    return getattr(decoder_class, "kind", "detections")
+def declared_payload(config: Any) -> type[Payload]:
+    """The payload type (detections, classifications, dense) a decoder config yields, before any model loads."""
+    return DECODERS[config.type].payload_type
 
 
 def create_decoder(
@@ -78,7 +75,7 @@ __all__ = [
     "YoloDecoderConfig",
     "check_decoder_fit",
     "create_decoder",
-    "declared_kind",
+    "declared_payload",
     "label_for",
     "load_labels",
 ]

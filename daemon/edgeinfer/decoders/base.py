@@ -1,74 +1,32 @@
-"""The decoder interface: raw model outputs of one batch item -> detections, classes or a dense map, in
-source-image terms.
+"""The decoder interface: raw model outputs of one batch item -> a typed payload (detections, classes or a
+dense map, in source-image terms).
 
-A decoder says what it produces with `kind` and hands the pipeline the `Result` fields for one frame through
-`result_fields`; detection decoders only implement `decode`.
+A decoder declares what it produces with `payload_type` (a `results.Payload` subclass) and returns one from
+`decode` for each frame.
 """
 
 from __future__ import annotations
 
-import base64
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from edgeinfer.decoders.labels import label_for
 from edgeinfer.preprocess.cpu import Transform
+from edgeinfer.results import Detection, Detections, Payload
 
 
 class DecodeError(ValueError):
     """Model outputs that do not have the shape the decoder expects."""
 
 
-@dataclass(slots=True)
-class Detection:
-    class_id: int
-    label: str
-    score: float
-    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in source-image pixels
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values for JSON and messages; rounding keeps records short without losing meaning."""
-        return {
-            "class_id": int(self.class_id),
-            "label": self.label,
-            "score": round(float(self.score), 4),
-            "bbox": [round(float(value), 1) for value in self.bbox],
-        }
 
 
-@dataclass(slots=True)
-class Classification:
-    class_id: int
-    label: str
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"class_id": int(self.class_id), "label": self.label, "score": round(float(self.score), 4)}
 
 
-@dataclass(slots=True)
-class DenseMap:
-    """A per-pixel map in source-image pixels (segmentation class ids, saliency, depth) and its summary.
-
-    `summary` is what JSON outputs publish (the peak and its location, or the class shares); `png` is the map
-    encoded as PNG when the decoder was asked for it (8-bit for saliency and class ids, 16-bit for depth).
-    """
-
-    task: str  # segmentation | saliency | depth
-    map: np.ndarray  # [src_h, src_w]: float32 values, or uint8/uint16 class ids for segmentation
-    summary: dict[str, Any] = field(default_factory=dict)
-    png: bytes | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"task": self.task, "height": int(self.map.shape[0]),
-                                  "width": int(self.map.shape[1]), **self.summary}
-        if self.png is not None:
-            record["png_base64"] = base64.b64encode(self.png).decode("ascii")
-        return record
 
 
 @dataclass(frozen=True)
@@ -91,25 +49,16 @@ class DecoderContext:
 
 
 class Decoder(ABC):
-    """Turns one batch item of a model's outputs into detections (or classes, or a dense map)."""
+    """Turns one batch item of a model's outputs into a payload: detections, classes, or a dense map."""
 
-    kind: ClassVar[str] = "detections"
+    payload_type: ClassVar[type[Payload]] = Detections
 
     def __init__(self, labels: Sequence[str]) -> None:
         self.labels = list(labels)
 
     @abstractmethod
-    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Any:
+    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Payload:
         """`outputs` in the model's output order, batch first; `index` picks the batch item."""
-
-    def result_fields(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> dict[str, Any]:
-        """The `Result` fields for one frame: `kind` and what the decoder found."""
-        found = self.decode(outputs, index, transform)
-        if self.kind == "classifications":
-            return {"kind": self.kind, "classifications": found}
-        if self.kind == "dense":
-            return {"kind": self.kind, "dense": found}
-        return {"detections": found}
 
     def describe(self) -> str:
         """One line for logs and `edgeinfer check`: the decoder, its layout and why it was chosen."""
@@ -117,14 +66,14 @@ class Decoder(ABC):
 
     def make_detections(
         self, class_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray
-    ) -> list[Detection]:
+    ) -> Detections:
         """Detections from parallel arrays (boxes already in source pixels)."""
-        return [
+        return Detections([
             Detection(class_id, label_for(self.labels, class_id), score, (x1, y1, x2, y2))
             for class_id, score, (x1, y1, x2, y2) in zip(
                 class_ids.tolist(), scores.tolist(), boxes.tolist(), strict=True
             )
-        ]
+        ])
 
 
 def normalize_shape(shape: Sequence[Any]) -> tuple[int | None, ...]:

@@ -17,7 +17,6 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from edgeinfer.decoders.base import (
-    Classification,
     DecodeError,
     Decoder,
     DecoderContext,
@@ -29,6 +28,7 @@ from edgeinfer.decoders.base import (
 )
 from edgeinfer.decoders.labels import label_for
 from edgeinfer.preprocess.cpu import Transform
+from edgeinfer.results import Classification, Classifications
 from edgeinfer.schema import StrictModel
 
 
@@ -47,7 +47,7 @@ class ClassifyDecoderConfig(StrictModel):
 
 
 class ClassifyDecoder(Decoder):
-    kind = "classifications"
+    payload_type = Classifications
 
     def __init__(self, config: ClassifyDecoderConfig, labels: Sequence[str],
                  output_shapes: Sequence[Sequence[Any]], context: DecoderContext | None = None) -> None:
@@ -70,7 +70,7 @@ class ClassifyDecoder(Decoder):
         return (f"classify: output {self.config.output} [B, {classes}], top {self.config.top_k}, activation "
                 f"{self.config.activation}")
 
-    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[Classification]:
+    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Classifications:
         check_outputs(outputs, self.config.output + 1, "the classify decoder")
         output = outputs[self.config.output]
         check_batch_item(output, index)
@@ -82,8 +82,9 @@ class ClassifyDecoder(Decoder):
         scores = self._activate(scores)
         candidates = np.arange(scores.size) if self._classes is None else self._classes[self._classes < scores.size]
         order = candidates[np.argsort(-scores[candidates], kind="stable")][: self.config.top_k]
-        return [Classification(int(class_id), label_for(self.labels, int(class_id)), float(scores[class_id]))
-                for class_id in order if scores[class_id] >= self.config.conf_threshold]
+        return Classifications([
+            Classification(int(class_id), label_for(self.labels, int(class_id)), float(scores[class_id]))
+            for class_id in order if scores[class_id] >= self.config.conf_threshold])
 
     def _activate(self, scores: np.ndarray) -> np.ndarray:
         activation = self.config.activation

@@ -28,7 +28,6 @@ from edgeinfer.decoders.base import (
     DecodeError,
     Decoder,
     DecoderContext,
-    DenseMap,
     OutputInfo,
     check_batch_item,
     check_outputs,
@@ -36,6 +35,7 @@ from edgeinfer.decoders.base import (
 )
 from edgeinfer.decoders.labels import label_for
 from edgeinfer.preprocess.cpu import Transform
+from edgeinfer.results import DenseMap
 from edgeinfer.schema import StrictModel
 
 DenseTask = Literal["segmentation", "saliency", "depth"]
@@ -50,7 +50,7 @@ class DenseDecoderConfig(StrictModel):
 
 
 class DenseDecoder(Decoder):
-    kind = "dense"
+    payload_type = DenseMap
 
     def __init__(self, config: DenseDecoderConfig, labels: Sequence[str],
                  output_shapes: Sequence[Sequence[Any]], context: DecoderContext | None = None) -> None:

@@ -39,7 +39,6 @@ from edgeinfer.decoders.base import (
     DecodeError,
     Decoder,
     DecoderContext,
-    Detection,
     OutputInfo,
     check_batch_item,
     check_outputs,
@@ -48,6 +47,7 @@ from edgeinfer.decoders.base import (
     validate_classes,
 )
 from edgeinfer.preprocess.cpu import Transform
+from edgeinfer.results import Detections
 from edgeinfer.schema import StrictModel
 
 DetrLayout = Literal["combined", "split_softmax", "split_sigmoid", "triple"]
@@ -198,7 +198,7 @@ class DetrDecoder(Decoder):
         return {role: roles[role] for role in ("boxes", "scores", "labels")}
 
     # -- decoding ----------------------------------------------------------------------------------------
-    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[Detection]:
+    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Detections:
         check_outputs(outputs, max(self.roles.values()) + 1, f"DETR layout {self.layout}")
         boxes_out = outputs[self.roles["boxes"]]
         check_batch_item(boxes_out, index, "the boxes output")

@@ -33,7 +33,6 @@ from edgeinfer.decoders.base import (
     DecodeError,
     Decoder,
     DecoderContext,
-    Detection,
     check_batch_item,
     normalize_shape,
     resolve_class_filter,
@@ -41,6 +40,7 @@ from edgeinfer.decoders.base import (
 )
 from edgeinfer.decoders.nms import nms
 from edgeinfer.preprocess.cpu import Transform
+from edgeinfer.results import Detections
 from edgeinfer.schema import StrictModel
 
 # Like YOLOv5's max_nms: with a very low threshold keep only the best candidates, which bounds NMS time.
@@ -183,7 +183,7 @@ class YoloDecoder(Decoder):
         return [f"decoder.layout: {self.layout} does not fit the model's outputs on a test image: "
                 f"{'; '.join(problems)}; {hint}"]
 
-    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> list[Detection]:
+    def decode(self, outputs: Sequence[np.ndarray], index: int, transform: Transform) -> Detections:
         output = self._checked_output(outputs, index)
         if self.layout == "v5":
             found = self._candidates_v5(output[index])
@@ -192,7 +192,7 @@ class YoloDecoder(Decoder):
         else:
             found = self._candidates_v10(output[index])
         if found is None:
-            return []
+            return Detections()
         boxes, scores, class_ids = found
         if self._classes is not None:
             wanted = np.isin(class_ids, self._classes)

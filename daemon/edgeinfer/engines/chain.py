@@ -43,13 +43,9 @@ class ChainError(BackendError):
 
 class ModelChain:
     def __init__(self, config: ModelConfig, builders: dict[str, Callable[[Any], None]] | None = None):
-        from ..config import FallbackLink
-
         self.config = config
         self.id = config.id
-        primary = FallbackLink(path=config.path, backend=config.backend, backend_options=config.backend_options,
-                               device=config.device)
-        self.links: list[FallbackLink] = [primary, *config.fallback]
+        self.links: list[FallbackLink] = config.links()
         self.builders = BUILDERS if builders is None else builders
         self.status: list[str] = ["untried"] * len(self.links)
         self.serving: int | None = None

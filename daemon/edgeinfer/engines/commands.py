@@ -16,8 +16,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from ..lazy import MissingDependency
-    from .build import BuildError, BuildOptions, build_engine
+    from .build import BuildError, build_engine
     from .compat import host_facts, preflight, verdict
+    from .options import BuildOptions
 
     try:
         options = BuildOptions(

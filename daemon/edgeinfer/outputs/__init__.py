@@ -1,30 +1,27 @@
-"""Outputs, registered by their `type:` key."""
+"""Outputs: `schema.py` holds every output's config model, one module per output holds its code.
+
+`OUTPUT_TYPES` maps each `type:` key to its implementation, imported on first use. A new output is one module
+(its class, subclassing `Output` or `RecordOutput`) plus its config model in `schema.py` and one line here.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from ..plugins import Registry
+from .base import Output, OutputError, RecordOutput
+from .schema import OutputConfigBase
 
-from pydantic import Field
-
-from .annotated import AnnotatedOutput  # draws with OpenCV on its own thread
-from .annotated_schema import AnnotatedOutputConfig
-from .base import Output, OutputConfigBase, OutputError
-from .http import HttpOutput  # imports aiohttp and prometheus-client only in HttpOutput.open()
-from .http_schema import HttpOutputConfig
-from .jsonl import JsonlOutput, JsonlOutputConfig
-from .ros2 import Ros2Output, Ros2OutputConfig  # imports rclpy only in Ros2Output.open()
-from .zmq import ZmqOutput, ZmqOutputConfig  # imports pyzmq only in ZmqOutput.open()
-
-OUTPUT_TYPES: dict[str, type[Output]] = {"jsonl": JsonlOutput, "zmq": ZmqOutput, "ros2": Ros2Output,
-                                        "http": HttpOutput, "annotated": AnnotatedOutput}
-
-# the discriminator makes an unknown `type` name the allowed values, and errors point into the right model
-OutputConfig = Annotated[Union[JsonlOutputConfig, ZmqOutputConfig, Ros2OutputConfig,  # noqa: UP007
-                               HttpOutputConfig, AnnotatedOutputConfig], Field(discriminator="type")]
+OUTPUT_TYPES: Registry[Output] = Registry("output", {
+    "jsonl": "edgeinfer.outputs.jsonl:JsonlOutput",
+    "zmq": "edgeinfer.transports.zmq.output:ZmqOutput",
+    "ros2": "edgeinfer.transports.ros.output:Ros2Output",
+    "http": "edgeinfer.outputs.http:HttpOutput",
+    "annotated": "edgeinfer.outputs.annotated:AnnotatedOutput",
+})
 
 
 def create_output(config: OutputConfigBase) -> Output:
-    return OUTPUT_TYPES[config.type](config, config.id or config.type)
+    output_type = config.type  # type: ignore[attr-defined]
+    return OUTPUT_TYPES[output_type](config, config.id or output_type)
 
 
-__all__ = ["OUTPUT_TYPES", "Output", "OutputConfig", "OutputError", "create_output"]
+__all__ = ["OUTPUT_TYPES", "Output", "OutputConfigBase", "OutputError", "RecordOutput", "create_output"]

@@ -44,7 +44,6 @@ class AnnotatedOutput(Output):
 
     def __init__(self, config: AnnotatedOutputConfig, output_id: str):
         super().__init__(config, output_id)
-        self.last_error: str | None = None
         self._worker = DropOldestWorker(f"annotate:{output_id}", self._draw_and_write, depth=config.queue)
         self._videos: dict[tuple[str, str], _VideoFile] = {}
         self._last_snapshot: dict[tuple[str, str, str], float] = {}
@@ -54,7 +53,7 @@ class AnnotatedOutput(Output):
         self.snapshots = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    def open(self, ctx: Any = None) -> None:
+    def open(self, ctx: Any) -> None:
         try:
             self.config.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -71,7 +70,7 @@ class AnnotatedOutput(Output):
             self._videos.clear()
 
     # -- the pipeline's side: hand over, never wait --------------------------------------------------------
-    def publish_result(self, result: Any) -> None:
+    def publish(self, result: Any) -> None:
         cfg = self.config
         if (cfg.models is not None and result.model not in cfg.models) or \
                 (cfg.sources is not None and result.source not in cfg.sources):
@@ -82,12 +81,6 @@ class AnnotatedOutput(Output):
             return
         self._worker.offer(result)
         self.published += 1
-
-    def publish(self, record: dict[str, Any]) -> None:
-        """Heartbeats and JSON records carry no image: nothing to draw."""
-
-    def heartbeat(self, record: dict[str, Any]) -> None:
-        pass
 
     def counters(self) -> dict[str, Any]:
         return {"dropped": self._worker.dropped, "frames_written": self.frames_written,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import OutputConfigBase
+from .schema import OutputConfigBase
 
 
 class AnnotatedOutputConfig(OutputConfigBase):

@@ -13,11 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..lazy import lazy_import
 from .base import Output, OutputError
 from .http_schema import HttpOutputConfig
+
+if TYPE_CHECKING:
+    from ..results import Result
+    from ..runtime import RuntimeContext
 
 log = logging.getLogger(__name__)
 
@@ -36,53 +40,12 @@ def read_token(config: HttpOutputConfig) -> str | None:
     return token
 
 
-class _PipelineContext:
-    """What the output reads from the daemon, for a pipeline that hands outputs no RuntimeContext yet: the
-    pipeline's counters, the latest heartbeat this output was given, and the control handler the daemon
-    sets. Same method names as the RuntimeContext of the plugin contract."""
-
-    def __init__(self, pipeline: Any, output: HttpOutput):
-        self._pipeline = pipeline
-        self._output = output
-
-    def stats(self) -> dict[str, Any] | None:
-        return None if self._pipeline is None else self._pipeline.stats()
-
-    def status(self) -> dict[str, Any] | None:
-        return self._output.latest_heartbeat
-
-    def models(self) -> dict[str, dict[str, Any]]:
-        if self._pipeline is None:
-            return {}
-        out = {}
-        for worker in list(self._pipeline.workers):
-            backend = worker.backend
-            out[worker.id] = {"backend": backend.describe() if backend.is_active else None,
-                              "device": str(getattr(backend, "device", "")), "sources": list(worker.config.sources),
-                              "kind": worker.decoder.kind, "labels": len(worker.decoder.labels)}
-        return out
-
-    def command(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
-        handler, commands = self._output._control
-        if cmd == "ping":
-            return {"ok": True, "reply": "pong"}
-        if handler is None or (commands is not None and cmd not in commands):
-            known = ", ".join(["ping", *(commands or ())])
-            return {"ok": False, "error": f"unknown command {cmd!r}; known commands: {known}"}
-        reply = handler(cmd, request) or {"ok": False, "error": f"unknown command {cmd!r}"}
-        return reply if "ok" in reply else {"ok": True, **reply}
-
-
 class HttpOutput(Output):
     config: HttpOutputConfig
 
     def __init__(self, config: HttpOutputConfig, output_id: str):
         super().__init__(config, output_id)
-        self.last_error: str | None = None
-        self.latest_heartbeat: dict[str, Any] | None = None
-        self._ctx: Any = None
-        self._pipeline: Any = None
-        self._control: tuple[Any, tuple[str, ...] | None] = (None, None)
+        self._ctx: RuntimeContext | None = None
         self._views: Any = None
         self._metrics: Any = None
         self._server: Any = None
@@ -92,15 +55,8 @@ class HttpOutput(Output):
     def url(self) -> str | None:
         return None if self._server is None else self._server.url
 
-    # -- wiring by today's pipeline and daemon (the plugin contract's RuntimeContext replaces these) --------
-    def attach_pipeline(self, pipeline: Any) -> None:
-        self._pipeline = pipeline
-
-    def set_control_handler(self, handler: Any, commands: Any = None) -> None:
-        self._control = (handler, tuple(commands) if commands is not None else None)
-
     # -- lifecycle ---------------------------------------------------------------------------------------
-    def open(self, ctx: Any = None) -> None:
+    def open(self, ctx: RuntimeContext) -> None:
         lazy_import("aiohttp", INSTALL_HINT)
         if self.config.metrics:
             lazy_import("prometheus_client", INSTALL_HINT)
@@ -108,12 +64,12 @@ class HttpOutput(Output):
         from ..web.metrics import DaemonMetrics
         from ..web.server import StatusServer
 
-        self._ctx = ctx if ctx is not None else _PipelineContext(self._pipeline, self)
+        self._ctx = ctx
         token = read_token(self.config)
         self._views = LiveViews(self.config.view_fps, self.config.jpeg_quality, self.config.view_max_width)
-        for model, sources in self._declared_views(ctx):
-            for source in sources:
-                self._views.declare(model, source)
+        for info in ctx.catalogue.values():  # every view listed from the start, before its first frame
+            for source in info.sources:
+                self._views.declare(info.id, source)
         if self.config.metrics:
             self._metrics = DaemonMetrics(self._ctx.stats, self._ctx.status, self._own_metrics)
         self._server = StatusServer(self.config.host, self.config.port, token, self._views, self.status_body,
@@ -133,15 +89,6 @@ class HttpOutput(Output):
             log.warning("output '%s': listening on %s without an access token: anyone who reaches this address "
                         "sees the cameras and may reset the watchdog; set token_file", self.id, self.config.host)
 
-    def _declared_views(self, ctx: Any) -> list[tuple[str, list[str]]]:
-        """(model, its sources) as the config declares them, so the page lists every view from the start."""
-        catalogue = getattr(ctx, "catalogue", None)
-        if catalogue is not None:
-            return [(mid, list(info.sources)) for mid, info in dict(catalogue).items()]
-        if self._pipeline is not None:
-            return [(m.id, list(m.sources)) for m in self._pipeline.config.models]
-        return []
-
     def close(self) -> None:
         if self._views is not None:
             self._views.close()
@@ -149,7 +96,7 @@ class HttpOutput(Output):
             self._server.stop()
 
     # -- results and heartbeats --------------------------------------------------------------------------
-    def publish_result(self, result: Any) -> None:
+    def publish(self, result: Result) -> None:
         """The publish thread: store a reference, count, observe; nothing here draws or encodes."""
         if self._views is not None:
             self._views.offer(result)
@@ -160,12 +107,7 @@ class HttpOutput(Output):
             server.push_record(result.to_record(), result.model, result.source)
         self.published += 1
 
-    def publish(self, record: dict[str, Any]) -> None:
-        if record.get("type") == "heartbeat":
-            self.heartbeat(record)
-
     def heartbeat(self, record: dict[str, Any]) -> None:
-        self.latest_heartbeat = record  # always kept: the page and `edgeinfer status` read it
         server = self._server
         if server is not None and server.has_tail_clients:
             server.push_record(record, None, None)
@@ -180,13 +122,11 @@ class HttpOutput(Output):
 
     # -- what the server serves ------------------------------------------------------------------------------
     def _command(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
-        ctx = self._ctx
-        commands = getattr(ctx, "commands", None)
-        if commands is not None and hasattr(commands, "handle"):  # the plugin contract's CommandRegistry
-            if cmd == "ping":
-                return {"ok": True, "reply": "pong"}
-            return commands.handle(cmd, request)
-        return ctx.command(cmd, request)
+        """POST /api/command: the daemon's commands (reset, status), as on every control channel."""
+        if cmd == "ping":
+            return {"ok": True, "reply": "pong"}
+        reply = self._ctx.commands.handle(cmd, request)
+        return reply if "ok" in reply else {"ok": True, **reply}
 
     def _own_metrics(self) -> dict[str, tuple[str, str, float]]:
         views = self._views.totals() if self._views is not None else {}
@@ -207,10 +147,12 @@ class HttpOutput(Output):
         ctx = self._ctx
         heartbeat = ctx.status()
         stats = ctx.stats() or {}
-        models = ctx.models() if hasattr(ctx, "models") else {}
-        serving = (heartbeat or {}).get("serving") or {}
-        for mid, entry in serving.items():
-            models.setdefault(mid, {})["serving"] = entry
+        models: dict[str, dict[str, Any]] = {
+            info.id: {"backend": info.backend or None, "device": info.device or None, "kind": info.kind,
+                      "labels": len(info.labels), "sources": list(info.sources)}
+            for info in list(ctx.catalogue.values())}
+        for mid, entry in ((heartbeat or {}).get("serving") or {}).items():
+            models.setdefault(mid, {})["serving"] = entry  # which link of its fallback chain serves
         for mid, m in (stats.get("models") or {}).items():
             if "backend" in m:  # a remote backend's own state (which link serves, fallback)
                 models.setdefault(mid, {})["link"] = m["backend"]

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import OutputConfigBase
+from .schema import OutputConfigBase
 
 DEFAULT_PORT = 8321
 

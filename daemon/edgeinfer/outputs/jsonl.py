@@ -14,25 +14,20 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from .base import OutputError, RecordOutput
+from .schema import JsonlOutputConfig
 
-from .base import Output, OutputConfigBase, OutputError
+if TYPE_CHECKING:
+    from ..runtime import RuntimeContext
 
 log = logging.getLogger(__name__)
 
 
-class JsonlOutputConfig(OutputConfigBase):
-    type: Literal["jsonl"] = "jsonl"
-    path: str = Field(default="-", description="'-' for stdout, else a file appended to")
-    # Off on stdout unless asked for: at one per watchdog cycle they swamped the detections (918 heartbeat
-    # lines for 250 detection lines in the demo) and, under systemd, the journal (~1.9 GB a day).
-    heartbeat: bool | None = Field(default=None, description="publish heartbeats here; default: files yes, "
-                                   "stdout no")
 
 
-class JsonlOutput(Output):
+class JsonlOutput(RecordOutput):
     config: JsonlOutputConfig
 
     def __init__(self, config: JsonlOutputConfig, output_id: str):
@@ -41,14 +36,13 @@ class JsonlOutput(Output):
         self._fd: int | None = None
         self._own_fd = False
         self._size = 0  # bytes in the file after the last whole record (files only)
-        self.last_error: str | None = None
         self._text: Any = None  # a stdout without a file descriptor
 
     @property
     def is_stdout(self) -> bool:
         return self.config.path == "-"
 
-    def open(self) -> None:
+    def open(self, ctx: RuntimeContext) -> None:
         if self.is_stdout:
             # Python sets sys.stdout to None when started with fd 1 closed (`>&-`); fd 1 may since have been
             # reused by a file we opened, so never write to it then.
@@ -92,7 +86,7 @@ class JsonlOutput(Output):
         except OSError as exc:
             raise OutputError(f"output '{self.id}': cannot write to {path}: {exc.strerror}") from exc
 
-    def publish(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._fd is None:
@@ -117,7 +111,7 @@ class JsonlOutput(Output):
 
     def heartbeat(self, record: dict[str, Any]) -> None:
         if self.heartbeats_on:
-            self.publish(record)
+            self.write_record(record)
 
     def _write_whole(self, data: bytes) -> None:
         """All of `data` or none of it (files); pipes and terminals get the rest retried."""

@@ -18,17 +18,19 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from pydantic import Field, model_validator
 
 from ..frame import Captured, Frame
 from ..health import HealthReporter, NullReporter
 from ..logutil import RateLimitedLog
 from ..mailbox import FanOut, FrameSink
-from ..schema import StrictModel
+from .schema import SourceConfigBase
+
+if TYPE_CHECKING:
+    from ..runtime import RuntimeContext
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +48,8 @@ FPS_WINDOW_S = 5.0
 MAX_PACING_LAG_S = 1.0
 
 
-class ReconnectConfig(StrictModel):
-    """Backoff between attempts to reopen a live source: initial_s, then x factor, capped at max_s."""
-
-    initial_s: float = Field(0.5, gt=0, le=3600)
-    max_s: float = Field(10.0, gt=0, le=3600)
-    factor: float = Field(2.0, ge=1.0, le=10.0)
-
-    @model_validator(mode="after")
-    def _max_not_below_initial(self) -> ReconnectConfig:
-        if self.max_s < self.initial_s:
-            raise ValueError(f"max_s ({self.max_s}) must be >= initial_s ({self.initial_s})")
-        return self
 
 
-class SourceConfigBase(StrictModel):
-    id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)
-    min_fps: float | None = Field(
-        None, ge=0.001, le=10_000, description="the watchdog calls the source stale below this"
-    )
-    frame_id: str | None = Field(
-        None, max_length=256, description="coordinate frame of the images (ROS header.frame_id); default: the id"
-    )
-    reconnect: ReconnectConfig = ReconnectConfig()
 
 
 class SourceError(RuntimeError):
@@ -148,9 +129,9 @@ class Source(ABC):
     # ---- what a plugin provides -------------------------------------------------------------------------
 
     @property
-    @abstractmethod
     def finite(self) -> bool:
-        """True when the frames run out (file, folder, synthetic run with a frame count)."""
+        """True when the frames run out (file, folder, synthetic run with a frame count): the config says."""
+        return self.config.finite
 
     @property
     def loop(self) -> bool:
@@ -213,11 +194,17 @@ class Source(ABC):
         """`preflight` for a config alone (`edgeinfer check`): builds the source unstarted, without a sink."""
         return cls(config, FanOut([])).preflight()  # a sink with no targets: discards
 
-    def start(self) -> None:
+    def attach(self, ctx: RuntimeContext) -> None:
+        """Take what the source shares from the pipeline's runtime context (a ROS source: the node). Called by
+        `start` before anything opens; the default takes nothing."""
+
+    def start(self, ctx: RuntimeContext | None = None) -> None:
         """Start the capture thread. A finite source is opened here, so that a file that cannot be read
         fails now with a SourceError; a live source opens (and retries) in its thread."""
         if self._thread is not None:
             raise RuntimeError(f"source '{self.id}' was already started")
+        if ctx is not None:
+            self.attach(ctx)
         problems = self.preflight()
         if problems and (self.finite or self.preflight_problems_are_permanent):
             self._set_state("failed", "; ".join(problems))

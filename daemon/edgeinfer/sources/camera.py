@@ -7,47 +7,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field, field_validator
 
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import Source, SourceConfigBase, SourceError
+from .base import Source, SourceError
+from .schema import CameraSourceConfig
 
 log = logging.getLogger(__name__)
 
 
-class CameraSourceConfig(SourceConfigBase):
-    type: Literal["camera"] = "camera"
-    device: int | str  # index (0 = /dev/video0) or device path
-    width: int | None = Field(None, gt=0, le=16384)
-    height: int | None = Field(None, gt=0, le=16384)
-    fps: float | None = Field(None, gt=0, le=1000)
-    fourcc: str | None = None  # pixel format asked of the camera, e.g. MJPG (USB cameras: more fps)
-
-    @field_validator("device")
-    @classmethod
-    def _index_or_path(cls, device: int | str) -> int | str:
-        if isinstance(device, str):
-            if device.strip().isdigit():
-                return int(device)
-            if not device.startswith("/"):
-                raise ValueError(f"'{device}' is neither a camera index (0, 1, ...) nor a device path "
-                                 "(/dev/video0, /dev/v4l/by-id/...)")
-            return device
-        if device < 0:
-            raise ValueError("a camera index is 0 or more")
-        return device
-
-    @field_validator("fourcc")
-    @classmethod
-    def _four_characters(cls, fourcc: str | None) -> str | None:
-        if fourcc is not None and (len(fourcc) != 4 or not fourcc.isascii()):
-            raise ValueError(f"'{fourcc}' is not a four-character code such as MJPG, YUYV or H264")
-        return fourcc
 
 
 class CameraSource(Source):
@@ -57,9 +28,6 @@ class CameraSource(Source):
         self._cap: cv2.VideoCapture | None = None
         self._reported_format = False
 
-    @property
-    def finite(self) -> bool:
-        return False
 
     def device_path(self) -> Path | None:
         """The device node (Linux), or None where cameras have no node to check."""

@@ -6,37 +6,19 @@ pipeline stops delivering it is torn down and rebuilt with backoff.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import cv2
 import numpy as np
-from pydantic import field_validator
 
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import Source, SourceConfigBase, SourceError
-
-EXAMPLE_TAIL = "... ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+from .base import Source, SourceError
+from .schema import GStreamerSourceConfig
 
 
 def opencv_has_gstreamer() -> bool:
     return cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER)
 
 
-class GStreamerSourceConfig(SourceConfigBase):
-    type: Literal["gstreamer"] = "gstreamer"
-    pipeline: str
-
-    @field_validator("pipeline")
-    @classmethod
-    def _ends_in_appsink(cls, pipeline: str) -> str:
-        pipeline = pipeline.strip()
-        last_element = pipeline.rsplit("!", 1)[-1].split()
-        if not last_element or last_element[0] != "appsink":
-            raise ValueError(f"must end in 'appsink' (OpenCV takes frames from it), e.g. '{EXAMPLE_TAIL}'")
-        if "!" not in pipeline:
-            raise ValueError(f"holds only the appsink; put the source elements before it: '{EXAMPLE_TAIL}'")
-        return pipeline
 
 
 class GStreamerSource(Source):
@@ -49,9 +31,6 @@ class GStreamerSource(Source):
         self.config: GStreamerSourceConfig = config
         self._cap: cv2.VideoCapture | None = None
 
-    @property
-    def finite(self) -> bool:
-        return False
 
     def describe(self) -> str:
         head = self.config.pipeline.split("!", 1)[0].strip()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field, field_validator
 
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import BadFrame, Source, SourceConfigBase, SourceError
+from .base import BadFrame, Source, SourceError
+from .schema import ImagesSourceConfig
 
 # What cv2.imread decodes; anything else matching the pattern (notes, labels) is ignored.
 IMAGE_SUFFIXES = frozenset(
@@ -22,22 +21,6 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
-class ImagesSourceConfig(SourceConfigBase):
-    type: Literal["images"] = "images"
-    path: Path  # a folder
-    pattern: str = "*"  # glob inside the folder; "**/*.png" searches subfolders
-    loop: bool = False
-    realtime: bool = False  # false: every image, as fast as consumed; true: at `fps`, newest wins
-    fps: float = Field(10.0, gt=0, le=1000)
-
-    @field_validator("pattern")
-    @classmethod
-    def _relative_glob(cls, pattern: str) -> str:
-        if not pattern.strip():
-            raise ValueError("must not be empty (use '*' for every image in the folder)")
-        if pattern.startswith("/") or ".." in Path(pattern).parts:
-            raise ValueError("must be a glob relative to `path`, e.g. '*.jpg' (no leading '/' or '..')")
-        return pattern
 
 
 def _natural_key(path: Path) -> list[object]:
@@ -59,9 +42,6 @@ class ImagesSource(Source):
         self._files: list[Path] = []
         self._next = 0
 
-    @property
-    def finite(self) -> bool:
-        return True
 
     @property
     def loop(self) -> bool:

@@ -12,55 +12,21 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
-from pydantic import ConfigDict, Field, field_validator
 
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import Source, SourceConfigBase, SourceError
+from .base import Source, SourceError
+from .schema import RtspSourceConfig, redact_url
 
-STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
 
-class RtspSourceConfig(SourceConfigBase):
-    # URLs may hold a password: validation errors must not echo the input.
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    type: Literal["rtsp"] = "rtsp"
-    url: str
-    open_timeout_ms: int = Field(5000, ge=100, le=60000)
-    read_timeout_ms: int = Field(2000, ge=100, le=60000)  # also bounds how long stop() may wait on a read
-    transport: Literal["tcp", "udp"] = "tcp"  # RTSP only; tcp survives lossy Wi-Fi without smeared frames
-
-    @field_validator("url")
-    @classmethod
-    def _stream_url(cls, url: str) -> str:
-        parts = urlsplit(url.strip())
-        if parts.scheme.lower() not in STREAM_SCHEMES:
-            raise ValueError(f"'{redact_url(url)}' must start with one of "
-                             + ", ".join(f"{s}://" for s in STREAM_SCHEMES))
-        if not parts.hostname:
-            raise ValueError(f"'{redact_url(url)}' names no host")
-        try:
-            parts.port  # noqa: B018 -- raises on a port that is not a number
-        except ValueError as exc:
-            raise ValueError(f"'{redact_url(url)}': {exc}") from None
-        return url.strip()
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _options_with_transport(base: str | None, transport: str) -> str:
@@ -109,9 +75,6 @@ class RtspSource(Source):
         self._cap: cv2.VideoCapture | None = None
         self._stalled_after_s = 0.98 * config.read_timeout_ms / 1000
 
-    @property
-    def finite(self) -> bool:
-        return False
 
     def describe(self) -> str:
         return redact_url(self.config.url)

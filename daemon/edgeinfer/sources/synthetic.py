@@ -6,26 +6,18 @@ in the corner, so a stuck or reordered stream is visible at a glance.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import cv2
 import numpy as np
-from pydantic import Field
 
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import Source, SourceConfigBase
+from .base import Source
+from .schema import SyntheticSourceConfig
 
 RECT_COLOUR = (40, 200, 255)  # BGR: orange
 TEXT_COLOUR = (255, 255, 255)
 
 
-class SyntheticSourceConfig(SourceConfigBase):
-    type: Literal["synthetic"] = "synthetic"
-    width: int = Field(640, ge=16, le=8192)
-    height: int = Field(480, ge=16, le=8192)
-    fps: float = Field(30.0, gt=0, le=1000)
-    frames: int | None = Field(None, ge=1)  # set: ends after this many frames (every one delivered)
 
 
 def _gradient(height: int, width: int) -> np.ndarray:
@@ -51,9 +43,6 @@ class SyntheticSource(Source):
         self._font_scale = max(config.height / 480.0, 0.4)
         self._rendered = 0
 
-    @property
-    def finite(self) -> bool:
-        return self.config.frames is not None
 
     @property
     def pace_fps(self) -> float | None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 
 from ..health import HealthReporter
 from ..mailbox import FrameSink
-from .base import BadFrame, Source, SourceConfigBase, SourceError
+from .base import BadFrame, Source, SourceError
+from .schema import VideoSourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +20,6 @@ log = logging.getLogger(__name__)
 FALLBACK_FPS = 25.0
 
 
-class VideoSourceConfig(SourceConfigBase):
-    type: Literal["video"] = "video"
-    path: Path
-    loop: bool = False
-    realtime: bool = False  # false: every frame, as fast as consumed; true: at the file's fps, newest wins
-    # A corrupt stretch in a file fails a few reads in a row and the decoder then resynchronises at the next
-    # keyframe; only this many unreadable frames in a row before the file's stated end mean it is broken.
-    max_bad_run: int = Field(50, ge=1, le=100_000, description="give up after this many bad frames in a row")
 
 
 def _file_problems(path: Path) -> list[str]:
@@ -67,9 +58,6 @@ class VideoSource(Source):
         self._position = 0  # frames read or failed since the file was opened
         self._bad_run = 0
 
-    @property
-    def finite(self) -> bool:
-        return True
 
     @property
     def loop(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ..lazy import lazy_import
+from ...lazy import lazy_import
 from . import INSTALL_HINT, runtime
 
 
@@ -37,7 +37,7 @@ def read_parameters(argv: list[str]) -> tuple[dict, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..cli import main as cli_main
+    from ...cli import main as cli_main
 
     argv = list(sys.argv if argv is None else argv)
     params, rest = read_parameters(argv)

@@ -17,22 +17,20 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
-from ..lazy import lazy_import
-from ..logutil import RateLimitedLog
-from ..ros import INTERFACES_HINT
-from ..ros import convert as cv
-from ..ros.config import QosConfig, check_topic
-from ..schema import StrictModel
-from .base import Output, OutputConfigBase, OutputError
+from ...lazy import lazy_import
+from ...logutil import RateLimitedLog
+from ...outputs.base import Output, OutputError
+from ...results import Classifications, DenseMap, Detections, Payload, Result
+from . import INTERFACES_HINT
+from . import convert as cv
+from .schema import Ros2OutputConfig
 
 if TYPE_CHECKING:
-    from ..results import Result
-    from ..ros.runtime import RosRuntime
+    from ...runtime import CommandRegistry, ModelInfo, RuntimeContext
+    from .runtime import RosRuntime
 
 log = logging.getLogger(__name__)
 
@@ -40,77 +38,34 @@ log = logging.getLogger(__name__)
 CLOSE_FLUSH_S = 1.0
 
 
-class Ros2ImageConfig(StrictModel):
-    enabled: bool = False
-    rate_hz: float = Field(default=5.0, gt=0, le=120, description="at most this many annotated images per second")
-    format: Literal["raw", "jpeg"] = Field(default="jpeg", description="raw: sensor_msgs/Image bgr8; jpeg: "
-                                           "sensor_msgs/CompressedImage")
-    jpeg_quality: int = Field(default=80, ge=1, le=100)
-    topic: str = Field(default="~/{model}/annotated", description="raw topic; jpeg appends /compressed")
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        return check_topic(value, "topic")
 
 
-class Ros2QosTopics(StrictModel):
-    # reliable publishers match both reliable (default) and best-effort (sensor_data) subscribers
-    detections: QosConfig = QosConfig()
-    classifications: QosConfig = QosConfig()
-    # reliable too: Fast DDS over UDP loses fragments of large best-effort images (docs/ros2.md)
-    dense: QosConfig = QosConfig()
-    label_info: QosConfig = QosConfig(durability="transient_local", depth=1)
-    heartbeat: QosConfig = QosConfig()
-    image: QosConfig = QosConfig(preset="sensor_data")
-    diagnostics: QosConfig = QosConfig()
 
 
-class Ros2OutputConfig(OutputConfigBase):
-    type: Literal["ros2"] = "ros2"
-    detections_topic: str = Field(default="~/{model}/detections", description="{model}: the model id, '-' as '_'")
-    classifications_topic: str = Field(default="~/{model}/classifications", description="classifier models: "
-                                       "vision_msgs/Classification")
-    dense_topic: str = Field(default="~/{model}/dense", description="dense-map models: sensor_msgs/Image")
-    label_info_topic: str = "~/{model}/label_info"
-    heartbeat_topic: str = "~/heartbeat"
-    label_in_class_id: bool = Field(default=False, description="hypothesis.class_id holds the label, not the "
-                                    "class number")
-    image: Ros2ImageConfig = Ros2ImageConfig()
-    reset_service: str | None = Field(default="~/reset", description="std_srvs/Trigger; null: no service")
-    diagnostics: bool = Field(default=True, description="publish diagnostic_msgs/DiagnosticArray")
-    diagnostics_topic: str = "/diagnostics"
-    diagnostics_period_s: float = Field(default=1.0, ge=0.1, le=60)
-    qos: Ros2QosTopics = Ros2QosTopics()
-    wait_for_subscribers: int = Field(default=0, ge=0, le=1000, description="open() waits until this many "
-                                      "subscribers match each model's result topic (replaying files)")
-    wait_timeout_s: float = Field(default=10.0, gt=0, le=3600)
-
-    @field_validator("detections_topic", "classifications_topic", "dense_topic", "label_info_topic")
-    @classmethod
-    def _per_model(cls, value: str, info: Any) -> str:
-        check_topic(value, info.field_name)
-        if "{model}" not in value:
-            raise ValueError(f"{info.field_name} {value!r} must contain {{model}} (one topic per model)")
-        return value
-
-    @field_validator("heartbeat_topic", "diagnostics_topic", "reset_service")
-    @classmethod
-    def _name(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else check_topic(value, info.field_name)
 
 
-# the config key of the topic each result kind is published on
-RESULT_TOPICS = {"detections": "detections_topic", "classifications": "classifications_topic",
-                 "dense": "dense_topic"}
+# How each payload type goes out, in one place: the config key of its topic (and its QoS under `qos`), the
+# vision_msgs/sensor_msgs message and the method that fills it. A payload that subclasses one of these (e.g.
+# tracks, a kind of Detections) goes out as its base unless it has an entry of its own.
+RESULT_MESSAGES: dict[type[Payload], tuple[str, str, str]] = {
+    Detections: ("detections_topic", "Detection2DArray", "detection_array"),
+    Classifications: ("classifications_topic", "Classification", "classification"),
+    DenseMap: ("dense_topic", "Image", "dense_image"),
+}
+
+
+def result_message(payload_type: type[Payload]) -> tuple[str, str, str]:
+    for cls in payload_type.__mro__:
+        if cls in RESULT_MESSAGES:
+            return RESULT_MESSAGES[cls]
+    raise OutputError(f"the ros2 output has no message for {payload_type.__name__} results")
 
 
 class _ModelTopics:
-    def __init__(self, kind: str, results: Any, label_info: Any, image: Any | None, array: Any):
-        self.kind = kind
+    def __init__(self, payload_type: type[Payload], results: Any, label_info: Any, image: Any | None, array: Any):
+        self.payload_type = payload_type
         self.known = True  # False: the decoder comes from the model's metadata; its first result tells the kind
-        self.results = results  # the publisher of this model's kind
-        self.detections = results if kind == "detections" else None
+        self.results = results  # the publisher of this model's payload type
         self.label_info = label_info
         self.labels: list[str] = []  # the names LabelInfo carries
         self.image = image
@@ -124,13 +79,10 @@ class _ModelTopics:
 
 class Ros2Output(Output):
     config: Ros2OutputConfig
-    uses_ros = True  # the pipeline hands it the shared RosRuntime before open()
 
     def __init__(self, config: Ros2OutputConfig, output_id: str):
         super().__init__(config, output_id)
         self.runtime: RosRuntime | None = None
-        self.models: list[tuple[str, list[str]]] = []  # (model id, labels) set by the pipeline
-        self.kinds: dict[str, str | None] = {}  # model id -> result kind its config declares
         self.skipped = 0  # results not published: invalid/error status, or lifecycle inactive
         self.images = 0
         self.qos_events: deque[str] = deque(maxlen=50)
@@ -139,43 +91,41 @@ class Ros2Output(Output):
         self._diag_pub: Any = None
         self._timer: Any = None
         self._service: Any = None
-        self._handler: Callable[[str, dict], dict | None] | None = None
+        self._commands: CommandRegistry | None = None
         self._last_heartbeat: dict[str, Any] | None = None
         self._msgs: Any = None
         self._events: Callable[[str], Any] = lambda topic: None
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(log)
 
-    def attach_ros(self, runtime: RosRuntime, models: Iterable[tuple[str, list[str]]],
-                   kinds: dict[str, str | None] | None = None) -> None:
-        """`kinds`: model id -> the result kind its config declares, None where the model's metadata picks the
-        decoder (its first result tells the kind); without `kinds` every model is a detector."""
-        self.runtime = runtime
-        self.models = list(models)
-        self.kinds = dict(kinds) if kinds is not None else {model_id: "detections" for model_id, _ in self.models}
-
     # -- lifecycle ---------------------------------------------------------------------------------------
-    def open(self) -> None:
-        if self.runtime is None or self.runtime.node is None:
-            raise OutputError(f"output '{self.id}': no ROS node (the pipeline hands one to ros2 outputs)")
+    def open(self, ctx: RuntimeContext) -> None:
+        """Publishers on the process's shared node for every model of the catalogue: a model whose payload
+        type the config does not declare (the decoder comes from its metadata) starts as a detector and is
+        corrected by `on_model_loaded`."""
+        self.runtime = ctx.ros()
+        if self.runtime.node is None:
+            raise OutputError(f"output '{self.id}': the ROS runtime has no node")
+        self._commands = ctx.commands
         m = self._msgs = _import_messages(self.config.heartbeat)
         node = self.runtime.node
         from rclpy.event_handler import PublisherEventCallbacks
 
-        from ..ros.runtime import qos_profile
+        from .runtime import qos_profile
 
         def events(topic: str) -> Any:
             return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
 
         self._events = events
         q = self.config.qos
-        for model_id, labels in self.models:
+        for model_id, info in ctx.catalogue.items():
+            labels = info.labels
             name = cv.ros_name(model_id)
-            result_kind = self.kinds.get(model_id) or "detections"
-            results = self._result_publisher(model_id, result_kind)
+            payload_type = info.payload_type or Detections
+            results = self._result_publisher(model_id, payload_type)
             info_topic = self.config.label_info_topic.replace("{model}", name)
-            info = node.create_publisher(m.LabelInfo, info_topic, qos_profile(q.label_info),
-                                         event_callbacks=events(info_topic))
+            label_info = node.create_publisher(m.LabelInfo, info_topic, qos_profile(q.label_info),
+                                               event_callbacks=events(info_topic))
             image = None
             if self.config.image.enabled:
                 topic = self.config.image.topic.replace("{model}", name)
@@ -183,11 +133,11 @@ class Ros2Output(Output):
                 if self.config.image.format == "jpeg":
                     topic, kind = topic + "/compressed", m.CompressedImage
                 image = node.create_publisher(kind, topic, qos_profile(q.image), event_callbacks=events(topic))
-            self._topics[model_id] = _ModelTopics(result_kind, results, info, image,
-                                                  self._reused_message(result_kind))
-            self._topics[model_id].known = self.kinds.get(model_id) is not None
+            self._topics[model_id] = _ModelTopics(payload_type, results, label_info, image,
+                                                  self._reused_message(payload_type))
+            self._topics[model_id].known = info.payload_type is not None
             self._topics[model_id].labels = list(labels)
-            info.publish(self._label_info(labels))
+            label_info.publish(self._label_info(labels))
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
                                                         qos_profile(q.heartbeat),
@@ -204,50 +154,49 @@ class Ros2Output(Output):
         log.info("output '%s': node %s publishing %s", self.id, self.runtime.name,
                  ", ".join(t.results.topic_name for t in self._topics.values()))
 
-    def _result_publisher(self, model_id: str, kind: str) -> Any:
-        """The publisher of one model's results: the message type and topic of its kind."""
-        from ..ros.runtime import qos_profile
+    def _result_publisher(self, model_id: str, payload_type: type[Payload]) -> Any:
+        """The publisher of one model's results: the message type and topic of its payload type."""
+        from .runtime import qos_profile
 
-        m = self._msgs
-        message = {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]
+        topic_key, message_name, _ = result_message(payload_type)
+        message = getattr(self._msgs, message_name)
         if message is None:  # an older vision_msgs (before Humble) has Classification2D, not Classification
             raise OutputError(f"output '{self.id}': model '{model_id}' is a classifier but this vision_msgs has no "
                               "Classification message (Humble or later is needed)")
-        topic = getattr(self.config, RESULT_TOPICS[kind]).replace("{model}", cv.ros_name(model_id))
-        qos = getattr(self.config.qos, kind)
+        topic = getattr(self.config, topic_key).replace("{model}", cv.ros_name(model_id))
+        qos = getattr(self.config.qos, payload_type.kind)
         return self.runtime.node.create_publisher(message, topic, qos_profile(qos), event_callbacks=self._events(topic))
 
-    def _reused_message(self, kind: str) -> Any:
-        m = self._msgs
-        return {"detections": m.Detection2DArray, "classifications": m.Classification, "dense": m.Image}[kind]()
+    def _reused_message(self, payload_type: type[Payload]) -> Any:
+        return getattr(self._msgs, result_message(payload_type)[1])()
 
-    def model_loaded(self, model_id: str, labels: list[str], kind: str) -> None:
+    def on_model_loaded(self, info: ModelInfo) -> None:
         """Called by the pipeline once a model is loaded, before any frame: names read from the model file
         (Ultralytics `names`, Paddle `character`) replace the configured ones in LabelInfo (transient local:
         late subscribers get the new one), and a model whose decoder came from its metadata gets the topic
         of its kind now."""
-        topics = self._topics.get(model_id)
+        topics = self._topics.get(info.id)
         if topics is None:
             return
-        if labels and labels != topics.labels:
-            topics.labels = list(labels)
+        if info.labels and info.labels != topics.labels:
+            topics.labels = list(info.labels)
             topics.label_info.publish(self._label_info(topics.labels))
-        if not topics.known or kind != topics.kind:
-            self._learn_kind(topics, model_id, kind)
+        if info.payload_type is not None and (not topics.known or info.payload_type is not topics.payload_type):
+            self._learn_kind(topics, info.id, info.payload_type)
 
-    def _learn_kind(self, topics: _ModelTopics, model_id: str, kind: str) -> None:
+    def _learn_kind(self, topics: _ModelTopics, model_id: str, payload_type: type[Payload]) -> None:
         """A model whose decoder comes from its metadata (no `decoder` in the config) says its kind once
         loaded (else at its first result): a classifier's publisher replaces the detections one assumed at
         open(); with wait_for_subscribers it waits for its subscribers here, as open() does for the others."""
         topics.known = True
-        if kind != topics.kind:
+        if result_message(payload_type) != result_message(topics.payload_type):
             old = topics.results
-            topics.kind, topics.results = kind, self._result_publisher(model_id, kind)
-            topics.detections = topics.results if kind == "detections" else None
-            topics.array, topics.pool = self._reused_message(kind), []
+            topics.results = self._result_publisher(model_id, payload_type)
+            topics.array, topics.pool = self._reused_message(payload_type), []
             self.runtime.node.destroy_publisher(old)
+        topics.payload_type = payload_type
         log.info("output '%s': model '%s' publishes %s (decoder from its metadata) on %s", self.id, model_id,
-                 kind, topics.results.topic_name)
+                 payload_type.kind, topics.results.topic_name)
         if self.config.wait_for_subscribers:
             self._wait_for_subscribers({model_id: topics})
 
@@ -306,7 +255,7 @@ class Ros2Output(Output):
                     log.debug("output '%s': waiting for acknowledgements: %s", self.id, exc)
 
     # -- detections --------------------------------------------------------------------------------------
-    def publish_result(self, result: Result) -> None:
+    def publish(self, result: Result) -> None:
         topics = self._topics.get(result.model)
         if topics is None:
             return
@@ -315,19 +264,11 @@ class Ros2Output(Output):
             # (safe stop) or failed is not published; the heartbeat and /diagnostics say why.
             self.skipped += 1
             return
-        if not topics.known or result.kind != topics.kind:
-            self._learn_kind(topics, result.model, result.kind)
-        if result.kind == "classifications":
-            topics.results.publish(self.classification(result, topics))
-        elif result.kind == "dense":
-            if result.dense is None:  # an ok dense result always carries its map; say so if one does not
-                self.skipped += 1
-                self._rlog.error(f"dense:{result.model}", "output '%s': model '%s': a dense result without a map",
-                                 self.id, result.model)
-                return
-            topics.results.publish(self.dense_image(result, topics))
-        else:
-            topics.results.publish(self.detection_array(result, topics))
+        payload_type = type(result.payload)
+        if not topics.known or payload_type is not topics.payload_type:
+            self._learn_kind(topics, result.model, payload_type)
+        fill = getattr(self, result_message(payload_type)[2])  # the one dispatch on the payload type
+        topics.results.publish(fill(result, topics))
         self.published += 1
         if topics.image is not None and result.frame is not None:
             now = time.monotonic()
@@ -335,9 +276,6 @@ class Ros2Output(Output):
                 topics.next_image = now + 1.0 / self.config.image.rate_hz
                 topics.image.publish(self.annotated(result))
                 self.images += 1
-
-    def publish(self, record: dict[str, Any]) -> None:
-        pass  # every record reaches this output as a typed Result or a heartbeat
 
     def detection_array(self, result: Result, topics: _ModelTopics | None = None) -> Any:
         """The Detection2DArray of one result, filled into the model's reused messages (fresh ones without
@@ -350,11 +288,12 @@ class Ros2Output(Output):
         header.stamp.sec, header.stamp.nanosec = sec, nanosec
         header.frame_id = result.frame_id
         label_in_id = self.config.label_in_class_id
-        while len(pool) < len(result.detections):
+        detections = result.payload.detections
+        while len(pool) < len(detections):
             det = m.Detection2D()
             det.results = [m.ObjectHypothesisWithPose()]
             pool.append(det)
-        for det, d in zip(pool, result.detections):
+        for det, d in zip(pool, detections):
             det.header = header
             cx, cy, sx, sy = cv.detection_values(d.bbox)
             box = det.bbox
@@ -363,7 +302,7 @@ class Ros2Output(Output):
             hyp = det.results[0].hypothesis
             hyp.class_id = cv.class_id_text(d.class_id, d.label, label_in_id)
             hyp.score = float(d.score)
-        msg.detections = pool[:len(result.detections)]
+        msg.detections = pool[:len(detections)]
         return msg
 
     def classification(self, result: Result, topics: _ModelTopics | None = None) -> Any:
@@ -374,7 +313,7 @@ class Ros2Output(Output):
         pool = topics.pool if topics is not None else []
         msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(result.stamp)
         msg.header.frame_id = result.frame_id
-        values = cv.classification_values(result.classifications, self.config.label_in_class_id)
+        values = cv.classification_values(result.payload.classifications, self.config.label_in_class_id)
         while len(pool) < len(values):
             pool.append(m.ObjectHypothesis())
         for hyp, (class_id, score) in zip(pool, values):
@@ -388,7 +327,7 @@ class Ros2Output(Output):
         msg = topics.array if topics is not None else self._msgs.Image()
         msg.header.stamp.sec, msg.header.stamp.nanosec = cv.seconds_to_stamp(result.stamp)
         msg.header.frame_id = result.frame_id
-        height, width, encoding, big_endian, step, data = cv.dense_image_fields(result.dense.task, result.dense.map)
+        height, width, encoding, big_endian, step, data = cv.dense_image_fields(result.payload.task, result.payload.map)
         msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = height, width, encoding, big_endian, step
         # bytes: one copy of the map, and rclpy serialises a bytes payload faster than an array('B')
         # (1.5-3.3 ms against 2.0-4.7 ms for a 640x480 32FC1 map: benchmarks/bench_ros2_results.py)
@@ -397,7 +336,8 @@ class Ros2Output(Output):
 
     def annotated(self, result: Result) -> Any:
         m = self._msgs
-        image = cv.draw_detections(result.frame.image, result.detections)
+        boxes = result.payload.detections if isinstance(result.payload, Detections) else []
+        image = cv.draw_detections(result.frame.image, boxes)
         sec, nanosec = cv.seconds_to_stamp(result.stamp)
         if self.config.image.format == "jpeg":
             msg = m.CompressedImage()
@@ -447,18 +387,13 @@ class Ros2Output(Output):
         msg.fps_models, msg.fps = v["fps_models"], v["fps"]
         self._heartbeat_pub.publish(msg)
 
-    def set_control_handler(self, handler: Callable[[str, dict], dict | None] | None,
-                            commands: Iterable[str] | None = None) -> None:
-        """The daemon's command handler (the same one the ZeroMQ control socket uses); `reset` is served."""
-        self._handler = handler
-
     def _on_reset(self, request: Any, response: Any) -> Any:
-        handler = self._handler
-        if handler is None:
+        commands = self._commands
+        if commands is None or "reset" not in commands.names:
             response.success, response.message = False, "edgeinfer is still starting"
             return response
         try:
-            reply = handler("reset", {}) or {}
+            reply = commands.handle("reset", {}) or {}
             response.success = bool(reply.get("ok", False))
             response.message = str(reply.get("state") or reply.get("error") or reply.get("reply") or "")
         except Exception as exc:  # the caller must get an answer, whatever failed
@@ -467,7 +402,7 @@ class Ros2Output(Output):
         return response
 
     def _incompatible(self, topic: str, info: Any) -> None:
-        from ..ros.runtime import policy_name
+        from .runtime import policy_name
 
         policy = policy_name(info)
         text = (f"incompatible QoS on {topic}: a subscriber requested a {policy} policy this publisher does "

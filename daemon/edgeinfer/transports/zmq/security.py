@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import Field
 
-from .lazy import lazy_import
-from .logutil import RateLimitedLog
-from .schema import StrictModel
+from ...lazy import lazy_import
+from ...logutil import RateLimitedLog
+from ...schema import StrictModel
 
 log = logging.getLogger(__name__)
 

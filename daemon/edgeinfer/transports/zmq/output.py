@@ -15,15 +15,16 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator, model_validator
+from ...lazy import lazy_import
+from ...logutil import RateLimitedLog
+from ...outputs.base import OutputError, RecordOutput
+from .schema import ZmqOutputConfig, ZmqOutputCurveConfig
 
-from ..lazy import lazy_import
-from ..logutil import RateLimitedLog
-from ..zmqcommon import CurveConfig, CurveServer, check_connectable, check_endpoint, curve_problems
-from .base import Output, OutputConfigBase, OutputError
+if TYPE_CHECKING:
+    from ...runtime import RuntimeContext
+from .security import CurveServer, curve_problems
 
 log = logging.getLogger(__name__)
 
@@ -37,44 +38,11 @@ CLOSE_TIMEOUT_S = 0.8  # leaves close() within 1 s even when a handler hangs
 
 ControlHandler = Callable[[str, dict], "dict | None"]
 
-_check_endpoint = check_endpoint  # the old name, kept for callers of this module
 PRIVILEGED_COMMANDS = ("reset",)  # with CURVE on, only keys in curve.reset_clients (or every client) may send
 
 
-class ZmqOutputCurveConfig(CurveConfig):
-    reset_clients: Path | None = Field(
-        None, description="folder of public keys allowed to `reset`; default: every client in `clients`")
 
 
-class ZmqOutputConfig(OutputConfigBase):
-    type: Literal["zmq"] = "zmq"
-    endpoint: str = Field(default="tcp://*:5560", description="PUB socket address")
-    bind: bool = Field(default=True, description="bind the PUB socket (false: connect to a broker or peer)")
-    control_endpoint: str | None = Field(default="tcp://127.0.0.1:5561",
-                                         description="REP socket for commands, always bound; null: no control")
-    sndhwm: int = Field(default=100, ge=1, le=1_000_000,
-                        description="messages queued per subscriber before ZeroMQ drops for that subscriber")
-    curve: ZmqOutputCurveConfig | None = Field(
-        None, description="CURVE on both sockets: only clients whose public key is in curve.clients connect")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint_form(cls, value: str) -> str:
-        return _check_endpoint(value, "endpoint")
-
-    @field_validator("control_endpoint")
-    @classmethod
-    def _control_endpoint_form(cls, value: str | None) -> str | None:
-        return None if value is None else _check_endpoint(value, "control_endpoint")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ZmqOutputConfig:
-        check_connectable(self.endpoint, self.bind)
-        # two `:*` endpoints are two different free ports, so only fixed addresses can clash
-        if self.bind and self.endpoint == self.control_endpoint and not self.endpoint.endswith(":*"):
-            raise ValueError(f"endpoint and control_endpoint are both {self.endpoint!r}; give them different "
-                             f"addresses")
-        return self
 
 
 class UnknownCommand(Exception):
@@ -165,7 +133,7 @@ class ControlProtocol:
         return self._error(f"unknown command {cmd!r}{hint}")
 
 
-class ZmqOutput(Output):
+class ZmqOutput(RecordOutput):
     config: ZmqOutputConfig
 
     def __init__(self, config: ZmqOutputConfig, output_id: str):
@@ -217,7 +185,9 @@ class ZmqOutput(Output):
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, ctx: RuntimeContext) -> None:
+        # the daemon's commands (reset, status) answer on the control socket
+        self.set_control_handler(lambda cmd, request: ctx.commands.handle(cmd, request), ctx.commands.names)
         zmq = self._zmq = lazy_import("zmq", INSTALL_HINT)
         self._context = zmq.Context(io_threads=1)  # our own, so close() can end it without touching others'
         try:
@@ -323,12 +293,12 @@ class ZmqOutput(Output):
 
     # -- publishing --------------------------------------------------------------------------------------
 
-    def publish(self, record: dict[str, Any]) -> None:
+    def write_record(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
-        if kind in ("detections", "classifications", "dense"):  # every result kind, per source
-            topic = f"{kind}/{record.get('source')}"
-        else:
-            topic = kind if isinstance(kind, str) and kind else "unknown"
+        kind = kind if isinstance(kind, str) and kind else "unknown"
+        # a result (a record of one frame of one source) goes on its kind's topic per source, so a subscriber
+        # can filter by prefix: "detections/cam0", "classifications/", ...
+        topic = f"{kind}/{record['source']}" if "frame" in record and "source" in record else kind
         self._send(topic, record)
 
     def heartbeat(self, record: dict[str, Any]) -> None:

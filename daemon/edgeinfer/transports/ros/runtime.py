@@ -18,9 +18,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..lazy import MissingDependency, lazy_import
+from ...lazy import MissingDependency, lazy_import
 from . import INSTALL_HINT
-from .config import RosConfig
+from .schema import RosConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Frames pushed to the daemon over ZeroMQ: a robot without ROS sends its camera images (docs/zmq.md).
 
 Patterns: `sub` (connect to the robot's PUB), `pull` (bind, or connect to the robot's PUSH), `rep` (answer
-imagezmq's REQ senders). Messages are edgeinfer's wire format v1 (`zmqwire`) or, with `protocol: imagezmq`,
+imagezmq's REQ senders). Messages are edgeinfer's wire format v1 (`wire.py`) or, with `protocol: imagezmq`,
 what imagezmq's `send_image` / `send_jpg` send, unchanged.
 
 Latest frame: ZMQ_CONFLATE does not work with multipart messages, so each read drains everything queued (with a
@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
-from .. import zmqwire
-from ..frame import Captured
-from ..health import HealthReporter
-from ..lazy import lazy_import
-from ..mailbox import FrameSink
-from ..zmqcommon import INSTALL_HINT, CurveConfig, CurveServer, check_connectable, check_endpoint, curve_problems
-from .base import Source, SourceConfigBase, SourceError
+from ...frame import Captured
+from ...health import HealthReporter
+from ...lazy import lazy_import
+from ...mailbox import FrameSink
+from ...sources.base import Source, SourceError
+from . import wire
+from .schema import ZmqSourceConfig
+from .security import INSTALL_HINT, CurveServer, curve_problems
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +34,6 @@ MAX_DRAIN = 256  # messages looked at per read before delivering: a flood cannot
 HEADER_ALLOWANCE = 64 * 1024  # MAXMSGSIZE is max_bytes plus this, so ZeroMQ never buffers a giant message
 
 
-class ZmqSourceConfig(SourceConfigBase):
-    type: Literal["zmq"] = "zmq"
-    endpoint: str = Field(description="tcp://HOST:PORT or ipc:///path")
-    pattern: Literal["sub", "pull", "rep"] = Field(
-        "pull", description="sub: a robot's PUB; pull: a robot's PUSH; rep: imagezmq's REQ senders")
-    bind: bool | None = Field(None, description="default: sub connects, pull and rep bind")
-    protocol: Literal["edgeinfer", "imagezmq"] = Field(
-        "edgeinfer", description="edgeinfer: wire format v1 (docs/zmq.md); imagezmq: send_image / send_jpg")
-    rcvhwm: int = Field(2, ge=1, le=1000, description="messages ZeroMQ queues before dropping (keep it small)")
-    max_bytes: int = Field(zmqwire.DEFAULT_MAX_BYTES, ge=1024, le=1 << 30,
-                           description="larger payloads are dropped and counted as too_large")
-    curve: CurveConfig | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ZmqSourceConfig:
-        check_endpoint(self.endpoint, "endpoint")
-        check_connectable(self.endpoint, self.binds)
-        if self.pattern == "rep" and self.protocol != "imagezmq":
-            raise ValueError("pattern 'rep' answers imagezmq's REQ senders: set protocol: imagezmq "
-                             "(edgeinfer senders use pull or sub, which never make the sender wait)")
-        return self
-
-    @property
-    def binds(self) -> bool:
-        return self.bind if self.bind is not None else self.pattern != "sub"
 
 
 class ZmqSource(Source):
@@ -72,9 +46,9 @@ class ZmqSource(Source):
         self._context: Any = None
         self._sock: Any = None
         self._curve: CurveServer | None = None
-        self._parse = zmqwire.parse_imagezmq if config.protocol == "imagezmq" else zmqwire.parse_message
+        self._parse = wire.parse_imagezmq if config.protocol == "imagezmq" else wire.parse_message
         self._counts_lock = threading.Lock()
-        self.malformed: dict[str, int] = dict.fromkeys(zmqwire.REASONS, 0)
+        self.malformed: dict[str, int] = dict.fromkeys(wire.REASONS, 0)
         self.received = 0
         self.superseded = 0
         self.seq_went_back = 0  # the sender's seq fell below the last one delivered (a restart, two senders)
@@ -84,9 +58,6 @@ class ZmqSource(Source):
         self.bound_endpoint: str | None = None  # the address actually bound (a `:*` port resolved)
         self.endpoint_ready = threading.Event()
 
-    @property
-    def finite(self) -> bool:
-        return False
 
     def describe(self) -> str:
         verb = "bound" if self.config.binds else "connected"
@@ -170,7 +141,7 @@ class ZmqSource(Source):
                     sock.send(b"OK")  # imagezmq's REQ sender waits for this; answer before any work
                 try:
                     parsed = self._parse(parts, self.config.max_bytes)
-                except zmqwire.Malformed as exc:
+                except wire.Malformed as exc:
                     self._count_malformed(exc)
                     continue
                 with self._counts_lock:
@@ -181,8 +152,8 @@ class ZmqSource(Source):
             if newest is None:
                 continue
             try:
-                image = zmqwire.decode_image(newest)
-            except zmqwire.Malformed as exc:
+                image = wire.decode_image(newest)
+            except wire.Malformed as exc:
                 self._count_malformed(exc)
                 continue
             seq = self._frame_number(newest.seq) if newest.seq is not None else None
@@ -208,7 +179,7 @@ class ZmqSource(Source):
         self._last_seq = number
         return number
 
-    def _count_malformed(self, exc: zmqwire.Malformed) -> None:
+    def _count_malformed(self, exc: wire.Malformed) -> None:
         with self._counts_lock:
             self.malformed[exc.reason] += 1
             count = self.malformed[exc.reason]

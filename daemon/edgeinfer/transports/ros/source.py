@@ -9,46 +9,28 @@ The subscription lives on the pipeline's shared node (edgeinfer.ros.runtime); rc
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
-from ..frame import Captured
-from ..health import HealthReporter
-from ..lazy import lazy_import
-from ..mailbox import FrameSink
-from ..ros import INTERFACES_HINT
-from ..ros import convert as cv
-from ..ros.config import QosConfig, check_topic
-from .base import BadFrame, Source, SourceConfigBase, SourceError
+from ...frame import Captured
+from ...health import HealthReporter
+from ...lazy import lazy_import
+from ...mailbox import FrameSink
+from ...sources.base import BadFrame, Source, SourceError
+from . import INTERFACES_HINT
+from . import convert as cv
+from .schema import Ros2SourceConfig
 
 if TYPE_CHECKING:
-    from ..ros.runtime import RosRuntime
+    from ...runtime import RuntimeContext
+    from .runtime import RosRuntime
 
 WAIT_SLICE_S = 0.1  # how often a read waiting for a message looks at the stop flag
 
 
-class Ros2SourceConfig(SourceConfigBase):
-    type: Literal["ros2"] = "ros2"
-    topic: str = Field(description="sensor_msgs/Image topic, or CompressedImage with transport: compressed")
-    transport: Literal["raw", "compressed"] = "raw"
-    # Reliable, because Fast DDS over UDP lost most large best-effort images here (README, bench_ros2.py); a
-    # best-effort camera does not match and is reported naming RELIABILITY: set preset sensor_data for it.
-    # Depth 1: only the newest image is used, a deeper queue only hands over images that are already old.
-    qos: QosConfig = Field(default=QosConfig(preset="default", depth=1),
-                           description="QoS of the image subscription")
-    use_message_frame_id: bool = Field(default=True, description="the message's header.frame_id wins over "
-                                       "frame_id (which then only fills in an empty one)")
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        return check_topic(value, "topic")
 
 
 class Ros2Source(Source):
     config: Ros2SourceConfig
-    uses_ros = True  # the pipeline hands it the shared RosRuntime before start()
 
     def __init__(self, config: Ros2SourceConfig, sink: FrameSink, reporter: HealthReporter | None = None):
         super().__init__(config, sink, reporter)
@@ -61,12 +43,9 @@ class Ros2Source(Source):
         self.lost = 0  # messages the middleware reports lost on the way (best effort: fragments dropped)
         self.qos_events: list[str] = []
 
-    def attach_ros(self, runtime: RosRuntime) -> None:
-        self.runtime = runtime
+    def attach(self, ctx: RuntimeContext) -> None:
+        self.runtime = ctx.ros()  # the process's one node; subscriptions are made on it at _open()
 
-    @property
-    def finite(self) -> bool:
-        return False
 
     def describe(self) -> str:
         return f"ros2 {self.config.topic} ({self.config.transport})"
@@ -82,7 +61,7 @@ class Ros2Source(Source):
         msgs = lazy_import("sensor_msgs.msg", INTERFACES_HINT)
         from rclpy.event_handler import SubscriptionEventCallbacks
 
-        from ..ros.runtime import policy_name, qos_profile
+        from .runtime import policy_name, qos_profile
 
         kind = msgs.CompressedImage if self.config.transport == "compressed" else msgs.Image
 
