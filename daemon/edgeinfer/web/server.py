@@ -55,6 +55,7 @@ class StatusServer:
         self._error: BaseException | None = None
         self._frame_events: dict[ViewKey, asyncio.Event] = {}
         self._tails: set[_TailClient] = set()
+        self._closing = False  # set at shutdown: streaming handlers end their responses
         self.requests = 0
         self.unauthorized = 0
         self.tail_dropped = 0
@@ -139,6 +140,7 @@ class StatusServer:
         self.port = port
 
     async def _shutdown(self) -> None:
+        self._closing = True
         for tail in list(self._tails):
             if tail.queue.full():
                 tail.queue.get_nowait()
@@ -147,6 +149,12 @@ class StatusServer:
             event.set()
         if self._runner is not None:
             await self._runner.cleanup()
+        # whatever still runs (a handler stuck on a slow client) is cancelled and awaited here, so the loop
+        # stops with no task pending
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _wake(self, key: ViewKey) -> None:
         event = self._frame_events.pop(key, None)
@@ -247,7 +255,7 @@ class StatusServer:
         await response.prepare(request)
         self._tails.add(tail)
         try:
-            while True:
+            while not self._closing:
                 try:
                     record = await asyncio.wait_for(tail.queue.get(), 5.0)
                 except asyncio.TimeoutError:
@@ -275,7 +283,7 @@ class StatusServer:
         try:
             await response.prepare(request)
             sent = -1
-            while True:
+            while not self._closing:
                 event = self._frame_event(key)
                 jpeg, version = self.views.frame(key)
                 if jpeg is not None and version != sent:
@@ -284,8 +292,6 @@ class StatusServer:
                                          f"{len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
                     sent = version
                     continue
-                if self._loop is None:
-                    break
                 try:
                     await asyncio.wait_for(event.wait(), 2.0)
                 except asyncio.TimeoutError:
