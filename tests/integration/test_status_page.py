@@ -162,7 +162,8 @@ def test_status_and_tail_commands_follow_the_running_daemon(tmp_path, demo_model
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-for-the-test\n")
     control = f"tcp://127.0.0.1:{free_port()}"
-    zmq_out = {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{free_port()}", "control_endpoint": control}
+    pub = f"tcp://127.0.0.1:{free_port()}"
+    zmq_out = {"type": "zmq", "endpoint": pub, "control_endpoint": control}
     daemon = StatusDaemon(tmp_path, demo_model, http={"token_file": str(token_file), "port": free_port()},
                           extra_outputs=[zmq_out])
     feeder = FrameFeeder(daemon.endpoint, demo_frames(demo_video), fps=10)
@@ -176,6 +177,7 @@ def test_status_and_tail_commands_follow_the_running_daemon(tmp_path, demo_model
         by_config = edgeinfer("status", "--config", str(daemon.process.config_path))
         tail = edgeinfer("tail", *url, "--token-file", str(token_file), "-n", "3", "--json")
         tail_text = edgeinfer("tail", *url, "--token-file", str(token_file), "-n", "2")
+        tail_zmq = edgeinfer("tail", "--zmq", pub, "-n", "2", "--json")
         feeder.stop()  # the camera dies
         wait_until(lambda: get_json_with_token(daemon.url, token_file)["state"] != "OK", 30, "the state to "
                    "leave OK", daemon)
@@ -203,6 +205,7 @@ def test_status_and_tail_commands_follow_the_running_daemon(tmp_path, demo_model
     assert all(r["type"] == "detections" and r["source"] == "cam" and r["model"] == "yolov3-tiny" for r in lines)
     assert [r["frame"] for r in lines] == sorted(r["frame"] for r in lines)
     assert len(tail_text.stdout.splitlines()) == 2 and "cam#" in tail_text.stdout
+    assert [json.loads(line)["source"] for line in tail_zmq.stdout.splitlines()] == ["cam", "cam"], tail_zmq.stderr
     assert degraded.returncode in (1, 2), degraded.stdout
     assert degraded.stdout.split()[1] in ("DEGRADED", "FAULT", "SAFE_STOP")
     assert "cam: EXPIRED" in degraded.stdout or "cam: FAILED" in degraded.stdout, degraded.stdout
