@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -178,6 +179,10 @@ def test_status_and_tail_commands_follow_the_running_daemon(tmp_path, demo_model
         tail = edgeinfer("tail", *url, "--token-file", str(token_file), "-n", "3", "--json")
         tail_text = edgeinfer("tail", *url, "--token-file", str(token_file), "-n", "2")
         tail_zmq = edgeinfer("tail", "--zmq", pub, "-n", "2", "--json")
+        token = token_file.read_text().strip()
+        reset = post(daemon.url + "api/command", b'{"cmd": "reset"}', "application/json", token)
+        cross_site = post(daemon.url + "api/command", b'{"cmd": "reset"}', "text/plain", token)
+        no_token = post(daemon.url + "api/command", b'{"cmd": "reset"}', "application/json", None)
         feeder.stop()  # the camera dies
         wait_until(lambda: get_json_with_token(daemon.url, token_file)["state"] != "OK", 30, "the state to "
                    "leave OK", daemon)
@@ -189,6 +194,8 @@ def test_status_and_tail_commands_follow_the_running_daemon(tmp_path, demo_model
     gone = edgeinfer("status", *url, "--token-file", str(token_file))
 
     assert refused.returncode == 3 and "token" in refused.stderr
+    assert reset[0] == 200 and reset[1]["ok"] is True, reset
+    assert cross_site[0] == 415 and no_token[0] == 401
     assert ok.returncode == 0, ok.stdout + ok.stderr
     print("\n" + ok.stdout + "\n" + degraded.stdout)
     assert ok.stdout.startswith("edgeinfer OK")
@@ -212,6 +219,16 @@ def test_status_and_tail_commands_follow_the_running_daemon(tmp_path, demo_model
     zmq_status = json.loads(over_zmq.stdout)
     assert over_zmq.returncode in (1, 2) and zmq_status["state"] != "OK", over_zmq.stdout + over_zmq.stderr
     assert gone.returncode == 3 and "cannot reach" in gone.stderr
+
+
+def post(url: str, body: bytes, content_type: str, token: str | None) -> tuple[int, dict]:
+    headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def open_request(url: str, path: str) -> socket.socket:

@@ -235,6 +235,11 @@ class StatusServer:
     async def _api_command(self, request: Any) -> Any:
         from aiohttp import web
 
+        if request.content_type != "application/json":
+            # a cross-site form or text/plain POST from another page in the same browser is refused: only a
+            # JSON request (which a browser preflights, and we never allow cross-origin) reaches a command
+            return web.json_response({"ok": False, "error": "send the command as Content-Type: application/json"},
+                                     status=415)
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError) as exc:
