@@ -137,3 +137,18 @@ def test_config_errors_name_the_key_and_the_allowed_values(output, key, words):
     text = "\n".join(str(p) for p in info.value.problems)
     assert key in text, text
     assert all(word in text for word in words), text
+
+
+def test_check_names_an_unreadable_token_file_and_a_dir_that_is_a_file(tmp_path):
+    from edgeinfer.preflight import load_config
+
+    (tmp_path / "m.onnx").write_bytes(b"")
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG % f"{{type: http, token_file: {tmp_path / 'missing'}}}, "
+                              f"{{type: annotated, dir: {tmp_path / 'a-file' / 'videos'}}}")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "outputs[0].token_file: cannot read a token" in text, text
+    assert "outputs[1].dir:" in text and "is not a folder" in text, text

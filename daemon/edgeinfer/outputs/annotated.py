@@ -10,6 +10,7 @@ because the encoder fell behind are counted (`counters()["dropped"]`, in the hea
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -51,6 +52,16 @@ class AnnotatedOutput(Output):
         self.files: list[Path] = []  # every file written, in order
         self.frames_written = 0
         self.snapshots = 0
+
+    @classmethod
+    def preflight_config(cls, config: AnnotatedOutputConfig) -> list[str]:  # type: ignore[override]
+        folder = Path(config.dir)
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return [f"dir: {existing} is not a folder"]
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            return [f"dir: no permission to write in {existing}"]
+        return []
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def open(self, ctx: Any) -> None:

@@ -51,6 +51,14 @@ class HttpOutput(Output):
         self._server: Any = None
         self._started = time.time()
 
+    @classmethod
+    def preflight_config(cls, config: HttpOutputConfig) -> list[str]:  # type: ignore[override]
+        try:
+            read_token(config)
+        except OutputError as exc:
+            return [str(exc)]
+        return []
+
     @property
     def url(self) -> str | None:
         return None if self._server is None else self._server.url
