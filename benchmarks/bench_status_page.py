@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import resource
 import socket
 import statistics
@@ -106,6 +107,12 @@ def start_clients(base: str, stop: threading.Event) -> list[threading.Thread]:
     return clients
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_phases(folder: Path, phases: int, phase_s: float) -> list[dict]:
     """One daemon, the demo looping; phases alternate between nobody watching and two viewers + the page."""
     port = free_port()
@@ -127,21 +134,24 @@ def run_phases(folder: Path, phases: int, phase_s: float) -> list[dict]:
             stop = threading.Event()
             clients = start_clients(base, stop) if viewed else []
             time.sleep(1.0)  # settle: connections made, the encoder running
-            t0 = time.time()
+            t0, cpu0 = time.time(), process_cpu_s(proc.pid)
             time.sleep(phase_s)
-            t1 = time.time()
+            t1, cpu1 = time.time(), process_cpu_s(proc.pid)
             stop.set()
             for client in clients:
                 client.join(5)
-            windows.append({"viewed": viewed, "t0": t0, "t1": t1,
+            windows.append({"viewed": viewed, "t0": t0, "t1": t1, "cpu_s": cpu1 - cpu0,
                             "viewer_frames": [c.parts for c in clients if isinstance(c, Viewer)]})
     finally:
         proc.terminate()
         proc.wait(30)
     stamps = [r["stamp"] for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "detections"]
     for w in windows:
-        w["fps"] = sum(1 for s in stamps if w["t0"] <= s < w["t1"]) / (w["t1"] - w["t0"])
-        print(f"phase {'viewed' if w['viewed'] else 'none':<7} {w['fps']:6.1f} fps"
+        frames = sum(1 for s in stamps if w["t0"] <= s < w["t1"])
+        w["fps"] = frames / (w["t1"] - w["t0"])
+        w["cpu_ms_per_frame"] = w["cpu_s"] * 1e3 / max(1, frames)
+        print(f"phase {'viewed' if w['viewed'] else 'none':<7} {w['fps']:6.1f} fps  daemon CPU "
+              f"{w['cpu_s'] / (w['t1'] - w['t0']) * 100:5.0f} %, {w['cpu_ms_per_frame']:5.1f} ms/frame"
               + (f"  viewers got {w['viewer_frames']} frames" if w["viewed"] else ""), flush=True)
     return windows
 
@@ -209,8 +219,12 @@ def main() -> int:
         print()
         print("one daemon, viewed ÷ not viewed per pair of phases: "
               + ", ".join(f"{x:.3f}" for x in phase_ratios) + f"   median {statistics.median(phase_ratios):.3f}")
-        print(f"  fps not viewed median {statistics.median(w['fps'] for w in windows if not w['viewed']):.1f}, "
-              f"viewed median {statistics.median(w['fps'] for w in windows if w['viewed']):.1f}")
+        for viewed in (False, True):
+            mine = [w for w in windows if w["viewed"] is viewed]
+            label = "viewed" if viewed else "not viewed"
+            fps = statistics.median(w["fps"] for w in mine)
+            cpu = statistics.median(w["cpu_ms_per_frame"] for w in mine)
+            print(f"  {label:<10}: fps median {fps:.1f}, daemon CPU median {cpu:.2f} ms/frame")
     if runs:
         ratios = {}
         for variant in ("idle", "viewed"):
