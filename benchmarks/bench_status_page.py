@@ -10,7 +10,9 @@ The demo is YOLOv3-tiny on bikes.mp4, every frame in file order (so it runs as f
    phases alternate between nobody watching and `viewed`: two live-view viewers reading the MJPEG stream as
    fast as it comes (real HTTP clients, like two browser tabs) and /api/status polled once a second (what the
    page's script does). fps per phase from the records' capture stamps in the phase's window (1 s settling
-   excluded). Same process, same warm state: the ratio holds only what watching costs.
+   excluded). Same process, same warm state: the ratio holds only what watching costs. Beside it the CPU the
+   http output's own threads (live-view encoder, server loop) used, read from /api/status: what watching
+   costs in absolute terms, whatever the load of the box.
 2. Processes (what configuring the output costs, start-up included): `none` (jsonl only, the demo as it
    ships), `idle` (plus the http output, nobody connected) and `viewed`, each a fresh process per round;
    fps is (records - 1) / (last capture stamp - first); the daemon's CPU time per frame (user + system, from
@@ -113,6 +115,38 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def http_cpu_s(base: str) -> float:
+    """CPU seconds the http output's own threads (live-view encoder, server loop) have used so far."""
+    with urllib.request.urlopen(base + "api/status", timeout=10) as response:
+        return json.loads(response.read())["http"]["cpu_s"]
+
+
+def publish_cost_us(results: int = 20_000) -> float:
+    """CPU microseconds the http output costs the pipeline's publish thread per result (in this process, a
+    real HttpOutput with its server running, nobody connected)."""
+    import numpy as np
+
+    from edgeinfer.frame import Frame
+    from edgeinfer.outputs.http import HttpOutput
+    from edgeinfer.outputs.http_schema import HttpOutputConfig
+    from edgeinfer.results import Detection, Detections, Result
+    from edgeinfer.runtime import ModelInfo, RuntimeContext
+
+    output = HttpOutput(HttpOutputConfig(port=0), "http")
+    output.open(RuntimeContext(catalogue={"m": ModelInfo(id="m", sources=("cam",))}))
+    image = np.zeros((272, 640, 3), np.uint8)
+    found = Detections([Detection(2, "car", 0.9, (10.0, 20.0, 200.0, 150.0))] * 5)
+    batch = [Result.for_frame("m", Frame("cam", i, image, time.monotonic(), time.time()), "ok", found,
+                              age_ms=10.0, infer_ms=5.0) for i in range(results)]
+    try:
+        start = time.process_time()
+        for result in batch:
+            output.publish(result)
+        return (time.process_time() - start) / results * 1e6
+    finally:
+        output.close()
+
+
 def run_phases(folder: Path, phases: int, phase_s: float) -> list[dict]:
     """One daemon, the demo looping; phases alternate between nobody watching and two viewers + the page."""
     port = free_port()
@@ -134,13 +168,13 @@ def run_phases(folder: Path, phases: int, phase_s: float) -> list[dict]:
             stop = threading.Event()
             clients = start_clients(base, stop) if viewed else []
             time.sleep(1.0)  # settle: connections made, the encoder running
-            t0, cpu0 = time.time(), process_cpu_s(proc.pid)
+            t0, cpu0, http0 = time.time(), process_cpu_s(proc.pid), http_cpu_s(base)
             time.sleep(phase_s)
-            t1, cpu1 = time.time(), process_cpu_s(proc.pid)
+            t1, cpu1, http1 = time.time(), process_cpu_s(proc.pid), http_cpu_s(base)
             stop.set()
             for client in clients:
                 client.join(5)
-            windows.append({"viewed": viewed, "t0": t0, "t1": t1, "cpu_s": cpu1 - cpu0,
+            windows.append({"viewed": viewed, "t0": t0, "t1": t1, "cpu_s": cpu1 - cpu0, "http_cpu_s": http1 - http0,
                             "viewer_frames": [c.parts for c in clients if isinstance(c, Viewer)]})
     finally:
         proc.terminate()
@@ -151,7 +185,8 @@ def run_phases(folder: Path, phases: int, phase_s: float) -> list[dict]:
         w["fps"] = frames / (w["t1"] - w["t0"])
         w["cpu_ms_per_frame"] = w["cpu_s"] * 1e3 / max(1, frames)
         print(f"phase {'viewed' if w['viewed'] else 'none':<7} {w['fps']:6.1f} fps  daemon CPU "
-              f"{w['cpu_s'] / (w['t1'] - w['t0']) * 100:5.0f} %, {w['cpu_ms_per_frame']:5.1f} ms/frame"
+              f"{w['cpu_s'] / (w['t1'] - w['t0']) * 100:5.0f} %, {w['cpu_ms_per_frame']:5.1f} ms/frame, "
+              f"http threads {w['http_cpu_s'] / (w['t1'] - w['t0']) * 100:4.1f} % of a core"
               + (f"  viewers got {w['viewer_frames']} frames" if w["viewed"] else ""), flush=True)
     return windows
 
@@ -199,6 +234,9 @@ def main() -> int:
         raise SystemExit("run `make models` first")
     variants = ("none", "idle", "viewed")
     runs: list[dict] = []
+    publish_us = publish_cost_us()
+    print(f"http output on the publish thread: {publish_us:.1f} µs CPU per result (process CPU time, so other "
+          f"threads of this process count too)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         windows = run_phases(Path(tmp), args.phases, args.phase_s) if args.phases else []
         for round_no in range(args.rounds):
@@ -211,7 +249,7 @@ def main() -> int:
                 print(f"round {round_no} {variant:<7} {result['fps']:6.1f} fps  age p50 "
                       f"{result['age_ms_p50']:6.1f} ms  daemon CPU {result['cpu_ms_per_frame']:5.1f} ms/frame "
                       f"({result['records']} records){extra}", flush=True)
-    summary: dict = {}
+    summary: dict = {"publish_us": publish_us}
     if windows:
         pairs = [(windows[i], windows[i + 1]) for i in range(0, len(windows) - 1, 2)]
         phase_ratios = [(v if v["viewed"] else n)["fps"] / (n if v["viewed"] else v)["fps"] for n, v in pairs]
@@ -224,7 +262,9 @@ def main() -> int:
             label = "viewed" if viewed else "not viewed"
             fps = statistics.median(w["fps"] for w in mine)
             cpu = statistics.median(w["cpu_ms_per_frame"] for w in mine)
-            print(f"  {label:<10}: fps median {fps:.1f}, daemon CPU median {cpu:.2f} ms/frame")
+            http = statistics.median(w["http_cpu_s"] / (w["t1"] - w["t0"]) for w in mine) * 100
+            print(f"  {label:<10}: fps median {fps:.1f}, daemon CPU median {cpu:.2f} ms/frame, http output's "
+                  f"threads {http:.2f} % of one core")
     if runs:
         ratios = {}
         for variant in ("idle", "viewed"):

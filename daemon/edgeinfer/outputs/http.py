@@ -126,7 +126,9 @@ class HttpOutput(Output):
         return {"viewers": views.get("viewers", 0), "view_encoded": views.get("encoded", 0),
                 "view_dropped": views.get("dropped", 0),
                 "requests": server.requests if server else 0, "unauthorized": server.unauthorized if server else 0,
-                "tail_dropped": server.tail_dropped if server else 0}
+                "tail_dropped": server.tail_dropped if server else 0,
+                # CPU seconds of the live view's encoder and of the server's thread (what looking costs)
+                "cpu_s": round(views.get("encode_cpu_s", 0.0) + (server.cpu_s if server else 0.0), 3)}
 
     # -- what the server serves ------------------------------------------------------------------------------
     def _command(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +148,8 @@ class HttpOutput(Output):
             "edgeinfer_http_view_frames_skipped": ("counter", "Live-view results passed over by the view_fps "
                                                    "cap", views.get("skipped", 0)),
             "edgeinfer_http_viewers": ("gauge", "Connected live-view viewers", views.get("viewers", 0)),
+            "edgeinfer_http_cpu_seconds": ("counter", "CPU time of the live-view encoder and the http server "
+                                           "threads", self.counters()["cpu_s"]),
             "edgeinfer_http_unauthorized": ("counter", "Requests refused for a missing or wrong token",
                                             server.unauthorized if server else 0),
         }

@@ -66,6 +66,7 @@ class LiveViews:
         self._thread: threading.Thread | None = None
         self._rlog = RateLimitedLog(log)
         self.errors = 0
+        self.cpu_s = 0.0  # CPU time of the encoder thread: what watching costs, in absolute terms
 
     # -- the publish thread's side: a reference swap under a short lock ------------------------------------
     def offer(self, result: Any) -> None:
@@ -124,7 +125,8 @@ class LiveViews:
         with self._cond:
             views = list(self._views.values())
             return {"encoded": sum(v.encoded for v in views), "skipped": sum(v.skipped for v in views),
-                    "dropped": sum(v.dropped for v in views), "viewers": sum(v.viewers for v in views)}
+                    "dropped": sum(v.dropped for v in views), "viewers": sum(v.viewers for v in views),
+                    "encode_cpu_s": round(self.cpu_s, 4)}
 
     def snapshot(self, key: ViewKey) -> bytes | None:
         """The newest result of a view as one JPEG, encoded now if no viewer keeps one fresh (caller's thread)."""
@@ -180,7 +182,7 @@ class LiveViews:
                     continue
                 self._busy = True
             view, result = due
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 jpeg = self._encode(result)
             except Exception as exc:  # a result that cannot be drawn must not end the live view
@@ -190,6 +192,7 @@ class LiveViews:
                 jpeg = None
             with self._cond:
                 self._busy = False
+                self.cpu_s += time.thread_time() - cpu0
                 if jpeg is not None:
                     view.jpeg, view.version = jpeg, view.version + 1
                     view.encoded += 1

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -57,6 +58,7 @@ class StatusServer:
         self._tails: set[_TailClient] = set()
         self._closing = False  # set at shutdown: streaming handlers end their responses
         self.requests = 0
+        self.cpu_s = 0.0  # CPU time of the server's thread, sampled every second on its loop
         self.unauthorized = 0
         self.tail_dropped = 0
 
@@ -110,6 +112,7 @@ class StatusServer:
             loop.close()
             return
         self._ready.set()
+        self._sample_cpu()
         try:
             loop.run_forever()
         finally:
@@ -138,6 +141,11 @@ class StatusServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{port}/"
         self.port = port
+
+    def _sample_cpu(self) -> None:
+        self.cpu_s = time.thread_time()
+        if self._loop is not None and not self._closing:
+            self._loop.call_later(1.0, self._sample_cpu)
 
     async def _shutdown(self) -> None:
         self._closing = True
