@@ -3,8 +3,8 @@ first). Not a test: it prints a table and, with --json, writes the numbers.
 
     python benchmarks/bench_ros2.py [--frames 2000] [--images 40] [--json out/bench_ros2.json]
 
-1. Publish cost per frame: `Ros2Output.publish_result` (Detection2DArray built and handed to DDS, a
-   subscriber matched in another process) beside `JsonlOutput.publish_result` (the JSON line to a file) for
+1. Publish cost per frame: `Ros2Output.publish` (Detection2DArray built and handed to DDS, a
+   subscriber matched in another process) beside `JsonlOutput.publish` (the JSON line to a file) for
    the same results with 0, 5, 20 and 100 detections.
 2. Annotated 640x480 images: drawing plus publishing one image (raw bgr8 and JPEG), hence the highest rate
    the output can sustain, with a subscriber in another process.
@@ -46,7 +46,8 @@ def inner(frames: int, images: int, labels: Path, video: Path) -> dict:
     from edgeinfer.frame import Frame
     from edgeinfer.outputs.jsonl import JsonlOutput
     from edgeinfer.outputs.schema import JsonlOutputConfig
-    from edgeinfer.results import Detection, Result
+    from edgeinfer.results import Detection, Detections, Result
+    from edgeinfer.runtime import ModelInfo, RuntimeContext
     from edgeinfer.transports.ros.output import Ros2Output, Ros2OutputConfig
     from edgeinfer.transports.ros.runtime import RosRuntime
     from edgeinfer.transports.ros.schema import RosConfig
@@ -58,10 +59,10 @@ def inner(frames: int, images: int, labels: Path, video: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ros = Ros2Output(Ros2OutputConfig(image={"enabled": True, "format": "raw", "rate_hz": 120},
                                           heartbeat=False, diagnostics=False), "ros2")
-        ros.attach_ros(runtime, [("bench", names)])
-        ros.open()
+        ctx = RuntimeContext(catalogue={"bench": ModelInfo("bench", names)}, ros_factory=lambda: runtime)
+        ros.open(ctx)
         jsonl = JsonlOutput(JsonlOutputConfig(path=str(Path(tmp) / "out.jsonl")), "jsonl")
-        jsonl.open()
+        jsonl.open(ctx)
         peer = RosPeer({"subscribe": [
             {"name": "det", "topic": "/edgeinfer_bench/bench/detections", "type": "vision_msgs/msg/Detection2DArray",
              "qos": {"depth": 100}},
@@ -93,19 +94,19 @@ def inner(frames: int, images: int, labels: Path, video: Path) -> dict:
             dets = [Detection(int(c), names[int(c)], float(s), (float(x), float(y), float(x) + 50, float(y) + 40))
                     for c, s, x, y in zip(rng.integers(0, 80, n), rng.random(n), rng.random(n) * 500,
                                           rng.random(n) * 400)]
-            result = Result.for_frame("bench", frame, "ok", detections=dets, age_ms=1.0, infer_ms=1.0)
+            result = Result.for_frame("bench", frame, "ok", Detections(dets), age_ms=1.0, infer_ms=1.0)
             row = {}
             for name, output in (("ros2", ros), ("jsonl", jsonl)):
                 times = []
                 for _ in range(frames):
                     t0 = time.perf_counter()
-                    output.publish_result(result)
+                    output.publish(result)
                     times.append((time.perf_counter() - t0) * 1e6)
                 row[name] = {"median_us": statistics.median(times), "p95_us": pct(times, 95)}
             out[f"publish_{n}_detections"] = row
         topics.image = image_pub
         dets = [Detection(2, "car", 0.9, (100.0 + 60 * i, 100.0, 150.0 + 60 * i, 160.0)) for i in range(5)]
-        result = Result.for_frame("bench", frame, "ok", detections=dets, age_ms=1.0, infer_ms=1.0)
+        result = Result.for_frame("bench", frame, "ok", Detections(dets), age_ms=1.0, infer_ms=1.0)
         for fmt in ("raw", "jpeg"):
             ros.config = ros.config.model_copy(update={"image": ros.config.image.model_copy(update={"format": fmt})})
             times = []

@@ -4,7 +4,7 @@ it prints a table and, with --json, writes the numbers.
 
     python benchmarks/bench_ros2_results.py [--frames 300] [--size 640x480] [--json out/bench_ros2_results.json]
 
-Rows, each the median and p95 of `publish_result` for the same Result:
+Rows, each the median and p95 of `publish` for the same Result:
 - classifications (top-5): Ros2Output (vision_msgs/Classification) beside JsonlOutput (the JSON line);
 - dense saliency (32FC1) and segmentation (mono8) at the source size: Ros2Output (the full map as
   sensor_msgs/Image) beside JsonlOutput (the summary only), and beside the same message filled from
@@ -55,7 +55,8 @@ def inner(frames: int, width: int, height: int) -> dict:
     from edgeinfer.frame import Frame
     from edgeinfer.outputs.jsonl import JsonlOutput
     from edgeinfer.outputs.schema import JsonlOutputConfig
-    from edgeinfer.results import Classification, DenseMap, Result
+    from edgeinfer.results import Classification, Classifications, DenseMap, Result
+    from edgeinfer.runtime import ModelInfo, RuntimeContext
     from edgeinfer.transports.ros import convert as cv
     from edgeinfer.transports.ros.output import Ros2Output, Ros2OutputConfig
     from edgeinfer.transports.ros.runtime import RosRuntime
@@ -68,11 +69,12 @@ def inner(frames: int, width: int, height: int) -> dict:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         ros = Ros2Output(Ros2OutputConfig(heartbeat=False, diagnostics=False), "ros2")
-        ros.attach_ros(runtime, [("cls", []), ("sal", []), ("seg", [])],
-                       kinds={"cls": "classifications", "sal": "dense", "seg": "dense"})
-        ros.open()
+        ctx = RuntimeContext(catalogue={"cls": ModelInfo("cls", payload_type=Classifications),
+                                        "sal": ModelInfo("sal", payload_type=DenseMap),
+                                        "seg": ModelInfo("seg", payload_type=DenseMap)}, ros_factory=lambda: runtime)
+        ros.open(ctx)
         jsonl = JsonlOutput(JsonlOutputConfig(path=str(Path(tmp) / "out.jsonl")), "jsonl")
-        jsonl.open()
+        jsonl.open(ctx)
         qos = {"depth": 10}
         peer = RosPeer({"subscribe": [
             {"name": "cls", "topic": "/edgeinfer_bench/cls/classifications",
@@ -86,15 +88,15 @@ def inner(frames: int, width: int, height: int) -> dict:
             time.sleep(0.05)
         frame = Frame("cam", 0, np.zeros((height, width, 3), np.uint8), time.monotonic(), time.time(), "camera")
         ranked = [Classification(i, f"class_{i}", 0.5 / (i + 1)) for i in range(5)]
-        cls = Result.for_frame("cls", frame, "ok", kind="classifications", classifications=ranked, age_ms=1.0)
-        out["classifications_top5"] = {"ros2": timed(lambda: ros.publish_result(cls), frames),
-                                       "jsonl": timed(lambda: jsonl.publish_result(cls), frames)}
+        cls = Result.for_frame("cls", frame, "ok", Classifications(ranked), age_ms=1.0)
+        out["classifications_top5"] = {"ros2": timed(lambda: ros.publish(cls), frames),
+                                       "jsonl": timed(lambda: jsonl.publish(cls), frames)}
         maps = {"sal": DenseMap("saliency", rng.random((height, width), dtype=np.float32),
                                 {"peak": 1.0, "peak_xy": [1, 2], "min": 0.0, "min_xy": [0, 0], "mean": 0.5}),
                 "seg": DenseMap("segmentation", rng.integers(0, 21, (height, width), dtype=np.uint8),
                                 {"classes": [{"class_id": 0, "label": "a", "share": 1.0}]})}
         for model, dense in maps.items():
-            result = Result.for_frame(model, frame, "ok", kind="dense", dense=dense, age_ms=1.0)
+            result = Result.for_frame(model, frame, "ok", dense, age_ms=1.0)
             topics = ros._topics[model]
 
             def from_array(result=result, topics=topics):  # the alternative payload: array('B')
@@ -107,9 +109,9 @@ def inner(frames: int, width: int, height: int) -> dict:
                 topics.results.publish(msg)
 
             out[f"dense_{dense.task}"] = {
-                "ros2": timed(lambda result=result: ros.publish_result(result), frames),
+                "ros2": timed(lambda result=result: ros.publish(result), frames),
                 "ros2_array_payload": timed(from_array, max(10, frames // 10)),
-                "jsonl_summary": timed(lambda result=result: jsonl.publish_result(result), frames)}
+                "jsonl_summary": timed(lambda result=result: jsonl.publish(result), frames)}
         time.sleep(1.0)
         out["peer_received"] = {name: len(peer.messages(name)) for name in ("cls", "sal", "seg")}
         peer.stop()

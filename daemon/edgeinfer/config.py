@@ -21,12 +21,14 @@ from .backends.schema import BACKEND_CHOICES, BACKEND_OPTIONS, options_for_model
 from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, parse_device
 from .engines.options import BuildOptions
+from .outputs import OUTPUT_TYPES
 from .outputs.annotated_schema import AnnotatedOutputConfig
 from .outputs.http_schema import HttpOutputConfig
 from .outputs.schema import JsonlOutputConfig
 from .preprocess import PreprocessConfig
 from .problems import ConfigError, Problem, schema_problems
 from .schema import StrictModel
+from .sources import SOURCE_TYPES
 from .sources.schema import (
     CameraSourceConfig,
     GStreamerSourceConfig,
@@ -35,6 +37,7 @@ from .sources.schema import (
     SyntheticSourceConfig,
     VideoSourceConfig,
 )
+from .tracking.config import TrackerConfig
 from .transports.ros.schema import Ros2OutputConfig, Ros2SourceConfig, RosConfig
 from .transports.zmq.schema import ZmqOutputConfig, ZmqSourceConfig
 from .watchdog.config import WatchdogConfig, flow_id
@@ -53,9 +56,8 @@ SourceConfig = Annotated[
 ]
 OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig | HttpOutputConfig
                          | AnnotatedOutputConfig, Field(discriminator="type")]
-SOURCE_TAGS = ("video", "images", "camera", "rtsp", "gstreamer", "synthetic", "zmq", "ros2")
-OUTPUT_TAGS = ("jsonl", "zmq", "ros2")
-UNION_TAGS = frozenset(SOURCE_TAGS) | frozenset(OUTPUT_TAGS) | frozenset(DECODERS)
+# the `type` keys, for error paths (pydantic puts them in; users wrote no such key)
+UNION_TAGS = frozenset(SOURCE_TYPES) | frozenset(OUTPUT_TYPES) | frozenset(DECODERS)
 
 
 class FallbackLink(StrictModel):
@@ -99,6 +101,9 @@ class ModelConfig(StrictModel):
         default=None, gt=0, le=3_600_000, description="frames older than this at publish are dropped and counted, not "
         "published as fresh (default: budget_ms); files processed in order are exempt"
     )
+    tracker: TrackerConfig | None = Field(
+        default=None, description="multi-object tracking per source (off when absent): stable `track_id`s for "
+        "detections, see docs/tracking.md")
     fallback: list[FallbackLink] = Field(
         default_factory=list, description="links tried in order when `path` cannot load (another engine, a "
         "rebuild from the ONNX, ONNX Runtime); the heartbeat says which link serves"
@@ -120,6 +125,13 @@ class ModelConfig(StrictModel):
     def _known_device(cls, value: str) -> str:
         parse_device(value)  # raises ValueError naming the allowed values
         return value
+
+    @model_validator(mode="after")
+    def _tracker_needs_boxes(self) -> ModelConfig:
+        if self.tracker is not None and self.decoder.type in ("classify", "dense"):
+            raise ValueError(f"tracker: tracks boxes, but decoder.type {self.decoder.type!r} gives none; remove the "
+                             f"tracker block or use a detection decoder (yolo, detr)")
+        return self
 
     def links(self) -> list[FallbackLink]:
         """The chain of files this model may be served from: its own `path`, then each `fallback` link."""

@@ -5,25 +5,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .cuda import runtime
+from .lazy import MissingDependency
+
 DEVICE_PATTERN = r"^(auto|cpu|gpu|gpu:[0-9]{1,2}|dla[01])$"
 DEVICE_HELP = "auto, cpu, gpu, gpu:N (CUDA device N), dla0 or dla1 (a DLA core; TensorRT engines only)"
 
 
 @dataclass(frozen=True)
 class Device:
-    kind: str  # auto | cpu | gpu | dla
+    processor: str  # auto | cpu | gpu | dla
     index: int = 0  # CUDA device for gpu; DLA core for dla (which runs on CUDA device 0)
 
     @property
     def cuda_index(self) -> int:
-        return self.index if self.kind == "gpu" else 0
+        return self.index if self.processor == "gpu" else 0
 
     def __str__(self) -> str:
-        if self.kind == "dla":
+        if self.processor == "dla":
             return f"dla{self.index}"
-        if self.kind == "gpu":
+        if self.processor == "gpu":
             return f"gpu:{self.index}"
-        return self.kind
+        return self.processor
 
 
 def parse_device(text: str) -> Device:
@@ -38,12 +41,9 @@ def parse_device(text: str) -> Device:
 
 def cuda_device_problem(device: Device) -> str | None:
     """Why this box cannot run on `device` (None when it can, or when the device is the CPU)."""
-    if device.kind in ("auto", "cpu"):
+    if device.processor in ("auto", "cpu"):
         return None
-    from .lazy import MissingDependency
-
     try:
-        from .cuda import runtime
         count = runtime.device_count()
     except MissingDependency as exc:
         return f"device {device} needs CUDA: {exc}"

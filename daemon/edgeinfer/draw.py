@@ -75,10 +75,27 @@ def _draw_detection(canvas: np.ndarray, det: Any, scale: float) -> None:
     _label(canvas, text, (x1, y1), colour, scale)
     keypoints = getattr(det, "keypoints", None)
     if keypoints is not None:
-        for point in np.asarray(keypoints, dtype=np.float32).reshape(-1, np.asarray(keypoints).shape[-1]):
-            if point.shape[0] >= 3 and point[2] <= 0:  # (x, y, visibility/score): skip the invisible
-                continue
-            cv2.circle(canvas, (int(point[0]), int(point[1])), max(2, thickness + 1), colour, -1)
+        _draw_keypoints(canvas, np.asarray(keypoints, dtype=np.float32), colour, thickness)
+
+
+# COCO's 17-keypoint skeleton (Ultralytics pose models), 0-based: limbs drawn between confident points
+COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+                 (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+KEYPOINT_MIN_CONFIDENCE = 0.5
+
+
+def _draw_keypoints(canvas: np.ndarray, points: np.ndarray, colour: tuple[int, int, int], thickness: int) -> None:
+    """[K, 2] or [K, 3] (x, y, confidence) in source pixels; points below KEYPOINT_MIN_CONFIDENCE are not drawn."""
+    points = points.reshape(-1, points.shape[-1])
+    seen = points[:, 2] >= KEYPOINT_MIN_CONFIDENCE if points.shape[1] >= 3 else np.ones(len(points), bool)
+    xy = np.round(points[:, :2]).astype(int)
+    if len(points) == 17:
+        for a, b in COCO_SKELETON:
+            if seen[a] and seen[b]:
+                cv2.line(canvas, tuple(xy[a]), tuple(xy[b]), colour, thickness, cv2.LINE_AA)
+    for (x, y), visible in zip(xy, seen):
+        if visible:
+            cv2.circle(canvas, (int(x), int(y)), max(2, thickness + 1), colour, -1)
 
 
 def _blend_mask(canvas: np.ndarray, mask: Any, colour: tuple[int, int, int]) -> None:

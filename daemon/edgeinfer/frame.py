@@ -15,6 +15,13 @@ class Frame:
     when the frame arrived with one, e.g. a ROS image or a ZeroMQ frame) is the capture stamp for messages.
     `frame_id` is the coordinate frame of the camera (ROS `header.frame_id`): the source's configured one,
     or the one the frame arrived with.
+
+    Ownership of `image`: the source that captured it wrote it, and nobody writes it afterwards. One frame is
+    handed to every model that reads its source and to the outputs that draw or forward it, all on their own
+    threads, so the array is shared and must be treated as read-only; a raw frame that arrived over ZeroMQ is
+    a view of the received message and is read-only in fact (`image.flags.writeable` is False). Whoever
+    needs to change pixels (annotation, a preprocessing step) copies first. The array lives as long as the
+    last holder keeps the frame: the mailbox drops its reference when a newer frame replaces it.
     """
 
     source: str
@@ -23,6 +30,8 @@ class Frame:
     mono: float
     wall: float
     frame_id: str = ""
+    stream: int = 0  # which opening of the source gave it (counts reconnects and passes over a file): trackers
+    # start over when it changes
 
 
 @dataclass(slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .backends import Backend, create_backend
-from .backends.base import UnsupportedInputs
+from .backends import create_backend
+from .backends.base import Backend, UnsupportedInputs
 from .decoders import DecodeError, Decoder, check_decoder_fit
 from .fitting import FitError, fit_model
 

@@ -61,14 +61,14 @@ def preflight_problems(config: Config) -> list[Problem]:
         problems += _fallback_problems(i, model)
         device = parse_device(model.device)
         backend = resolve_backend_type(model.backend, model.path)
-        if device.kind == "dla" and backend != "tensorrt":
+        if device.processor == "dla" and backend != "tensorrt":
             problems.append(Problem(f"models[{i}].device", f"{device} runs TensorRT engines only; this model uses "
                                     f"backend {backend} (build an engine for the DLA, or use device gpu or cpu)"))
-        elif device.kind == "cpu" and backend == "tensorrt":
+        elif device.processor == "cpu" and backend == "tensorrt":
             problems.append(Problem(f"models[{i}].device", "a TensorRT engine runs on a GPU or DLA, not on "
                                     "the cpu; use device gpu, gpu:N, dla0 or dla1"))
         else:
-            needs_cuda = device if backend != "tensorrt" or device.kind != "auto" else parse_device("gpu")
+            needs_cuda = device if backend != "tensorrt" or device.processor != "auto" else parse_device("gpu")
             problem = cuda_device_problem(needs_cuda)
             if problem:
                 problems.append(Problem(f"models[{i}].device", problem
@@ -111,6 +111,6 @@ def _fallback_problems(i: int, model: ModelConfig) -> list[Problem]:
                                     + ("; rebuilt from build_from when the chain reaches it"
                                        if link.build_from else "; skipped"), False))
         device = parse_device(link.device)
-        if device.kind == "dla" and resolve_backend_type(link.backend, link.path) != "tensorrt":
+        if device.processor == "dla" and resolve_backend_type(link.backend, link.path) != "tensorrt":
             problems.append(Problem(f"{where}.device", f"{device} runs TensorRT engines only"))
     return problems

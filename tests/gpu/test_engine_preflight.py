@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeinfer.artifacts.manifest import Manifest, TensorInfo, sha256_file
 from edgeinfer.backends import BackendError, create_backend
-from edgeinfer.engines.manifest import Manifest, TensorInfo, sha256_file
 
 pytestmark = pytest.mark.gpu
 

@@ -150,7 +150,7 @@ def test_image_topics_from_another_process_are_detected_with_their_stamp_and_fra
         ]}, tmp_path / "peer.log")
     out = tmp_path / "out.jsonl"
     config = {
-        # reliable on both ends: Fast DDS over UDP loses fragments of large best-effort images (README)
+        # reliable on both ends: Fast DDS over UDP loses fragments of large best-effort images (docs/benchmarks.md)
         "sources": [{"id": "cam", "type": "ros2", "topic": "/camera/image_raw", "qos": {"preset": "default"}},
                     {"id": "camz", "type": "ros2", "topic": "/camera/image_raw/compressed",
                      "transport": "compressed", "qos": {"preset": "default"}}],

@@ -15,7 +15,8 @@ from edgeinfer.runtime import RuntimeContext
 def test_doctor_reports_each_capability(capsys):
     assert main(["doctor", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
-    for key in ("python", "onnxruntime", "opencv", "tensorrt", "gpu", "dla", "ros2", "zmq", "triton", "http"):
+    for key in ("python", "onnxruntime", "opencv", "tensorrt", "gpu", "dla", "ros2", "zmq", "triton", "tracking",
+                "http"):
         assert key in found and isinstance(found[key]["ok"], bool) and found[key]["detail"]
     assert found["onnxruntime"]["ok"] and "CPUExecutionProvider" in found["onnxruntime"]["detail"]
 
@@ -36,7 +37,7 @@ def test_models_list_names_the_demo(capsys):
 
 
 def test_jsonl_file_output_appends_one_line_per_record(tmp_path):
-    out = create_output(JsonlOutputConfig(path=str(tmp_path / "sub" / "o.jsonl")))
+    out = create_output(JsonlOutputConfig(path=str(tmp_path / "sub" / "o.jsonl"), heartbeat=True))
     out.open(RuntimeContext())
     out.write_record({"type": "detections", "frame": 0})
     out.heartbeat({"type": "heartbeat", "state": "OK"})

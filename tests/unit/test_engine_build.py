@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from edgeinfer import cli
-from edgeinfer.engines import compat
+from edgeinfer.artifacts import compat
+from edgeinfer.artifacts.compat import HostFacts
+from edgeinfer.artifacts.manifest import Manifest
 from edgeinfer.engines.build import BuildError, BuildOptions, build_engine, parse_shapes, precision_plan
-from edgeinfer.engines.compat import HostFacts
-from edgeinfer.engines.manifest import Manifest
 from support.fake_trt_builder import install, make_module
 from support.tiny_models import constant_detector
 
@@ -78,7 +78,7 @@ def test_tensorrt10_build_writes_engine_manifest_cache_and_progress(tmp_path, on
     assert m.profiles[0].max == [8, 3, 32, 32]
     assert m.build_options == {"runtime": runtime, "precision": "fp16", "shapes": "1,4,8", "workspace_mib": 256,
                                "timing_cache": str(cache)}
-    from edgeinfer.engines.manifest import sha256_file
+    from edgeinfer.artifacts.manifest import sha256_file
     assert m.onnx_sha256 == sha256_file(onnx_file) and m.engine_sha256 == sha256_file(tmp_path / "det.engine")
 
 

@@ -10,10 +10,10 @@ import json
 
 import pytest
 
+from edgeinfer.artifacts import compat
+from edgeinfer.artifacts.compat import HostFacts
+from edgeinfer.artifacts.manifest import Manifest, ManifestError, Profile, TensorInfo, manifest_path, sha256_file
 from edgeinfer.devices import parse_device
-from edgeinfer.engines import compat
-from edgeinfer.engines.compat import HostFacts
-from edgeinfer.engines.manifest import Manifest, ManifestError, Profile, TensorInfo, manifest_path, sha256_file
 
 H200 = HostFacts({"rtx": "1.7.1.116"}, "NVIDIA H200", (9, 0), 1, 0)
 RTX4090 = HostFacts({"rtx": "1.7.1.116"}, "NVIDIA GeForce RTX 4090", (8, 9), 1, 0)

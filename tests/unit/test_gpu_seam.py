@@ -33,7 +33,7 @@ from edgeinfer.results import Detections
                                              ("gpu:3", "gpu", 3), ("dla0", "dla", 0), ("dla1", "dla", 1)])
 def test_device_parsing(text, kind, index):
     device = parse_device(text)
-    assert (device.kind, device.index) == (kind, index)
+    assert (device.processor, device.index) == (kind, index)
 
 
 @pytest.mark.parametrize("bad", ["cuda", "gpu:", "dla2", "GPU", "gpu:-1", ""])

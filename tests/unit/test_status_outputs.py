@@ -14,6 +14,7 @@ import pytest
 from edgeinfer.config import ConfigError, parse_config
 from edgeinfer.draw import annotate
 from edgeinfer.frame import Frame
+from edgeinfer.instances import Instance, InstanceMask, Masks
 from edgeinfer.outputs.annotated import AnnotatedOutput
 from edgeinfer.outputs.annotated_schema import AnnotatedOutputConfig
 from edgeinfer.outputs.handoff import DropOldestWorker
@@ -81,16 +82,16 @@ def test_live_view_encodes_only_while_watched():
 def test_drawing_shows_track_ids_masks_and_keypoints_when_the_payload_has_them():
     image = np.zeros((200, 300, 3), np.uint8)
     plain = Detection(class_id=0, label="person", score=0.9, bbox=(20.0, 30.0, 120.0, 180.0))
-    # an instance mask as issue 18's decoders keep it: the crop that holds it and its offset
-    mask = SimpleNamespace(x0=200, y0=60, crop=np.ones((40, 60), bool), height=200, width=300)
-    rich = SimpleNamespace(class_id=0, label="person", score=0.9, bbox=(180.0, 40.0, 280.0, 190.0), track_id=7,
-                           mask=mask, keypoints=[[150.0, 20.0, 1.0], [160.0, 20.0, 0.0]])
-    drawn = annotate(SimpleNamespace(frame=SimpleNamespace(image=image), payload=Detections([plain, rich]),
+    # an instance mask as the segment decoders keep it: the crop that holds it and its offset
+    mask = InstanceMask(x0=200, y0=60, crop=np.ones((40, 60), bool), height=200, width=300)
+    rich = Instance(0, "person", 0.9, (180.0, 40.0, 280.0, 190.0), track_id=7, track_age=3, mask=mask,
+                    keypoints=np.array([[150.0, 20.0, 0.9], [160.0, 20.0, 0.1]], np.float32))
+    drawn = annotate(SimpleNamespace(frame=SimpleNamespace(image=image), payload=Masks([plain, rich]),
                                      source="cam", model="det", seq=1, status="ok", age_ms=3.0))
     assert image.max() == 0, "the frame other outputs see was drawn on"
     assert drawn[180, 70].any()  # the plain box's bottom edge
     assert drawn[80, 230].any()  # inside the mask
-    assert drawn[20, 150].any() and not drawn[20, 160].any()  # a visible and an invisible keypoint
+    assert drawn[20, 150].any() and not drawn[20, 160].any()  # a confident keypoint; one below 0.5 not drawn
 
 
 def test_annotated_video_rotates_by_size_and_keeps_every_frame(tmp_path):
@@ -124,12 +125,12 @@ outputs: [%s]
 
 @pytest.mark.parametrize("output, key, words", [
     ("{type: web}", "outputs[0]", ["http", "annotated"]),
-    ("{type: http, token: abcdefgh, token_file: t}", "outputs[0].http", ["token or token_file"]),
-    ("{type: http, port: 70000}", "outputs[0].http.port", ["65535"]),
-    ("{type: http, token: short}", "outputs[0].http.token", ["8"]),
-    ("{type: annotated, dir: out, mode: snapshots}", "outputs[0].annotated", ["classes"]),
-    ("{type: annotated, dir: out, mode: gif}", "outputs[0].annotated.mode", ["video", "snapshots"]),
-    ("{type: annotated}", "outputs[0].annotated.dir", ["missing"]),
+    ("{type: http, token: abcdefgh, token_file: t}", "outputs[0]", ["token or token_file"]),
+    ("{type: http, port: 70000}", "outputs[0].port", ["65535"]),
+    ("{type: http, token: short}", "outputs[0].token", ["8"]),
+    ("{type: annotated, dir: out, mode: snapshots}", "outputs[0]", ["classes"]),
+    ("{type: annotated, dir: out, mode: gif}", "outputs[0].mode", ["video", "snapshots"]),
+    ("{type: annotated}", "outputs[0].dir", ["missing"]),
 ])
 def test_config_errors_name_the_key_and_the_allowed_values(output, key, words):
     with pytest.raises(ConfigError) as info:

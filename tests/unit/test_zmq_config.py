@@ -90,7 +90,8 @@ def test_zmq_modules_import_without_pyzmq_until_a_socket_is_made():
     import subprocess
     import sys
 
-    code = ("import sys, edgeinfer.client, edgeinfer.sources, edgeinfer.transports.zmq.wire, edgeinfer.transports.zmq.security, "
-            "edgeinfer.transports.zmq.output; print('zmq' in sys.modules)")
+    code = ("import sys, edgeinfer.client, edgeinfer.sources, edgeinfer.transports.zmq.wire, "
+            "edgeinfer.transports.zmq.security, edgeinfer.transports.zmq.source, edgeinfer.transports.zmq.output; "
+            "print('zmq' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

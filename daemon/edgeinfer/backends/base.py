@@ -26,16 +26,13 @@ import numpy as np
 from ..devices import Device
 from ..preprocess import PreprocessConfig, Preprocessor, Transform
 from ..schema import StrictModel
+from .errors import BackendError
 
 log = logging.getLogger(__name__)
 
 
 class UnsupportedInputs(ValueError):
     """The model has inputs besides the image that this backend's input stage cannot feed (a config error)."""
-
-
-class BackendError(RuntimeError):
-    """The model cannot be loaded or run; the message says which model and why."""
 
 
 @dataclass(frozen=True)

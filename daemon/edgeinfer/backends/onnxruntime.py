@@ -35,10 +35,6 @@ def _load_ort():
     return lazy_import("onnxruntime", "Install it with: pip install onnxruntime (or onnxruntime-gpu).")
 
 
-def available_providers() -> list[str]:
-    return list(_load_ort().get_available_providers())
-
-
 class OnnxRuntimeBackend(Backend):
     type = "onnxruntime"
     options_model = OnnxRuntimeOptions
@@ -51,9 +47,9 @@ class OnnxRuntimeBackend(Backend):
         available = ort.get_available_providers()
         if self.options.providers:
             wanted = list(self.options.providers)
-        elif self.device.kind == "cpu":
+        elif self.device.processor == "cpu":
             wanted = ["CPUExecutionProvider"]
-        elif self.device.kind == "gpu":  # a GPU was asked for: no silent CPU fallback
+        elif self.device.processor == "gpu":  # a GPU was asked for: no silent CPU fallback
             wanted = [p for p in PREFERRED_PROVIDERS[:2] if p in available][:1] or ["CUDAExecutionProvider"]
         else:
             wanted = [p for p in PREFERRED_PROVIDERS if p in available]
@@ -76,7 +72,7 @@ class OnnxRuntimeBackend(Backend):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.options.graph_optimization]
         providers: list = list(wanted)
-        if self.device.kind == "gpu":  # pin the CUDA/TensorRT providers to the configured device
+        if self.device.processor == "gpu":  # pin the CUDA/TensorRT providers to the configured device
             providers = [(p, {"device_id": self.device.index}) if p != "CPUExecutionProvider" else p
                          for p in wanted]
         try:

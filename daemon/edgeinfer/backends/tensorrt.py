@@ -28,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import compat
+from ..cuda import runtime as cu
 from ..lazy import MissingDependency
+from ..preprocess.cuda import GpuInputStage
 from .base import Backend, BackendError, InferHandle, InputStage, TensorSpec
 from .schema import RUNTIME_CHOICES, TensorRTOptions
 
@@ -64,7 +67,7 @@ def load_runtime_module(name: str):
     raise MissingDependency(
         f"no TensorRT runtime module ({' or '.join(names)}) can be imported. On Jetson, TensorRT comes with "
         "JetPack (python3-libnvinfer; a venv needs --system-site-packages to see it); elsewhere: "
-        "pip install 'edgeinfer[trt]' (tensorrt-lean-cu13, for version-compatible engines) or tensorrt."
+        "pip install '.[trt]' in the checkout (tensorrt-lean-cu13: version-compatible engines) or tensorrt."
     )
 
 
@@ -127,8 +130,6 @@ class TensorRTBackend(Backend):
 
     # -- activation ----------------------------------------------------------------------------------------
     def _activate_impl(self) -> None:
-        from ..cuda import runtime as cu
-
         self._cu = cu
         self._messages: list[str] = []
         self._sets: list[_Set] = []
@@ -141,14 +142,14 @@ class TensorRTBackend(Backend):
         self.engine = self.context = self.runtime = None
         self._compute = self._copy = None
         device = self.device
-        if device.kind == "cpu":
+        if device.processor == "cpu":
             raise BackendError(f"model '{self.model_id}': a TensorRT engine runs on a GPU or DLA, not device cpu")
         try:
             count = cu.device_count()
         except MissingDependency as exc:
             raise BackendError(f"model '{self.model_id}': {exc}") from exc
         if count == 0:
-            raise BackendError(f"model '{self.model_id}': device {device if device.kind != 'auto' else 'gpu'}: "
+            raise BackendError(f"model '{self.model_id}': device {device if device.processor != 'auto' else 'gpu'}: "
                                "this box has no CUDA GPU (or no NVIDIA driver)")
         self.cuda_index = device.cuda_index
         if self.cuda_index >= count:
@@ -174,7 +175,7 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self._logger)
         if self.runtime is None:
             raise BackendError(f"model '{self.model_id}': TensorRT runtime cannot start: {self._last_errors()}")
-        if device.kind == "dla":
+        if device.processor == "dla":
             cores = int(getattr(self.runtime, "num_DLA_cores", 0) or 0)
             if device.index >= cores:
                 raise BackendError(f"model '{self.model_id}': device {device}: this box has {cores} DLA core(s)"
@@ -196,8 +197,6 @@ class TensorRTBackend(Backend):
                        or (self.options.mapped_memory == "auto" and self.device_info.integrated))
 
     def _preflight(self) -> None:
-        from ..engines import compat
-
         host = compat.HostFacts(
             {compat.flavour_of(self.trt): str(getattr(self.trt, "__version__", "?"))}, self.device_info.name,
             self.device_info.compute_capability, self._cu.device_count(),
@@ -241,7 +240,7 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> str:
         version = getattr(self.trt, "__version__", "?")
-        where = str(self.device) if self.device.kind == "dla" else f"gpu:{self.cuda_index}"
+        where = str(self.device) if self.device.processor == "dla" else f"gpu:{self.cuda_index}"
         return (f"{self.trt.__name__} {version} on {where} ({self.device_info.name}, "
                 f"{self.device_info.arch}{', mapped memory' if self.mapped else ''})")
 
@@ -297,8 +296,6 @@ class TensorRTBackend(Backend):
         return self.options.buffer_sets
 
     def _open_input_stage_impl(self, config, batch: int, fixed_batch: bool) -> InputStage:
-        from ..preprocess.cuda import GpuInputStage
-
         cu = self._cu
         self._close_sets()
         spec = self.inputs[0]

@@ -38,6 +38,7 @@ from edgeinfer.decoders.base import (
     resolve_class_filter,
     validate_classes,
 )
+from edgeinfer.decoders.fit import box_range_problem, score_range_problem
 from edgeinfer.decoders.nms import nms
 from edgeinfer.preprocess.cpu import Transform
 from edgeinfer.results import Detections
@@ -285,8 +286,6 @@ class YoloDecoder(Decoder):
 
 def _raw_problems(layout: str, prediction: np.ndarray, input_hw: tuple[int, int], threshold: float) -> list[str]:
     """Raw values one batch item of a `layout` output cannot hold (see decoders/fit.py)."""
-    from edgeinfer.decoders.fit import box_range_problem, score_range_problem
-
     pred = prediction.astype(np.float64, copy=False)
     if layout == "v5":
         if pred.shape[1] < 6:

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..artifacts import compat
+from ..artifacts.manifest import Manifest, Profile, TensorInfo, sha256_file
+from ..backends.tensorrt import _make_logger
 from ..lazy import MissingDependency
-from . import compat
-from .manifest import Manifest, Profile, TensorInfo, sha256_file
 from .options import BuildOptions, parse_shapes
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def load_builder_module(name: str):
     raise MissingDependency(
         f"no TensorRT builder ({' or '.join(names)}) can be imported. On Jetson: JetPack's python3-libnvinfer "
         "(a venv needs --system-site-packages); on an RTX PC: pip install tensorrt-rtx-cu13-libs "
-        "tensorrt-rtx-cu13-bindings; elsewhere: NVIDIA's tensorrt wheels (pip install 'edgeinfer[trt]' gives "
+        "tensorrt-rtx-cu13-bindings; elsewhere: NVIDIA's tensorrt wheels (pip install '.[trt]' in the checkout gives "
         "only the lean runtime, which loads engines but cannot build them).")
 
 
@@ -307,7 +308,6 @@ SUPPORTED_CC = re.compile(r"[Ss]upported compute capabilities:\s*([0-9. >]+)")
 def make_build_logger(trt: Any, messages: list[str]):
     """A TensorRT logger keeping warnings and errors (TensorRT-RTX's refusal names the compute capabilities it
     supports; which severity it uses is not documented), forwarding everything to logging."""
-    from ..backends.tensorrt import _make_logger
 
     return _make_logger(trt, messages, keep_from=logging.WARNING, keep=50)
 

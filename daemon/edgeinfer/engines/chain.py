@@ -17,18 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends import BackendError, resolve_backend_type
 from ..lazy import MissingDependency
+from ..model import Model, PipelineError
+from .build import build_engine
 
 if TYPE_CHECKING:
     from ..config import FallbackLink, ModelConfig
-    from ..model import Model
 
 log = logging.getLogger(__name__)
 
 
 def rebuild_tensorrt(link: FallbackLink) -> None:
     """Build the link's engine from its ONNX with TensorRT's builder (progress goes to the log's stream)."""
-    from .build import build_engine
-
     result = build_engine(link.build_from, link.path, link.build)
     log.info("rebuilt %s from %s in %.1f s", link.path, link.build_from, result.seconds)
 
@@ -69,8 +68,6 @@ class ModelChain:
     def load(self, rebuild: bool = True) -> Model:
         """The first link that loads. Links with `build_from` that cannot load are rebuilt in the background
         (when `rebuild`); when nothing else loads, the rebuilds are waited for."""
-        from ..model import Model, PipelineError
-
         if len(self.links) == 1:  # no chain: the model's own errors, unchanged
             model = Model.load(self.link_config(0))
             self.status[0], self.serving = "serving", 0
@@ -99,8 +96,6 @@ class ModelChain:
         raise error(f"model '{self.id}': no link of its fallback chain loads: {reasons}")
 
     def _try(self, index: int) -> tuple[Model | None, str, bool]:
-        from ..model import Model, PipelineError
-
         config = self.link_config(index)
         if not config.path.is_file():
             reason = f"file not found: {config.path}"

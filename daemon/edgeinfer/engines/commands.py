@@ -8,18 +8,23 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from ..artifacts.compat import fatal, host_facts, preflight, verdict
+from ..artifacts.manifest import Manifest, ManifestError
+from ..backends import BACKEND_CHOICES, BackendError, resolve_backend_type
+from ..backends.tensorrt import _make_logger, load_runtime_module
+from ..devices import parse_device
+from ..lazy import MissingDependency
+from .bench import format_table, run_bench
+from .build import BuildError, build_engine
+from .options import BuildOptions
+
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("edgeinfer")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from ..lazy import MissingDependency
-    from .build import BuildError, build_engine
-    from .compat import host_facts, preflight, verdict
-    from .options import BuildOptions
-
     try:
         options = BuildOptions(
             runtime=args.runtime, device=args.device, gpu_fallback=args.gpu_fallback, precision=args.precision,
@@ -51,8 +56,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _engine_tensors(engine_path: Path, runtime: str, dla_core: int | None) -> tuple[list[str], str | None]:
     """Tensors of the deserialized engine, or why it cannot be loaded here."""
-    from ..backends.tensorrt import _make_logger, load_runtime_module
-
     try:
         trt = load_runtime_module(runtime)
     except ImportError as exc:
@@ -76,9 +79,6 @@ def _engine_tensors(engine_path: Path, runtime: str, dla_core: int | None) -> tu
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..devices import parse_device
-    from .compat import fatal, host_facts, preflight, verdict
-    from .manifest import Manifest, ManifestError
 
     engine = Path(args.engine)
     if not engine.is_file():
@@ -90,14 +90,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"edgeinfer inspect: --device: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     facts = host_facts(device.cuda_index)
-    diffs = preflight(engine, facts, device if device.kind != "auto" else None)
+    diffs = preflight(engine, facts, device if device.processor != "auto" else None)
     try:
         manifest = Manifest.read(engine)
     except ManifestError:
         manifest = None  # the pre-flight names the problem
     tensors, load_error = [], None
     if not fatal(diffs) and facts.gpu_count:
-        dla_core = device.index if device.kind == "dla" else (manifest.dla_core if manifest else None)
+        dla_core = device.index if device.processor == "dla" else (manifest.dla_core if manifest else None)
         tensors, load_error = _engine_tensors(engine, args.runtime, dla_core)
     if args.json:
         print(json.dumps({"engine": str(engine), "manifest": manifest.to_dict() if manifest else None,
@@ -128,9 +128,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..backends import BackendError
-    from ..lazy import MissingDependency
-    from .bench import format_table, run_bench
 
     try:
         options = json.loads(args.backend_options) if args.backend_options else {}
@@ -156,10 +153,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    from ..backends import BACKEND_CHOICES
 
     build = sub.add_parser("build", help="build a TensorRT engine from an ONNX file, with its manifest")
-    build.add_argument("onnx")
+    build.add_argument("onnx", help="the ONNX model to build the engine from")
     build.add_argument("-o", "--output", help="engine file (default: the ONNX's name with .engine)")
     build.add_argument("--runtime", default="auto", help="builder: auto, tensorrt, tensorrt_rtx")
     build.add_argument("--device", default="gpu", choices=["gpu", "dla0", "dla1"])
@@ -178,14 +174,14 @@ def add_parsers(sub) -> None:
     build.set_defaults(func=cmd_build)
 
     inspect = sub.add_parser("inspect", help="an engine's manifest, tensors and whether it runs on this host")
-    inspect.add_argument("engine")
+    inspect.add_argument("engine", help="a TensorRT engine file (its manifest is read from beside it)")
     inspect.add_argument("--device", default="auto", help="the device it would run on (gpu, gpu:N, dla0, dla1)")
     inspect.add_argument("--runtime", default="auto", help="TensorRT runtime module to load it with")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=cmd_inspect)
 
     bench = sub.add_parser("bench", help="latency percentiles and throughput of a model or engine")
-    bench.add_argument("model")
+    bench.add_argument("model", help="an ONNX model or a TensorRT engine")
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--duration", type=float, default=5.0, help="seconds of timed runs")
     bench.add_argument("--backend", default="auto", choices=list(BACKEND_CHOICES))
@@ -198,10 +194,6 @@ def add_parsers(sub) -> None:
 
 def check_engines(config) -> list[str]:
     """`edgeinfer check`: the pre-flight verdict of every engine in every model's chain, for this host."""
-    from ..backends import resolve_backend_type
-    from ..devices import parse_device
-    from .compat import host_facts, preflight, verdict
-
     lines, facts = [], None
     for i, model in enumerate(config.models):
         links = [("", model.path, model.backend, model.device)]
@@ -212,5 +204,5 @@ def check_engines(config) -> list[str]:
             facts = facts or host_facts()
             dev = parse_device(device)
             lines.append(f"models[{i}]{where}.path: {path.name}: "
-                         f"{verdict(preflight(path, facts, dev if dev.kind != 'auto' else None))}")
+                         f"{verdict(preflight(path, facts, dev if dev.processor != 'auto' else None))}")
     return lines

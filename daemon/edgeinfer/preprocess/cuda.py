@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..cuda import runtime as cu
-from .cpu import PreprocessConfig, Transform, _check_image, fit_transform, normalisation_coefficients
+from .cpu import PreprocessConfig, Preprocessor, Transform, _check_image, fit_transform, normalisation_coefficients
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +281,6 @@ class GpuInputStage:
     def __init__(self, config: PreprocessConfig, input_shape: tuple[Any, ...], dtype: Any, sets: int,
                  dst_ptrs: list[int], arch: str, mapped: bool, fixed_batch: bool,
                  cache_dir: Path | None = None, initial_size: tuple[int, int] = (1080, 1920)):
-        from .cpu import Preprocessor
-
         # Reuse the CPU stage's checks of config against the input (shape, layout, dtype, size)
         shape_check = Preprocessor._resolve_shape(config, tuple(input_shape))
         self.dtype = Preprocessor._resolve_dtype(config, dtype)

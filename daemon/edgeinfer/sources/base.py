@@ -121,6 +121,7 @@ class Source(ABC):
         self._frames = 0
         self._bad_frames = 0
         self._reconnects = 0
+        self._streams = 0  # openings that delivered frames (Frame.stream)
         self._failed_opens = 0
         self._state = "starting"
         self._last_error: str | None = None
@@ -150,7 +151,7 @@ class Source(ABC):
 
     def describe(self) -> str:
         """Where the frames come from, for messages (no secrets)."""
-        return self.kind
+        return self.type
 
     def preflight(self) -> list[str]:
         """Problems visible without starting. Each starts with the config field it is about and ': ',
@@ -181,7 +182,7 @@ class Source(ABC):
         return self.config.frame_id or self.config.id
 
     @property
-    def kind(self) -> str:
+    def type(self) -> str:
         """The config's type key (the class name for a source built on the bare base config)."""
         return getattr(self.config, "type", type(self).__name__)
 
@@ -260,7 +261,7 @@ class Source(ABC):
             recent = [t for t in self._recent_stamps if now - t <= FPS_WINDOW_S]
             return {
                 "id": self.id,
-                "type": self.kind,
+                "type": self.type,
                 "state": self._state,
                 "frames": self._frames,
                 "bad_frames": self._bad_frames,
@@ -374,6 +375,7 @@ class Source(ABC):
         "end", "error", "stopped" (stop requested or sink closed)."""
         wait = self.wait_for_consumer
         consecutive_bad = 0
+        self._streams += 1  # one call per opening (a reconnect, a new pass over a file)
         while not self._stop.is_set():
             if pacer is not None and not pacer.wait():
                 break
@@ -400,7 +402,7 @@ class Source(ABC):
                     return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
                 continue
             consecutive_bad = 0
-            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id)
+            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id, stream=self._streams)
             if header is not None:  # keep the header the frame arrived with
                 if header.wall is not None:
                     frame.wall = header.wall

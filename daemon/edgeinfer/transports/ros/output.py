@@ -20,12 +20,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...instances import detection_id
 from ...lazy import lazy_import
 from ...logutil import RateLimitedLog
 from ...outputs.base import Output, OutputError
 from ...results import Classifications, DenseMap, Detections, Payload, Result
 from . import INTERFACES_HINT
 from . import convert as cv
+from .instances import InstanceTopics
+from .runtime import policy_name, qos_profile
 from .schema import Ros2OutputConfig
 
 if TYPE_CHECKING:
@@ -97,6 +100,7 @@ class Ros2Output(Output):
         self._events: Callable[[str], Any] = lambda topic: None
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(log)
+        self._instances: InstanceTopics | None = None  # masks and keypoints beside the boxes
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def open(self, ctx: RuntimeContext) -> None:
@@ -111,12 +115,11 @@ class Ros2Output(Output):
         node = self.runtime.node
         from rclpy.event_handler import PublisherEventCallbacks
 
-        from .runtime import qos_profile
-
         def events(topic: str) -> Any:
             return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
 
         self._events = events
+        self._instances = InstanceTopics(node, self.config, events)
         q = self.config.qos
         for model_id, info in ctx.catalogue.items():
             labels = info.labels
@@ -138,6 +141,7 @@ class Ros2Output(Output):
             self._topics[model_id].known = info.payload_type is not None
             self._topics[model_id].labels = list(labels)
             label_info.publish(self._label_info(labels))
+            self._instances.ensure(model_id, info.payload_type)
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
                                                         qos_profile(q.heartbeat),
@@ -156,8 +160,6 @@ class Ros2Output(Output):
 
     def _result_publisher(self, model_id: str, payload_type: type[Payload]) -> Any:
         """The publisher of one model's results: the message type and topic of its payload type."""
-        from .runtime import qos_profile
-
         topic_key, message_name, _ = result_message(payload_type)
         message = getattr(self._msgs, message_name)
         if message is None:  # an older vision_msgs (before Humble) has Classification2D, not Classification
@@ -195,6 +197,7 @@ class Ros2Output(Output):
             topics.array, topics.pool = self._reused_message(payload_type), []
             self.runtime.node.destroy_publisher(old)
         topics.payload_type = payload_type
+        self._instances.ensure(model_id, payload_type)
         log.info("output '%s': model '%s' publishes %s (decoder from its metadata) on %s", self.id, model_id,
                  payload_type.kind, topics.results.topic_name)
         if self.config.wait_for_subscribers:
@@ -219,7 +222,8 @@ class Ros2Output(Output):
             return
         self._flush_reliable(CLOSE_FLUSH_S)
         for entity in [self._timer, self._service, self._heartbeat_pub, self._diag_pub,
-                       *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)]]:
+                       *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)],
+                       *(self._instances.publishers() if self._instances is not None else [])]:
             if entity is None:
                 continue
             try:
@@ -232,6 +236,8 @@ class Ros2Output(Output):
             except Exception as exc:  # the node may already be gone at shutdown
                 log.debug("output '%s': destroying %s: %s", self.id, entity, exc)
         self._topics.clear()
+        if self._instances is not None:
+            self._instances.forget()
         self._timer = self._service = self._heartbeat_pub = self._diag_pub = None
 
     def _flush_reliable(self, budget_s: float) -> None:
@@ -268,7 +274,9 @@ class Ros2Output(Output):
         if not topics.known or payload_type is not topics.payload_type:
             self._learn_kind(topics, result.model, payload_type)
         fill = getattr(self, result_message(payload_type)[2])  # the one dispatch on the payload type
-        topics.results.publish(fill(result, topics))
+        message = fill(result, topics)
+        topics.results.publish(message)
+        self._instances.publish(result, message.header)  # masks, keypoints: stamped like the boxes
         self.published += 1
         if topics.image is not None and result.frame is not None:
             now = time.monotonic()
@@ -293,8 +301,9 @@ class Ros2Output(Output):
             det = m.Detection2D()
             det.results = [m.ObjectHypothesisWithPose()]
             pool.append(det)
-        for det, d in zip(pool, detections):
+        for index, (det, d) in enumerate(zip(pool, detections)):
             det.header = header
+            det.id = detection_id(d, index)  # the track id with tracking on
             cx, cy, sx, sy = cv.detection_values(d.bbox)
             box = det.bbox
             box.center.position.x, box.center.position.y = cx, cy
@@ -402,8 +411,6 @@ class Ros2Output(Output):
         return response
 
     def _incompatible(self, topic: str, info: Any) -> None:
-        from .runtime import policy_name
-
         policy = policy_name(info)
         text = (f"incompatible QoS on {topic}: a subscriber requested a {policy} policy this publisher does "
                 f"not offer ({info.total_count} so far)")

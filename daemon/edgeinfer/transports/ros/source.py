@@ -18,6 +18,7 @@ from ...mailbox import FrameSink
 from ...sources.base import BadFrame, Source, SourceError
 from . import INTERFACES_HINT
 from . import convert as cv
+from .runtime import policy_name, qos_profile
 from .schema import Ros2SourceConfig
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ class Ros2Source(Source):
             return  # a live source is reopened after a failed read; the subscription stays valid
         msgs = lazy_import("sensor_msgs.msg", INTERFACES_HINT)
         from rclpy.event_handler import SubscriptionEventCallbacks
-
-        from .runtime import policy_name, qos_profile
 
         kind = msgs.CompressedImage if self.config.transport == "compressed" else msgs.Image
 

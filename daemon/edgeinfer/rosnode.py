@@ -1,4 +1,4 @@
-"""The edgeinfer_ros node's entry point: ROS parameters -> `edgeinfer run`.
+"""The edgeinfer_ros node's entry point (a variant of the command line): ROS parameters -> `edgeinfer run`.
 
 `config_file` (required) names the daemon's YAML config, `max_frames` (0: none) stops after that many
 published frames. The ROS arguments (`--ros-args -r __ns:=/robot1 -r __node:=cam_detector ...`) are kept for
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from ...lazy import lazy_import
-from . import INSTALL_HINT, runtime
+from .cli import main as cli_main
+from .lazy import lazy_import
+from .transports.ros import INSTALL_HINT, runtime
 
 
 def read_parameters(argv: list[str]) -> tuple[dict, list[str]]:
@@ -37,8 +38,6 @@ def read_parameters(argv: list[str]) -> tuple[dict, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ...cli import main as cli_main
-
     argv = list(sys.argv if argv is None else argv)
     params, rest = read_parameters(argv)
     if rest:

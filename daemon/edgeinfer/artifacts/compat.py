@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cuda import runtime as cu
 from .manifest import Manifest, ManifestError, manifest_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,6 @@ def host_facts(cuda_index: int = 0, runtime_module: Any = None) -> HostFacts:
         runtimes = installed_runtimes()
     gpu_name, cc, count = None, None, 0
     try:
-        from ..cuda import runtime as cu
-
         count = cu.device_count()
         if cuda_index < count:
             info = cu.device_info(cuda_index)
@@ -200,19 +199,19 @@ def check_manifest(m: Manifest, host: HostFacts, device: Any = None) -> list[Dif
         diffs.append(Difference("gpu", f"built on {m.gpu_name}, this GPU is {host.gpu_name} (same compute "
                                        f"capability {host.cc}: it loads, but tactics were timed on the other "
                                        "GPU; rebuild here for full speed)", fatal=False))
-    kind = getattr(device, "kind", None)
-    index = getattr(device, "index", 0)
+    processor = device.processor if device is not None else None
+    index = device.index if device is not None else 0
     if m.dla_core is not None:
         if host.dla_cores == 0:
             diffs.append(Difference("dla", f"cannot run here: engine built for DLA core {m.dla_core}; this host "
                                            f"has no DLA ({DLA_HINT})"))
-        elif kind == "dla" and index >= host.dla_cores:
+        elif processor == "dla" and index >= host.dla_cores:
             diffs.append(Difference("dla", f"cannot run here: device dla{index}; this host has {host.dla_cores} "
                                            "DLA core(s)"))
-        elif kind == "gpu":
+        elif processor == "gpu":
             diffs.append(Difference("dla", f"engine built for DLA core {m.dla_core} but the model's device is "
                                            f"{device}; set device: dla0 or dla1"))
-    elif kind == "dla":
+    elif processor == "dla":
         diffs.append(Difference("dla", f"device {device} but the engine was built for the GPU; build it with "
                                        f"`edgeinfer build --device {device}`"))
     return diffs
