@@ -244,3 +244,32 @@ def get_json_with_token(url: str, token_file) -> dict:
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
+
+
+def test_the_page_is_served_again_after_a_reload(tmp_path, demo_model, demo_video):
+    import signal
+
+    port = free_port()
+    daemon = StatusDaemon(tmp_path, demo_model, http={"port": port})
+    feeder = FrameFeeder(daemon.endpoint, demo_frames(demo_video), fps=10)
+    try:
+        daemon.process.wait_for(lambda lines: len([r for r in lines if r["type"] == "detections"]) >= 3, 60,
+                                "records")
+        viewer = open_request(daemon.url, "stream/yolov3-tiny/cam")  # connected across the reload
+        daemon.process.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: daemon.process.stderr().count("status page on") >= 2, 30, "the reload", daemon)
+        before = len(daemon.process.records())
+        daemon.process.wait_for(lambda lines: len([r for r in lines if r["type"] == "detections"]) > before + 3,
+                                60, "records after the reload")
+        status = get_json(daemon.url + "api/status")
+        with urllib.request.urlopen(daemon.url + "snapshot/yolov3-tiny/cam", timeout=5) as response:
+            jpeg = response.read()
+        viewer.close()
+    finally:
+        feeder.stop()
+        code = daemon.stop()
+    assert daemon.url == f"http://127.0.0.1:{port}/"
+    assert status["state"] in ("OK", "DEGRADED") and status["uptime_s"] < 30
+    assert status["stats"]["models"]["yolov3-tiny"]["published"] > 0  # the new pipeline's counters
+    assert png_pixels(jpeg).shape == (272, 640, 3)
+    assert code == 0 and "Traceback" not in daemon.process.stderr(), daemon.process.stderr()
