@@ -119,6 +119,11 @@ def test_metrics_parse_and_their_counters_equal_the_records_published(tmp_path, 
             text = response.read().decode()
         records = daemon.process.records()
         status = get_json(daemon.url + "api/status")
+        # no token, bound to loopback: a request addressed to another name (DNS rebinding) is refused
+        rebound = urllib.request.Request(daemon.url + "api/status", headers={"Host": "evil.example:8321"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=5)
+        localhost = get_json(daemon.url.replace("127.0.0.1", "localhost") + "api/status")
         # clients still connected at shutdown (a viewer, a tail) must not hold or disturb the daemon's stop
         held = [open_request(daemon.url, path) for path in ("stream/yolov3-tiny/cam", "api/records")]
         time.sleep(0.5)
@@ -138,6 +143,7 @@ def test_metrics_parse_and_their_counters_equal_the_records_published(tmp_path, 
         return sum(s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items()))
 
     assert 0 < len(records) <= 60
+    assert refused.value.code == 421 and localhost["ok"] is True
     assert total("edgeinfer_records_total") == len(records)
     assert total("edgeinfer_records_total", model="yolov3-tiny", source="cam", status="ok") == \
         len([r for r in records if r["status"] == "ok"])

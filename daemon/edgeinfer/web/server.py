@@ -33,6 +33,7 @@ from .live import LiveViews, ViewKey
 log = logging.getLogger(__name__)
 
 BOUNDARY = "edgeinferframe"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TAIL_QUEUE = 256  # records buffered per `tail` client; a slower client loses the oldest, counted
 STATIC = ("index.html", "app.js", "style.css")
 CONTENT_TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
@@ -195,10 +196,25 @@ class StatusServer:
             given = header[len("Bearer "):].strip()
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
+    def _host_allowed(self, request: Any) -> bool:
+        """Bound to loopback without a token, only requests addressed to a loopback name are served: a web page
+        that points its own domain at 127.0.0.1 (DNS rebinding) cannot read the cameras through a browser on
+        this box. An SSH tunnel (`-L 8321:127.0.0.1:8321`) still works; a token lifts the check."""
+        if self.token is not None or self.host not in LOOPBACK:
+            return True
+        name = (request.host or "").rsplit(":", 1)[0] if not (request.host or "").startswith("[") else \
+            request.host[1:].split("]", 1)[0]
+        return name in LOOPBACK
+
     async def _auth_impl(self, request: Any, handler: Any) -> Any:
         from aiohttp import web
 
         self.requests += 1
+        if not self._host_allowed(request):
+            self.unauthorized += 1
+            return web.json_response({"ok": False, "error": f"this page answers requests to 127.0.0.1 or "
+                                      f"localhost only, not to {request.host!r}: set a token (token_file) to "
+                                      f"reach it under another name"}, status=421)
         if not self._authorised(request):
             self.unauthorized += 1
             return web.json_response({"ok": False, "error": "access token missing or wrong: send "
