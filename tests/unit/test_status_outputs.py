@@ -153,3 +153,27 @@ def test_check_names_an_unreadable_token_file_and_a_dir_that_is_a_file(tmp_path)
     text = "\n".join(str(p) for p in info.value.problems)
     assert "outputs[0].token_file: cannot read a token" in text, text
     assert "outputs[1].dir:" in text and "is not a folder" in text, text
+
+
+def test_annotated_video_rotates_by_time_and_by_frame_size(tmp_path):
+    config = AnnotatedOutputConfig(dir=tmp_path, rotate_s=0.05, codec="MJPG", container="avi")
+    output = AnnotatedOutput(config, "annotated")
+    output.open(RuntimeContext())
+    sizes = [(96, 128), (96, 128), (120, 160)]  # the third frame changes size: a file holds one size
+    for seq, (height, width) in enumerate(sizes):
+        output.publish(result(seq, np.full((height, width, 3), 50 * seq, np.uint8)))
+        deadline = time.monotonic() + 5
+        while output.frames_written <= seq and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1 if seq == 0 else 0.0)  # past rotate_s before the second frame, not before the third
+    output.close()
+    files = sorted(output.files)
+    assert len(files) == 3, files
+    shapes = []
+    for path in files:
+        cap = cv2.VideoCapture(str(path))
+        ok, image = cap.read()
+        cap.release()
+        assert ok, path
+        shapes.append(image.shape[:2])
+    assert sorted(shapes) == sorted(sizes)
