@@ -356,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .onramp.parsers import add_parsers as add_onramp_parsers
 
     add_onramp_parsers(sub, init=cmd_init, predict=cmd_predict)
+    from .statuscli import add_parsers as add_status_parsers
+
+    add_status_parsers(sub)  # status, tail: ask the running daemon
     add_examples(parser)
     return parser
 

@@ -22,6 +22,8 @@ from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, parse_device
 from .engines.options import BuildOptions
 from .outputs import OUTPUT_TYPES
+from .outputs.annotated_schema import AnnotatedOutputConfig
+from .outputs.http_schema import HttpOutputConfig
 from .outputs.schema import JsonlOutputConfig
 from .preprocess import PreprocessConfig
 from .problems import ConfigError, Problem, schema_problems
@@ -52,7 +54,8 @@ SourceConfig = Annotated[
     | SyntheticSourceConfig | ZmqSourceConfig | Ros2SourceConfig,
     Field(discriminator="type"),
 ]
-OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig, Field(discriminator="type")]
+OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig | HttpOutputConfig
+                         | AnnotatedOutputConfig, Field(discriminator="type")]
 # the `type` keys, for error paths (pydantic puts them in; users wrote no such key)
 UNION_TAGS = frozenset(SOURCE_TYPES) | frozenset(OUTPUT_TYPES) | frozenset(DECODERS)
 
