@@ -128,7 +128,7 @@ def publish_cost_us(results: int = 20_000) -> float:
 
     from edgeinfer.frame import Frame
     from edgeinfer.outputs.http import HttpOutput
-    from edgeinfer.outputs.http_schema import HttpOutputConfig
+    from edgeinfer.outputs.schema import HttpOutputConfig
     from edgeinfer.results import Detection, Detections, Result
     from edgeinfer.runtime import ModelInfo, RuntimeContext
 

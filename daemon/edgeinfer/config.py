@@ -22,9 +22,7 @@ from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, parse_device
 from .engines.options import BuildOptions
 from .outputs import OUTPUT_TYPES
-from .outputs.annotated_schema import AnnotatedOutputConfig
-from .outputs.http_schema import HttpOutputConfig
-from .outputs.schema import JsonlOutputConfig
+from .outputs.schema import AnnotatedOutputConfig, HttpOutputConfig, JsonlOutputConfig
 from .preprocess import PreprocessConfig
 from .problems import ConfigError, Problem, schema_problems
 from .schema import StrictModel

@@ -23,6 +23,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from .preflight import load_config
+from .problems import ConfigError
+from .transports.zmq.client import Control, ResultReader  # pyzmq itself is imported when they connect
+
 DEFAULT_URL = "http://127.0.0.1:8321/"
 EXIT_OK, EXIT_DEGRADED, EXIT_FAULT, EXIT_UNKNOWN = 0, 1, 2, 3
 STATE_EXIT = {"OK": EXIT_OK, "DEGRADED": EXIT_DEGRADED, "FAULT": EXIT_FAULT, "SAFE_STOP": EXIT_FAULT}
@@ -87,9 +91,6 @@ def _with_slash(url: str) -> str:
 
 
 def _channel_from_config(path: str, token: str | None) -> Channel:
-    from .preflight import load_config
-    from .problems import ConfigError
-
     try:
         config = load_config(path, preflight=False)  # only where the daemon listens: no file checks
     except ConfigError as exc:
@@ -138,7 +139,6 @@ def fetch_status(channel: Channel, timeout: float) -> dict[str, Any]:
     if channel.url is not None:
         with _request(channel, "api/status", timeout) as response:
             return json.loads(response.read())
-    from .transports.zmq.client import Control  # needs pyzmq
 
     try:
         with Control(channel.zmq_control, timeout=timeout) as control:
@@ -307,8 +307,6 @@ def _http_records(channel: Channel, args: argparse.Namespace):
 
 
 def _zmq_records(channel: Channel, args: argparse.Namespace):
-    from .transports.zmq.client import ResultReader  # needs pyzmq
-
     topics = ("detections/", "classifications/", "dense/", *(("heartbeat",) if args.heartbeats else ()))
     with ResultReader(channel.zmq_pub, topics=topics) as reader:
         while True:

@@ -14,10 +14,10 @@ import pytest
 from edgeinfer.config import ConfigError, parse_config
 from edgeinfer.draw import annotate
 from edgeinfer.frame import Frame
+from edgeinfer.handoff import DropOldestWorker
 from edgeinfer.instances import Instance, InstanceMask, Masks
 from edgeinfer.outputs.annotated import AnnotatedOutput
-from edgeinfer.outputs.annotated_schema import AnnotatedOutputConfig
-from edgeinfer.outputs.handoff import DropOldestWorker
+from edgeinfer.outputs.schema import AnnotatedOutputConfig
 from edgeinfer.results import Detection, Detections, Result
 from edgeinfer.runtime import RuntimeContext
 from edgeinfer.web.live import LiveViews

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..draw import annotate, payload_parts
-from .annotated_schema import AnnotatedOutputConfig
+from ..handoff import DropOldestWorker
 from .base import Output, OutputError
-from .handoff import DropOldestWorker
+from .schema import AnnotatedOutputConfig
 
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")

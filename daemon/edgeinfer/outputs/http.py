@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..lazy import lazy_import
+from ..web.live import LiveViews
+from ..web.metrics import DaemonMetrics
+from ..web.server import StatusServer
 from .base import Output, OutputError
-from .http_schema import HttpOutputConfig
+from .schema import HttpOutputConfig
 
 if TYPE_CHECKING:
     from ..results import Result
@@ -68,10 +71,6 @@ class HttpOutput(Output):
         lazy_import("aiohttp", INSTALL_HINT)
         if self.config.metrics:
             lazy_import("prometheus_client", INSTALL_HINT)
-        from ..web.live import LiveViews
-        from ..web.metrics import DaemonMetrics
-        from ..web.server import StatusServer
-
         self._ctx = ctx
         token = read_token(self.config)
         self._views = LiveViews(self.config.view_fps, self.config.jpeg_quality, self.config.view_max_width)

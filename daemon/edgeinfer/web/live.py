@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..draw import annotate
+from ..handoff import lower_thread_priority
 from ..logutil import RateLimitedLog
-from ..outputs.handoff import lower_thread_priority
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..cuda.runtime import mem_get_info  # imports cuda-python only when called
+
 STATES = ("OK", "DEGRADED", "FAULT", "SAFE_STOP")
 ENTITY_STATUSES = ("OK", "FAILED", "EXPIRED")
 # seconds: from sub-millisecond GPU engines to a CPU model on a loaded edge box
@@ -156,8 +158,6 @@ def _gpu_memory(gauge: Callable[..., Any]) -> Iterator[Any]:
     preprocessing): never imports CUDA itself, so a CPU box pays nothing and shows no such metric."""
     if "cuda.bindings.runtime" not in sys.modules:
         return
-    from ..cuda.runtime import mem_get_info
-
     try:
         free, total = mem_get_info()
     except Exception:  # no device, or a driver error: the metric is simply not known now

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from ..outputs.handoff import lower_thread_priority
+from ..handoff import lower_thread_priority
 from .live import LiveViews, ViewKey
 
 log = logging.getLogger(__name__)

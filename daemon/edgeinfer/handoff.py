@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..logutil import RateLimitedLog
+from .logutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
