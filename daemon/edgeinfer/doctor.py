@@ -62,7 +62,7 @@ def probe() -> dict[str, dict[str, Any]]:
 
     cuda, err = _try_import("cuda.bindings.runtime")
     found["cuda-python"] = ({"ok": True, "detail": f"cuda-bindings {_version('cuda-bindings') or '?'}"}
-                            if cuda else {"ok": False, "detail": "not installed (pip install 'edgeinfer[trt]'; "
+                            if cuda else {"ok": False, "detail": "not installed (pip install '.[trt]' in the checkout; "
                                           "JetPack 6 / CUDA 12 needs cuda-python 12.x)"})
     if cuda:
         found["cuda"] = _probe_cuda()
@@ -98,10 +98,21 @@ def probe() -> dict[str, dict[str, Any]]:
                                  f"source its install/setup.bash; off ROS: make ros"})
     zmq, err = _try_import("zmq")
     found["zmq"] = ({"ok": True, "detail": f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}"}
-                    if zmq else {"ok": False, "detail": "pyzmq missing: pip install 'edgeinfer[zmq]'"})
+                    if zmq else {"ok": False, "detail": "pyzmq missing: pip install pyzmq "
+                                 "(or '.[zmq]' from the edgeinfer checkout)"})
     triton = _version("tritonclient")
     found["triton"] = {"ok": triton is not None,
-                       "detail": f"tritonclient {triton}" if triton else "pip install 'edgeinfer[triton]'"}
+                       "detail": f"tritonclient {triton}" if triton
+                       else "pip install 'tritonclient[grpc,http]' (or '.[triton]' from the checkout)"}
+    lap = _version("lap")
+    found["tracking"] = {"ok": lap is not None,
+                         "detail": f"lap {lap} (models[].tracker)" if lap else "lap missing (models[].tracker needs "
+                         "it): pip install lap (or '.[tracking]' from the checkout)"}
+    web = {name: _version(name) for name in ("aiohttp", "prometheus-client")}
+    found["http"] = {"ok": all(web.values()),
+                     "detail": ", ".join(f"{n} {v}" for n, v in web.items()) if all(web.values()) else
+                     "the http output (status page, /metrics) needs aiohttp and prometheus-client: pip install "
+                     "aiohttp prometheus-client (or '.[http]' from the checkout)"}
     found["systemd"] = {"ok": True, "detail": "NOTIFY_SOCKET set (running under systemd)"
                         if os.environ.get("NOTIFY_SOCKET") else "not under systemd (no NOTIFY_SOCKET)"}
     return found

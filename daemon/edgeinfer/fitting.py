@@ -27,6 +27,8 @@ from .decoders import (
     DetrDecoderConfig,
     OutputInfo,
     YoloDecoderConfig,
+    YoloPoseDecoderConfig,
+    YoloSegmentDecoderConfig,
     create_decoder,
     load_labels,
 )
@@ -189,6 +191,9 @@ def _labels(config: Any, meta: ModelMetadata, notes: list[str]) -> list[str]:
 
 def _decoder_config(config: Any, meta: ModelMetadata, notes: list[str]) -> Any:
     if "decoder" in config.model_fields_set:
+        if config.decoder.type == "yolo-pose" and config.decoder.keypoints is None and meta.kpt_shape:
+            notes.append(f"keypoints {list(meta.kpt_shape)} from the model's metadata (kpt_shape)")
+            return config.decoder.model_copy(update={"keypoints": meta.kpt_shape})
         return config.decoder
     task = meta.task
     if task is None:
@@ -200,6 +205,13 @@ def _decoder_config(config: Any, meta: ModelMetadata, notes: list[str]) -> Any:
     if task == "classify":
         notes.append("decoder type classify from the model's metadata (task)")
         return ClassifyDecoderConfig(type="classify")
+    if task == "segment":
+        notes.append("decoder type yolo-segment from the model's metadata (task segment)")
+        return YoloSegmentDecoderConfig()
+    if task == "pose":
+        notes.append("decoder type yolo-pose from the model's metadata (task pose"
+                     + (f", kpt_shape {list(meta.kpt_shape)})" if meta.kpt_shape else ")"))
+        return YoloPoseDecoderConfig(keypoints=meta.kpt_shape)
     if meta.is_transformer_detector:
         notes.append("decoder type detr, layout combined, from the model's metadata (task detect, description "
                      f"{meta.description[:40]!r})")

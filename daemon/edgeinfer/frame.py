@@ -30,6 +30,8 @@ class Frame:
     mono: float
     wall: float
     frame_id: str = ""
+    stream: int = 0  # which opening of the source gave it (counts reconnects and passes over a file): trackers
+    # start over when it changes
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from .preprocess import PreprocessError
 from .results import Missing, Result
 from .runtime import CommandRegistry, ModelInfo, RuntimeContext
 from .sources import Source, create_source
+from .tracking.stage import TrackingStage
 from .transports.ros.runtime import RosRuntime  # rclpy is imported only when a plugin starts it
 
 if TYPE_CHECKING:
@@ -178,6 +179,8 @@ class ModelWorker:
         # max_age_ms defaults to the inference budget: perception older than that is not fresh
         self.max_age_ms = config.max_age_ms if config.max_age_ms is not None else config.budget_ms
         self.stats = ModelStats()
+        # per source, between decode and publish, when the model has a `tracker:` block
+        self.tracking = TrackingStage(config.tracker) if config.tracker is not None else None
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._rlog = RateLimitedLog(log)
@@ -384,6 +387,8 @@ class ModelWorker:
         if error is None:
             try:
                 payload = decoder.decode(batch.outputs, index, transform)
+                if self.tracking is not None:
+                    payload = self.tracking.apply(frame, payload)
             except Exception as exc:  # a decoder bug must not stop the stream: count it, say it, go on
                 error = f"decoding failed: {type(exc).__name__}: {exc}"
                 self.stats.decode_errors += 1
@@ -563,6 +568,7 @@ class Pipeline:
         return {
             "published": self.gate.count,
             "models": {w.id: w.stats.as_dict() | {"drops": dict(w.inbox.drops)} | self._backend_entry(w)
+                       | ({"tracking": w.tracking.counters()} if w.tracking is not None else {})
                        for w in self.workers},
             "sources": {s.id: s.stats() for s in self.sources},
             "outputs": {o.id: {"published": o.published, "errors": o.errors} for o in self.outputs},

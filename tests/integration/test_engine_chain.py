@@ -43,7 +43,7 @@ def chain_config(tmp_path: Path, fallback: list[dict], frames: int = 60, fps: fl
         "sources": [{"id": "cam", "type": "synthetic", "width": 128, "height": 64, "fps": fps, "frames": frames}],
         "models": [{"id": "det", "path": primary, "labels": "labels.txt", "sources": ["cam"],
                     "decoder": {"type": "yolo", "layout": "v5", "conf_threshold": 0.5}, "fallback": fallback}],
-        "outputs": [{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
+        "outputs": [{"type": "jsonl", "path": str(tmp_path / "out.jsonl"), "heartbeat": True}],
         **(extra or {}),
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))

@@ -209,7 +209,8 @@ def test_a_failing_output_beside_a_working_one_is_a_fault_in_the_heartbeat(tmp_p
     out = tmp_path / "out.jsonl"
     data = {"sources": [{"id": "v", "type": "synthetic", "width": 64, "height": 48, "fps": 50, "frames": 150}],
             "models": [{"id": "det", "path": str(tiny), "sources": ["v"], "decoder": {"layout": "v5"}}],
-            "outputs": [{"type": "jsonl", "path": str(out)}, {"type": "jsonl", "id": "console", "path": "-"}],
+            "outputs": [{"type": "jsonl", "path": str(out), "heartbeat": True},
+                        {"type": "jsonl", "id": "console", "path": "-"}],
             "watchdog": {"output_alive_s": 1, "startup_grace_ms": 0}}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))

@@ -150,7 +150,7 @@ def test_image_topics_from_another_process_are_detected_with_their_stamp_and_fra
         ]}, tmp_path / "peer.log")
     out = tmp_path / "out.jsonl"
     config = {
-        # reliable on both ends: Fast DDS over UDP loses fragments of large best-effort images (README)
+        # reliable on both ends: Fast DDS over UDP loses fragments of large best-effort images (docs/benchmarks.md)
         "sources": [{"id": "cam", "type": "ros2", "topic": "/camera/image_raw", "qos": {"preset": "default"}},
                     {"id": "camz", "type": "ros2", "topic": "/camera/image_raw/compressed",
                      "transport": "compressed", "qos": {"preset": "default"}}],
@@ -204,7 +204,11 @@ def test_image_topics_from_another_process_are_detected_with_their_stamp_and_fra
 
     records = [json.loads(line) for line in out.read_text().splitlines()]
     detections = [r for r in records if r["type"] == "detections"]
-    assert {round(r["stamp"], 6) for r in detections} >= {round(stamp_s(m), 6) for _, m in matched}
+    # JSONL rounds to 1 us, and a float64 of today's epoch seconds resolves only 0.24 us: a stamp that went
+    # through ROS's sec/nanosec and back may round to the neighbouring microsecond
+    jsonl_stamps = sorted(r["stamp"] for r in detections)
+    missing = [stamp_s(m) for _, m in matched if min(abs(s - stamp_s(m)) for s in jsonl_stamps) > 1.5e-6]
+    assert not missing, missing
     assert all(0 <= r["age_ms"] < 5000 for r in detections)
 
 

@@ -137,3 +137,100 @@ def test_the_unit_raises_the_open_files_limit_and_reloads_with_sighup(staged):
     unit = (staged / "etc/systemd/system/edgeinfer.service").read_text()
     assert int(unit_value(unit, "LimitNOFILE")[0]) >= 65536
     assert unit_value(unit, "ExecReload") == ["/bin/kill -HUP $MAINPID"]
+
+
+# -- a staged venv that works at its final path (issue 20) -----------------------------------------------------
+# Before: --prefix built the venv in the stage, so its scripts' shebangs named the stage (203/EXEC once the image
+# booted); the stage received copies of this machine's /etc/shadow and /etc/gshadow; --edgeinfer did not change
+# the unit's hard-coded ExecStart; the venv could not see JetPack's TensorRT (no --system-site-packages).
+
+STAGE_ETC_ALLOWED = {"passwd", "group", "passwd-", "group-",  # the edgeinfer user and groups (useradd's backups)
+                     "nv_tegra_release",  # the image's own (the test's stage poses as a JetPack 6 root)
+                     "edgeinfer/config.yaml", "edgeinfer/edgeinfer.env", "systemd/system/edgeinfer.service"}
+
+
+@pytest.fixture(scope="module")
+def staged_venv(tmp_path_factory, demo_model) -> Path:
+    prefix = tmp_path_factory.mktemp("image")
+    (prefix / "etc").mkdir()
+    (prefix / "etc/nv_tegra_release").write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic\n")
+    done = subprocess.run(["sh", str(SCRIPT), "--prefix", str(prefix), "--cuda", "none",
+                           "--models-from", str(demo_model.onnx.parent.parent)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return prefix
+
+
+def in_private_mounts(stage: Path, command: str) -> subprocess.CompletedProcess:
+    """Run `command` with the stage's /opt mounted at /opt in a mount namespace of its own: the staged tree at its
+    final path, this machine's /opt untouched (outside the namespace nothing changes)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the staged venv's own edgeinfer
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {stage}/opt /opt && {command}"],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_staged_unit_verifies_and_its_exec_start_runs_at_the_final_path(staged_venv):
+    unit_path = staged_venv / "etc/systemd/system/edgeinfer.service"
+    exec_start = unit_value(unit_path.read_text(), "ExecStart")[0].split()
+    assert exec_start[0] == "/opt/edgeinfer/venv/bin/edgeinfer"
+    program = staged_venv / exec_start[0].lstrip("/")
+    assert program.is_file() and os.access(program, os.X_OK)
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespaces here (unshare -m): the staged tree cannot be put at its final path")
+    verified = in_private_mounts(staged_venv, f"systemd-analyze verify {unit_path}")
+    assert verified.returncode == 0, verified.stderr
+    ran = in_private_mounts(staged_venv, "/opt/edgeinfer/venv/bin/edgeinfer --version && "
+                            "/opt/edgeinfer/venv/bin/python -c 'import edgeinfer, zmq; print(edgeinfer.__file__)'")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("edgeinfer ") and "/opt/edgeinfer/venv/lib/" in ran.stdout
+
+
+def test_the_venv_names_the_final_path_not_the_stage(staged_venv):
+    venv = staged_venv / "opt/edgeinfer/venv"
+    scripts = [p for p in (venv / "bin").iterdir() if p.is_file() and not p.is_symlink()]
+    shebangs = {p.name: p.read_bytes().split(b"\n", 1)[0] for p in scripts if p.read_bytes().startswith(b"#!")}
+    assert "edgeinfer" in shebangs and "pip" in shebangs
+    for name, line in shebangs.items():
+        assert line.startswith(b"#!/opt/edgeinfer/venv/bin/python"), (name, line)
+    for path in [*scripts, venv / "pyvenv.cfg"]:
+        assert str(staged_venv).encode() not in path.read_bytes(), f"{path} names the stage"
+    # JetPack detected from the image's L4T release: the venv sees the system's TensorRT and OpenCV
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+
+
+def test_nothing_of_this_machines_etc_goes_into_the_stage(staged_venv):
+    files = {str(p.relative_to(staged_venv / "etc")) for p in (staged_venv / "etc").rglob("*") if p.is_file()}
+    assert files <= STAGE_ETC_ALLOWED, files - STAGE_ETC_ALLOWED
+    assert not (staged_venv / "etc/shadow").exists() and not (staged_venv / "etc/gshadow").exists()
+    assert set(table(staged_venv / "etc/passwd")) == {"edgeinfer"}  # no account of this machine
+    assert set(table(staged_venv / "etc/group")) == {"edgeinfer", "video", "render"}
+
+
+def test_exec_start_follows_a_chosen_program(staged):
+    unit = (staged / "etc/systemd/system/edgeinfer.service").read_text()
+    assert unit_value(unit, "ExecStart") == [f"{EDGE} run /etc/edgeinfer/config.yaml"]
+
+
+@pytest.mark.parametrize("release,site,cuda", [
+    ("# R36 (release), REVISION: 4.0", "yes", "cuda-python>=12,<13"),  # JetPack 6: CUDA 12.6
+    ("# R38 (release), REVISION: 2.0", "yes", "cuda-python>=13,<14"),  # JetPack 7: CUDA 13
+    (None, "no", "none"),  # an image that is not a Jetson: no CUDA known for it
+])
+def test_the_plan_fits_the_box(tmp_path, release, site, cuda):
+    (tmp_path / "etc").mkdir()
+    if release:
+        (tmp_path / "etc/nv_tegra_release").write_text(release + "\n")
+    done = subprocess.run(["sh", str(SCRIPT), "--plan", "--prefix", str(tmp_path), "--venv", "/srv/edgeinfer"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["program: /srv/edgeinfer/bin/edgeinfer",
+                                        f"jetpack: {site} (venv with system site packages: {site})",
+                                        f"cuda-python: {cuda}"]
+    assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == (["nv_tegra_release"] if release else [])
+
+
+def test_csi_cameras_reach_the_argus_socket_under_the_unit(staged):
+    unit = (staged / "etc/systemd/system/edgeinfer.service").read_text()
+    assert unit_value(unit, "PrivateTmp") == ["yes"]
+    assert "-/tmp/argus_socket" in unit_value(unit, "BindPaths")  # bound into the private /tmp
+    assert "nvargus-daemon.service" in " ".join(unit_value(unit, "After"))

@@ -502,7 +502,7 @@ def test_connect_mode_publishes_to_a_bound_subscriber(make_output):
 def test_missing_pyzmq_is_reported_with_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "zmq", None)  # makes `import zmq` fail like on a bare box
     output = ZmqOutput(ZmqOutputConfig(), "zmq")
-    with pytest.raises(MissingDependency, match=r"pip install 'edgeinfer\[zmq\]'"):
+    with pytest.raises(MissingDependency, match=r"pip install pyzmq \(or '\.\[zmq\]' from the edgeinfer checkout\)"):
         output.open(RuntimeContext())
 
 

@@ -50,7 +50,8 @@ class DaemonProcess:
     def __init__(self, tmp_path: Path, config: dict, watchdog_usec: int | None = 200_000,
                  extra_outputs: list[dict] = (), env: dict | None = None):
         self.out = tmp_path / "out.jsonl"
-        config = dict(config, outputs=[{"type": "jsonl", "path": str(self.out)}, *extra_outputs])
+        # heartbeats are off in file outputs by default; the tests read them from this file
+        config = dict(config, outputs=[{"type": "jsonl", "path": str(self.out), "heartbeat": True}, *extra_outputs])
         self.config_path = tmp_path / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.notify = NotifyListener(tmp_path / "notify.sock")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from edgeinfer.frame import Frame
 from edgeinfer.health import NullReporter
@@ -43,7 +44,7 @@ class Consumer:
             if taken:
                 for f in taken:
                     image = f.image if self.keep_pixels else f.image[:1, :1].copy()
-                    self.frames.append(Frame(f.source, f.seq, image, f.mono, f.wall))
+                    self.frames.append(replace(f, image=image))  # the header as it came (stream too)
                 if self.delay_s:
                     time.sleep(self.delay_s)
             elif self.slots.finished:

@@ -164,3 +164,4 @@ def slow_detector(path: Path, rows: np.ndarray, iterations: int, size: int = 64,
         numpy_helper.from_array(rng.standard_normal((side, side)).astype(np.float32) * 0.1, "weights"),
     ]
     return _save(path, helper.make_graph(nodes, "slow_detector", inputs, [_detections_output(rows)], inits))
+

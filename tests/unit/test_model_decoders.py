@@ -311,9 +311,24 @@ def test_fitting_picks_classify_and_detr_from_metadata_and_refuses_other_tasks(t
     rtdetr = fit_model(model_config(tmp_path), [spec("images", (1, 3, 64, 64))], [spec("output0", (1, 300, 7))],
                        {**ULTRALYTICS, "description": "Ultralytics rtdetr-l model trained on coco.yaml"}, 1)
     assert isinstance(rtdetr.decoder, DetrDecoder) and rtdetr.decoder.layout == "combined"
-    with pytest.raises(FitError, match="task 'segment'"):
+    with pytest.raises(FitError, match="task 'obb'"):
         fit_model(model_config(tmp_path), [spec("images", (1, 3, 64, 64))], [spec("output0", (1, 39, 84))],
-                  {**ULTRALYTICS, "task": "segment"}, 1)
+                  {**ULTRALYTICS, "task": "obb"}, 1)
+
+
+def test_fitting_picks_segment_and_pose_heads_from_metadata(tmp_path) -> None:
+    segment = fit_model(model_config(tmp_path), [spec("images", (1, 3, 64, 64))],
+                        [spec("output0", (1, 4 + 3 + 32, 84)), spec("output1", (1, 32, 16, 16))],
+                        {**ULTRALYTICS, "task": "segment"}, 1)
+    assert segment.decoder.describe() == "yolo segment layout v8 (3 classes, 32 mask prototypes)"
+    assert "decoder type yolo-segment from the model's metadata (task segment)" in segment.notes
+    pose = fit_model(model_config(tmp_path), [spec("images", (1, 3, 64, 64))], [spec("output0", (1, 4 + 1 + 15, 84))],
+                     {"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[5, 3]"}, 1)
+    assert pose.decoder.describe() == "yolo pose (1 class, 5 keypoints x 3)"
+    configured = fit_model(model_config(tmp_path, decoder={"type": "yolo-pose", "conf_threshold": 0.5}),
+                           [spec("images", (1, 3, 64, 64))], [spec("output0", (1, 4 + 1 + 15, 84))],
+                           {"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[5, 3]"}, 1)
+    assert configured.decoder.kpt_shape == (5, 3) and configured.decoder.config.conf_threshold == 0.5
 
 
 def test_fitting_fills_size_inputs_and_refuses_unknown_inputs(tmp_path) -> None:

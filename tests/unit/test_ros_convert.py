@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edgeinfer.instances import Instance, InstanceMask
 from edgeinfer.mailbox import FanOut
 from edgeinfer.results import Detection
 from edgeinfer.sources.base import BadFrame
@@ -156,6 +157,20 @@ def test_draw_detections_leaves_the_frame_alone():
     frame = np.zeros((48, 64, 3), np.uint8)
     out = cv.draw_detections(frame, [Detection(2, "car", 0.9, (5.0, 5.0, 40.0, 30.0))])
     assert frame.max() == 0 and out[5, 20].any()
+
+
+def test_draw_detections_tints_masks_and_dots_keypoints():
+    frame = np.zeros((48, 64, 3), np.uint8)
+    crop = np.zeros((10, 10), bool)
+    crop[2:8, 2:8] = True
+    with_mask = Instance(2, "car", 0.9, (30.0, 20.0, 40.0, 30.0), track_id=7,
+                         mask=InstanceMask(30, 20, crop, 48, 64))
+    person = Instance(0, "person", 0.8, (2.0, 2.0, 20.0, 40.0),
+                      keypoints=np.array([[10.0, 10.0, 0.9], [15.0, 35.0, 0.1]]))
+    out = cv.draw_detections(frame, [with_mask, person])
+    assert frame.max() == 0
+    assert out[25, 35].any() and not out[28, 38].any()  # inside the mask tinted, outside (in the box) not
+    assert out[10, 10].any() and not out[35, 15].any()  # a seen keypoint drawn, an unseen one not
 
 
 def image_msg(value: int, encoding: str = "bgr8", sec: int = 1_700_000_000, nanosec: int = 5, frame_id="cam_link"):

@@ -198,6 +198,7 @@ def test_video_loop_keeps_counting(tmp_path: Path, mailbox) -> None:
     frames = reader.frames[:25]
     assert [f.seq for f in frames] == list(range(25))
     assert [decode_index(f.image) for f in frames] == [i % 10 for i in range(25)]
+    assert [f.stream for f in frames] == [1 + i // 10 for i in range(25)]  # each pass a new stream: trackers reset
     assert source.stats()["state"] == "stopped"
 
 
@@ -446,6 +447,8 @@ def test_live_source_reconnects_with_exponential_backoff(mailbox, caplog) -> Non
     # Numbering continues across reconnects (a live source's unread frames are overwritten: drops).
     seqs = [f.seq for f in reader.frames]
     assert seqs == sorted(set(seqs)) and seqs[-1] > 3
+    streams = [f.stream for f in reader.frames]  # each reconnect starts a new stream (trackers reset on it)
+    assert streams == sorted(streams) and streams[0] == 1 and streams[-1] >= 3
     assert stats["last_seq"] == stats["frames"] - 1
     assert wait_until(lambda: len(reader.frames) + slots.drops["cam"] == stats["frames"], timeout=1)
     assert stats["failed_opens"] == 2

@@ -373,14 +373,46 @@ def test_checkpoints_of_an_unknown_model_are_counted_not_fatal():
 # -- faults -------------------------------------------------------------------------------------------------
 
 
-def test_fault_fails_its_cycle_then_recovers():
+def test_fault_fails_its_cycle_then_recovers_at_the_next_progress():
     d = Driver([source(alive=100)], fault_tolerance_cycles=2)
     d.run(3)
     d.step(("fault", "cam", "decode error"), ("fault", "cam", "decode error 2"))  # 4
-    d.run(8)
-    assert d.entity_changes("cam") == [(4, FAILED), (5, OK)]
+    d.run(8)  # clean cycles without a frame: the source is not back yet (hysteresis)
+    d.step(("alive", "cam"))  # 9: a frame
+    assert d.entity_changes("cam") == [(4, FAILED), (9, OK)]
     cam = d.history[-1].entities["cam"]
     assert (cam.faults, cam.failed_cycles, cam.last_fault) == (2, 1, "decode error 2")
+
+
+def test_a_camera_that_cannot_open_reads_degraded_until_it_delivers_a_frame():
+    # reconnect attempts with backoff: one fault every few cycles, clean cycles in between, no frame
+    d = Driver([source(relevant=False, alive=100)], fault_tolerance_cycles=2)
+    for cycle in range(60):
+        if cycle in (0, 10, 30):
+            d.step(("fault", "cam", "cannot open camera"))
+        else:
+            d.step()
+    assert d.state_changes() == [(0, DEGRADED)]  # one transition, no flapping back to OK in between
+    assert "held: no progress since its last failure at cycle 30" in d.core.describe(
+        d.history[-1].entities["cam"], 59)
+    d.step(("alive", "cam"))  # 60: the camera is back
+    assert d.state_changes() == [(0, DEGRADED), (60, G_OK)]
+
+
+def test_an_entity_without_alive_supervision_recovers_at_the_first_passing_step():
+    d = Driver([model(relevant=False, deadline=2)], fault_tolerance_cycles=2)
+    d.step(("fault", "yolo", "decoder exception"))  # 0
+    d.run(3)
+    assert d.entity_changes("yolo") == [(0, FAILED), (1, OK)]
+
+
+def test_reset_clears_a_held_status():
+    d = Driver([source(relevant=False, alive=100)], fault_tolerance_cycles=2)
+    d.step(("fault", "cam", "cannot open camera"))  # 0
+    d.run(3)
+    d.core.reset()
+    d.run(5)
+    assert d.entity_changes("cam") == [(0, FAILED), (4, OK)]
 
 
 def test_faults_in_every_cycle_expire_after_the_tolerance():

@@ -67,7 +67,7 @@ def load_runtime_module(name: str):
     raise MissingDependency(
         f"no TensorRT runtime module ({' or '.join(names)}) can be imported. On Jetson, TensorRT comes with "
         "JetPack (python3-libnvinfer; a venv needs --system-site-packages to see it); elsewhere: "
-        "pip install 'edgeinfer[trt]' (tensorrt-lean-cu13, for version-compatible engines) or tensorrt."
+        "pip install '.[trt]' in the checkout (tensorrt-lean-cu13: version-compatible engines) or tensorrt."
     )
 
 

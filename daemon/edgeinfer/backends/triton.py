@@ -26,7 +26,7 @@ from .schema import TritonOptions
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "Install it with: pip install 'edgeinfer[triton]' (tritonclient[grpc,http])."
+INSTALL_HINT = "Install it with: pip install 'tritonclient[grpc,http]' (or '.[triton]' in the checkout)."
 # gRPC reconnect backoff grows to 120 s by default: a server back after a restart would then be noticed minutes
 # later. Capped at 1 s so the health prober sees it within a probe or two.
 GRPC_RECONNECT_MS = (100, 1000)

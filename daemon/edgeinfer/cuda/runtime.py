@@ -14,7 +14,7 @@ import numpy as np
 
 from ..lazy import lazy_import
 
-_INSTALL_HINT = "Install CUDA's Python bindings with: pip install 'edgeinfer[trt]' (cuda-python)."
+_INSTALL_HINT = "Install CUDA's Python bindings with: pip install '.[trt]' in the checkout (cuda-python)."
 _modules: dict[str, Any] = {}
 
 

@@ -23,10 +23,17 @@ from edgeinfer.decoders.detr import DetrDecoder, DetrDecoderConfig
 from edgeinfer.decoders.fit import check_decoder_fit
 from edgeinfer.decoders.labels import label_for, load_labels
 from edgeinfer.decoders.yolo import YoloDecoder, YoloDecoderConfig
+from edgeinfer.decoders.yolo_heads import (
+    YoloPoseDecoder,
+    YoloPoseDecoderConfig,
+    YoloSegmentDecoder,
+    YoloSegmentDecoderConfig,
+)
 from edgeinfer.results import Classification, DenseMap, Detection, Payload
 
 DecoderConfig = Annotated[
-    Union[YoloDecoderConfig, DetrDecoderConfig, ClassifyDecoderConfig, DenseDecoderConfig],  # noqa: UP007
+    Union[YoloDecoderConfig, DetrDecoderConfig, ClassifyDecoderConfig, DenseDecoderConfig,  # noqa: UP007
+          YoloSegmentDecoderConfig, YoloPoseDecoderConfig],
     Field(discriminator="type"),
 ]
 
@@ -35,6 +42,8 @@ DECODERS: dict[str, type[Decoder]] = {
     "detr": DetrDecoder,
     "classify": ClassifyDecoder,
     "dense": DenseDecoder,
+    "yolo-segment": YoloSegmentDecoder,
+    "yolo-pose": YoloPoseDecoder,
 }
 
 
@@ -73,6 +82,10 @@ __all__ = [
     "OutputInfo",
     "YoloDecoder",
     "YoloDecoderConfig",
+    "YoloPoseDecoder",
+    "YoloPoseDecoderConfig",
+    "YoloSegmentDecoder",
+    "YoloSegmentDecoderConfig",
     "check_decoder_fit",
     "create_decoder",
     "declared_payload",

@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-# Ultralytics tasks this daemon decodes from the model alone; the others need a decoder it does not have
-# yet (masks, keypoints, rotated boxes), and decoding only their boxes would publish garbage classes.
-DECODED_TASKS = ("detect", "classify")
+# Ultralytics tasks this daemon decodes from the model alone; obb (rotated boxes) needs a decoder it does not
+# have, and decoding only its boxes would publish garbage.
+DECODED_TASKS = ("detect", "classify", "segment", "pose")
 
 
 class MetadataError(ValueError):
@@ -31,6 +31,7 @@ class ModelMetadata:
     imgsz: tuple[int, int] | None = None  # (height, width)
     stride: int | None = None
     task: str | None = None
+    kpt_shape: tuple[int, int] | None = None  # pose models: (keypoints, values per keypoint)
     description: str = ""
     read: dict[str, str] = field(default_factory=dict)  # what -> the key it came from
 
@@ -64,7 +65,15 @@ def parse_metadata(props: dict[str, str]) -> ModelMetadata:
     task = props.get("task") or None
     if task:
         read["task"] = "task"
-    return ModelMetadata(names=names, imgsz=imgsz, stride=stride, task=task,
+    kpt_shape = None
+    if "kpt_shape" in props:
+        value = _literal(props["kpt_shape"], "kpt_shape")
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value)
+                and value[0] > 0 and value[1] in (2, 3)):
+            raise MetadataError(f"metadata kpt_shape must be [K, 2 or 3], got {props['kpt_shape'][:80]!r}")
+        kpt_shape = (int(value[0]), int(value[1]))
+        read["kpt_shape"] = "kpt_shape"
+    return ModelMetadata(names=names, imgsz=imgsz, stride=stride, task=task, kpt_shape=kpt_shape,
                          description=props.get("description", ""), read=read)
 
 

@@ -99,7 +99,7 @@ def load_builder_module(name: str):
     raise MissingDependency(
         f"no TensorRT builder ({' or '.join(names)}) can be imported. On Jetson: JetPack's python3-libnvinfer "
         "(a venv needs --system-site-packages); on an RTX PC: pip install tensorrt-rtx-cu13-libs "
-        "tensorrt-rtx-cu13-bindings; elsewhere: NVIDIA's tensorrt wheels (pip install 'edgeinfer[trt]' gives "
+        "tensorrt-rtx-cu13-bindings; elsewhere: NVIDIA's tensorrt wheels (pip install '.[trt]' in the checkout gives "
         "only the lean runtime, which loads engines but cannot build them).")
 
 

@@ -186,7 +186,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
 
     build = sub.add_parser("build", help="build a TensorRT engine from an ONNX file, with its manifest")
-    build.add_argument("onnx")
+    build.add_argument("onnx", help="the ONNX model to build the engine from")
     build.add_argument("-o", "--output", help="engine file (default: the ONNX's name with .engine)")
     build.add_argument("--runtime", default="auto", help="builder: auto, tensorrt, tensorrt_rtx")
     build.add_argument("--device", default="gpu", choices=["gpu", "dla0", "dla1"])
@@ -205,14 +205,14 @@ def add_parsers(sub) -> None:
     build.set_defaults(func=cmd_build)
 
     inspect = sub.add_parser("inspect", help="an engine's manifest, tensors and whether it runs on this host")
-    inspect.add_argument("engine")
+    inspect.add_argument("engine", help="a TensorRT engine file (its manifest is read from beside it)")
     inspect.add_argument("--device", default="auto", help="the device it would run on (gpu, gpu:N, dla0, dla1)")
     inspect.add_argument("--runtime", default="auto", help="TensorRT runtime module to load it with")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=cmd_inspect)
 
     bench = sub.add_parser("bench", help="latency percentiles and throughput of a model or engine")
-    bench.add_argument("model")
+    bench.add_argument("model", help="an ONNX model or a TensorRT engine")
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--duration", type=float, default=5.0, help="seconds of timed runs")
     bench.add_argument("--backend", default="auto", choices=list(BACKEND_CHOICES))

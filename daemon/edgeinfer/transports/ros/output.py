@@ -20,12 +20,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...instances import detection_id
 from ...lazy import lazy_import
 from ...logutil import RateLimitedLog
 from ...outputs.base import Output, OutputError
 from ...results import Classifications, DenseMap, Detections, Payload, Result
 from . import INTERFACES_HINT
 from . import convert as cv
+from .instances import InstanceTopics
 from .runtime import policy_name, qos_profile
 from .schema import Ros2OutputConfig
 
@@ -102,6 +104,7 @@ class Ros2Output(Output):
         self._events: Callable[[str], Any] = lambda topic: None
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(log)
+        self._instances: InstanceTopics | None = None  # masks and keypoints beside the boxes
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def open(self, ctx: RuntimeContext) -> None:
@@ -120,6 +123,7 @@ class Ros2Output(Output):
             return PublisherEventCallbacks(incompatible_qos=lambda info: self._incompatible(topic, info))
 
         self._events = events
+        self._instances = InstanceTopics(node, self.config, events)
         q = self.config.qos
         for model_id, info in ctx.catalogue.items():
             labels = info.labels
@@ -141,6 +145,7 @@ class Ros2Output(Output):
             self._topics[model_id].known = info.payload_type is not None
             self._topics[model_id].labels = list(labels)
             label_info.publish(self._label_info(labels))
+            self._instances.ensure(model_id, info.payload_type)
         if self.config.heartbeat:
             self._heartbeat_pub = node.create_publisher(m.Heartbeat, self.config.heartbeat_topic,
                                                         qos_profile(q.heartbeat),
@@ -196,6 +201,7 @@ class Ros2Output(Output):
             topics.array, topics.pool = self._reused_message(payload_type), []
             self.runtime.node.destroy_publisher(old)
         topics.payload_type = payload_type
+        self._instances.ensure(model_id, payload_type)
         log.info("output '%s': model '%s' publishes %s (decoder from its metadata) on %s", self.id, model_id,
                  payload_type.kind, topics.results.topic_name)
         if self.config.wait_for_subscribers:
@@ -224,7 +230,8 @@ class Ros2Output(Output):
                 self._timer.cancel()
         self._flush_reliable(CLOSE_FLUSH_S)
         for entity in [self._timer, self._service, self._heartbeat_pub, self._diag_pub,
-                       *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)]]:
+                       *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)],
+                       *(self._instances.publishers() if self._instances is not None else [])]:
             if entity is None:
                 continue
             try:
@@ -237,6 +244,8 @@ class Ros2Output(Output):
             except Exception as exc:  # the node may already be gone at shutdown
                 log.debug("output '%s': destroying %s: %s", self.id, entity, exc)
         self._topics.clear()
+        if self._instances is not None:
+            self._instances.forget()
         self._timer = self._service = self._heartbeat_pub = self._diag_pub = None
 
     def _flush_reliable(self, budget_s: float) -> None:
@@ -273,7 +282,9 @@ class Ros2Output(Output):
         if not topics.known or payload_type is not topics.payload_type:
             self._learn_kind(topics, result.model, payload_type)
         fill = getattr(self, result_message(payload_type)[2])  # the one dispatch on the payload type
-        topics.results.publish(fill(result, topics))
+        message = fill(result, topics)
+        topics.results.publish(message)
+        self._instances.publish(result, message.header)  # masks, keypoints: stamped like the boxes
         self.published += 1
         if topics.image is not None and result.frame is not None:
             now = time.monotonic()
@@ -298,8 +309,9 @@ class Ros2Output(Output):
             det = m.Detection2D()
             det.results = [m.ObjectHypothesisWithPose()]
             pool.append(det)
-        for det, d in zip(pool, detections):
+        for index, (det, d) in enumerate(zip(pool, detections)):
             det.header = header
+            det.id = detection_id(d, index)  # the track id with tracking on
             cx, cy, sx, sy = cv.detection_values(d.bbox)
             box = det.bbox
             box.center.position.x, box.center.position.y = cx, cy

@@ -78,6 +78,8 @@ class Ros2QosTopics(StrictModel):
     classifications: QosConfig = QosConfig()
     # reliable too: Fast DDS over UDP loses fragments of large best-effort images (docs/ros2.md)
     dense: QosConfig = QosConfig()
+    instances: QosConfig = QosConfig()  # reliable, like dense: an image in fragments
+    keypoints: QosConfig = QosConfig()
     label_info: QosConfig = QosConfig(durability="transient_local", depth=1)
     heartbeat: QosConfig = QosConfig()
     image: QosConfig = QosConfig(preset="sensor_data")
@@ -90,6 +92,10 @@ class Ros2OutputConfig(OutputConfigBase):
     classifications_topic: str = Field(default="~/{model}/classifications", description="classifier models: "
                                        "vision_msgs/Classification")
     dense_topic: str = Field(default="~/{model}/dense", description="dense-map models: sensor_msgs/Image")
+    instances_topic: str = Field(default="~/{model}/instances", description="segment models: sensor_msgs/Image "
+                                 "mono8/mono16, pixel = 1-based index into the Detection2DArray")
+    keypoints_topic: str = Field(default="~/{model}/keypoints", description="pose models: "
+                                 "edgeinfer_msgs/KeypointsArray")
     label_info_topic: str = "~/{model}/label_info"
     heartbeat_topic: str = "~/heartbeat"
     label_in_class_id: bool = Field(default=False, description="hypothesis.class_id holds the label, not the "
@@ -104,7 +110,8 @@ class Ros2OutputConfig(OutputConfigBase):
                                       "subscribers match each model's result topic (replaying files)")
     wait_timeout_s: float = Field(default=10.0, gt=0, le=3600)
 
-    @field_validator("detections_topic", "classifications_topic", "dense_topic", "label_info_topic")
+    @field_validator("detections_topic", "classifications_topic", "dense_topic", "label_info_topic",
+                     "instances_topic", "keypoints_topic")
     @classmethod
     def _per_model(cls, value: str, info: Any) -> str:
         check_topic(value, info.field_name)
@@ -122,7 +129,7 @@ class Ros2SourceConfig(SourceConfigBase):
     type: Literal["ros2"] = "ros2"
     topic: str = Field(description="sensor_msgs/Image topic, or CompressedImage with transport: compressed")
     transport: Literal["raw", "compressed"] = "raw"
-    # Reliable, because Fast DDS over UDP lost most large best-effort images here (README, bench_ros2.py); a
+    # Reliable, because Fast DDS over UDP lost most large best-effort images here (docs/benchmarks.md, bench_ros2.py); a
     # best-effort camera does not match and is reported naming RELIABILITY: set preset sensor_data for it.
     # Depth 1: only the newest image is used, a deeper queue only hands over images that are already old.
     qos: QosConfig = Field(default=QosConfig(preset="default", depth=1),

@@ -1,5 +1,5 @@
 """A client for robots talking to edgeinfer over ZeroMQ: send frames, read detections and heartbeats, send
-commands. Needs pyzmq (`pip install 'edgeinfer[zmq]'`); the wire formats are in docs/zmq.md.
+commands. Needs pyzmq (`pip install pyzmq`); the wire formats are in docs/zmq.md.
 
     from edgeinfer.client import FrameSender, ResultReader, Control
 

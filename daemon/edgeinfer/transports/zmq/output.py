@@ -28,7 +28,7 @@ from .security import CurveServer, curve_problems, key_folder_mode_problems, loa
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'edgeinfer[zmq]'"
+INSTALL_HINT = "pip install pyzmq (or '.[zmq]' from the edgeinfer checkout)"
 MAX_REQUEST_BYTES = 64 * 1024
 # Beyond this ZeroMQ drops the peer's connection without a reply; it only keeps a rogue client from making the
 # daemon buffer a huge message. Between MAX_REQUEST_BYTES and this, the client gets an error reply.

@@ -23,7 +23,7 @@ from ...schema import StrictModel
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'edgeinfer[zmq]'"
+INSTALL_HINT = "pip install pyzmq (or '.[zmq]' from the edgeinfer checkout)"
 
 _TCP_ENDPOINT = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\d+|\*)$")
 

@@ -1,7 +1,7 @@
 """`ros2 run edgeinfer_ros edgeinfer_node --ros-args -p config_file:=/etc/edgeinfer/config.yaml`
 
-A thin entry point: the node itself lives in the edgeinfer package (edgeinfer.transports.ros), which must be installed
-in the Python environment ROS uses (see the README, "Running it on a robot")."""
+A thin entry point: the node itself lives in the edgeinfer package (edgeinfer.transports.ros), which must be
+installed in the Python environment ROS uses (see docs/robot.md)."""
 
 import sys
 
