@@ -42,7 +42,7 @@ def config_data(tiny: Path, out: Path, source: dict | None = None, model: dict |
     return {"sources": [{"id": "v", **(source or {"type": "synthetic", "width": 64, "height": 48, "fps": 30})}],
             "models": [{"id": "det", "path": str(tiny), "sources": ["v"], "decoder": {"layout": "v5"},
                         **(model or {})}],
-            "outputs": outputs if outputs is not None else [{"type": "jsonl", "path": str(out)}],
+            "outputs": outputs if outputs is not None else [{"type": "jsonl", "path": str(out), "heartbeat": True}],
             "watchdog": {"period_ms": 100}}
 
 
@@ -299,7 +299,7 @@ def test_a_transient_disk_full_is_an_output_error_and_the_run_fails(tmp_path, ti
     full, good = small_disk / "records.jsonl", tmp_path / "good.jsonl"
     data = config_data(tiny, full, source={"type": "synthetic", "width": 64, "height": 48, "fps": 100, "frames": 250},
                        outputs=[{"type": "jsonl", "id": "small", "path": str(full), "heartbeat": False},
-                                {"type": "jsonl", "id": "good", "path": str(good)}])
+                                {"type": "jsonl", "id": "good", "path": str(good), "heartbeat": True}])
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
     proc = subprocess.Popen([sys.executable, "-m", "edgeinfer", "run", str(config)], stderr=subprocess.PIPE,

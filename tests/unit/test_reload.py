@@ -30,7 +30,7 @@ def write_config(path: Path, tiny: Path, out: Path, model_id: str = "det", sourc
     data = {"sources": [{"id": "v", **source}],
             "models": [{"id": model_id, "path": str(tiny), "sources": ["v"], "decoder": {"layout": "v5"},
                         **model_extra}],
-            "outputs": [{"type": "jsonl", "path": str(out)}],
+            "outputs": [{"type": "jsonl", "path": str(out), "heartbeat": True}],
             "watchdog": {"period_ms": 50}}
     path.write_text(yaml.safe_dump(data))
     return path

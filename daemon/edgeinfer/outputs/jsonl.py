@@ -172,7 +172,8 @@ class JsonlOutput(RecordOutput):
         if not self.config.heartbeat:
             return
         now, state = time.monotonic(), record.get("state")
-        if now - self._last_beat < self.config.heartbeat_interval_s and state == self._last_beat_state:
+        if (now - self._last_beat < self.config.heartbeat_interval_s and state == self._last_beat_state
+                and not record.get("final")):  # the final heartbeat (the run's counts) is never thinned
             return
         self._last_beat, self._last_beat_state = now, state
         self.write_record(record)
