@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .backends.schema import BACKEND_CHOICES, BACKEND_OPTIONS, options_for_model, resolve_backend_type
+from .configfile import UnreadableFile, read_regular_file
 from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, parse_device
 from .engines.options import BuildOptions
@@ -165,8 +166,10 @@ def read_config(path: str | Path) -> Config:
     ConfigError listing every problem."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)  # a regular file of bounded size only: never a FIFO or /dev/zero
         base_dir = path.resolve().parent
+    except UnreadableFile as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read config file: {exc.strerror or exc}")]) from exc
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise ConfigError(str(path), [Problem("", f"cannot read config file: {getattr(exc, 'strerror', None) or exc}")]
                           ) from exc
