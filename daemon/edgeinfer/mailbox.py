@@ -32,6 +32,7 @@ class FrameSlots:
         self._closed = False
         self._next = 0  # round-robin start, so one fast source cannot starve the others
         self.drops: dict[str, int] = {s: 0 for s in self._slots}
+        self.received: dict[str, int] = {s: 0 for s in self._slots}  # frames accepted (for in = out + dropped)
 
     def put(self, frame: Frame, wait: bool) -> bool:
         with self._cond:
@@ -42,6 +43,7 @@ class FrameSlots:
                 return False
             if self._slots[frame.source] is not None:
                 self.drops[frame.source] += 1
+            self.received[frame.source] += 1
             self._slots[frame.source] = frame
             self._cond.notify_all()
             return True
@@ -82,6 +84,11 @@ class FrameSlots:
         """Every source ended and every frame was taken."""
         with self._cond:
             return self._ended.issuperset(self._slots) and all(f is None for f in self._slots.values())
+
+    def pending(self) -> int:
+        """Frames waiting in the slots (not yet taken by the worker)."""
+        with self._cond:
+            return sum(f is not None for f in self._slots.values())
 
     def close(self) -> None:
         with self._cond:

@@ -57,6 +57,7 @@ class VideoSource(Source):
         self._frame_count = 0  # what the container states (0: unknown)
         self._position = 0  # frames read or failed since the file was opened
         self._bad_run = 0
+        self._skip = 0  # frames to skip at the next open: a reload resumes where the previous source was
 
 
     @property
@@ -99,6 +100,12 @@ class VideoSource(Source):
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self._frame_count = int(count) if 0 < count < 1e9 else 0
         self._position, self._bad_run = 1, 0
+        skip, self._skip = self._skip, 0
+        if skip > 0:  # grab() without decoding to an image: the next read is frame `skip`, exactly
+            self._first = None
+            for _ in range(skip - 1):
+                self._cap.grab()
+            self._position = skip
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         if not 0 < fps <= 1000:
             if self.config.realtime and self._file_fps is None:
@@ -133,7 +140,16 @@ class VideoSource(Source):
                               f"{self.config.max_bad_run}); the file is damaged")
         raise BadFrame("cannot be decoded")
 
+    def _input_position(self) -> int:
+        return self._position
+
+    def _resume_input(self, position: int) -> None:
+        self._skip = position
+        log.info("source '%s': reloaded: %s resumes at frame %d of the file", self.id, self.config.path, position)
+
     def _close(self) -> None:
+        if self._first is not None:  # opened, but its first frame never went out: not read
+            self._position -= 1
         self._first = None
         if self._cap is not None:
             self._cap.release()

@@ -26,6 +26,8 @@ class ZmqSourceConfig(SourceConfigBase):
                                 "instead of an mmap + munmap per frame (docs/zmq.md)")
     max_bytes: int = Field(wire.DEFAULT_MAX_BYTES, ge=1024, le=1 << 30,
                            description="larger payloads are dropped and counted as too_large")
+    max_pixels: int = Field(wire.DEFAULT_MAX_PIXELS, ge=1, le=1 << 31,
+                            description="a PNG/JPEG declaring more pixels is dropped (too_large) before decoding")
     curve: CurveConfig | None = None
 
     @model_validator(mode="after")

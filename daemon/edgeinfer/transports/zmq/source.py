@@ -153,7 +153,7 @@ class ZmqSource(Source):
             if newest is None:
                 continue
             try:
-                image = wire.decode_image(newest)
+                image = wire.decode_image(newest, self.config.max_pixels)
             except wire.Malformed as exc:
                 self._count_malformed(exc)
                 continue
