@@ -10,7 +10,8 @@ the server once, and reused for every frame of that set. Regions are named after
 two daemons (or two models) never share one. `close` unregisters (best effort: a dead server has nothing to
 unregister) and always unlinks the segments, so nothing is left in /dev/shm; Python's resource tracker unlinks
 them too if the daemon itself is killed. A server that restarted has forgotten every registration: after a
-failed request the sets are registered again before the next one (`mark_stale`).
+failed request one status call says which regions the server still holds, and the others are registered again
+before the next request (`mark_stale`).
 
 The segments are the standard library's `multiprocessing.shared_memory` (what tritonclient's
 `tritonclient.utils.shared_memory` wraps): its helper closes the mapping before unlinking and gives up on the
@@ -132,13 +133,10 @@ class ShmPool:
             except Exception:  # a restarted server never knew it
                 pass
         if self._stale:
-            for r in self.regions():
-                if r.name in self._registered:
-                    try:  # a server that only dropped the connection still holds it: start clean
-                        call("unregister_system_shared_memory", client.unregister_system_shared_memory, r.name)
-                    except Exception:
-                        pass
-            self._registered.clear()
+            # one status call says which of ours the server still holds (a restarted one: none), instead of
+            # unregistering and registering everything after every failed request
+            status = call("get_system_shared_memory_status", client.get_system_shared_memory_status)
+            self._registered &= _region_names(status)
             self._stale = False
         for r in self.regions():
             if r.name not in self._registered:
@@ -181,3 +179,14 @@ class ShmPool:
                 pass
             except OSError as exc:  # never leave the others behind because one failed
                 log.warning("shared memory %s: %s", r.key, exc)
+
+
+def _region_names(status: Any) -> set[str]:
+    """Region names from a shared-memory status reply: gRPC (protobuf with a `regions` map) or HTTP (a list of
+    {"name": ...} dicts)."""
+    regions = getattr(status, "regions", None)
+    if regions is not None:
+        return set(regions.keys())
+    if isinstance(status, dict):
+        return set(status.get("regions", {}))
+    return {r["name"] for r in status if isinstance(r, dict) and "name" in r}
