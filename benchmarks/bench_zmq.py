@@ -1,6 +1,7 @@
 """Frames over ZeroMQ: edgeinfer's transport beside imagezmq 1.2, side by side in one run, on this machine.
 
-    python benchmarks/bench_zmq.py [--frames 1000] [--paced-fps 100] [--json out.json]
+    python benchmarks/bench_zmq.py [--frames 1000] [--paced-fps 100] [--fast-paced-fps 1000] [--repeat 3]
+                                   [--json out.json]
 
 640x480 bgr8 frames, sender and receiver in separate processes, over tcp loopback and ipc:
 
@@ -11,14 +12,21 @@
 - imagezmq REQ/REP: `ImageSender.send_image` (waits for the hub's reply) into `ImageHub.recv_image`.
 - imagezmq PUB/SUB: `ImageSender(REQ_REP=False)` into a SUB `ImageHub`.
 
-Two runs each: unthrottled (throughput; latency there is mostly queueing) and paced at --paced-fps (latency,
-capture stamp in the sender -> frame in the receiver's hand, wall clock of one machine).
+Runs each: unthrottled (throughput; latency there is mostly queueing), paced at --paced-fps (latency, capture
+stamp in the sender -> frame in the receiver's hand, wall clock of one machine) and paced at --fast-paced-fps (a
+fast camera: does the receiver keep up; edgeinfer's paced sender drops when its queue is full, as a robot's
+should). Every case of one repeat runs back to back; the summary gives the issue's ratios per repeat as median
+(range), the receiver's CPU per message by thread (from /proc: the Python threads, ZeroMQ's I/O thread) and the
+load average. In the unthrottled run imagezmq's PUB/SUB hub hands over every queued frame, hundreds of ms late;
+edgeinfer hands over the newest of what is queued (`superseded` counts the rest), so compare frames/s there
+together with p50.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -62,11 +70,13 @@ def receive_edgeinfer(address: str, expected: int, hwm: int) -> dict:
     source.start()
     source.endpoint_ready.wait(10)
     print("ready", flush=True)
+    cpu0 = thread_cpu()
     _wait_for_frames(arrivals, got)
+    cpu = thread_cpu()
     source.stop()
     counters = source.counters()
     return {"latencies": latencies, "arrivals": arrivals, "received": counters["received"],
-            "superseded": counters["superseded"]}
+            "superseded": counters["superseded"], "cpu": {k: v - cpu0.get(k, 0.0) for k, v in cpu.items()}}
 
 
 def receive_imagezmq(address: str, expected: int, reqrep: bool) -> dict:
@@ -76,6 +86,7 @@ def receive_imagezmq(address: str, expected: int, reqrep: bool) -> dict:
     print("ready", flush=True)
     latencies, arrivals = [], []
     hub.zmq_socket.setsockopt(__import__("zmq").RCVTIMEO, int(IDLE_S * 1000))
+    cpu0 = thread_cpu()
     while len(arrivals) < expected:
         try:
             msg, image = hub.recv_image()
@@ -88,7 +99,28 @@ def receive_imagezmq(address: str, expected: int, reqrep: bool) -> dict:
             continue
         latencies.append(now - float(msg))
         arrivals.append(now)
-    return {"latencies": latencies, "arrivals": arrivals, "received": len(arrivals), "superseded": 0}
+    cpu = thread_cpu()
+    return {"latencies": latencies, "arrivals": arrivals, "received": len(arrivals), "superseded": 0,
+            "cpu": {k: v - cpu0.get(k, 0.0) for k, v in cpu.items()}}
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread of this process, keyed by thread name (ZeroMQ names its I/O threads ZMQbg/IO/n)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue  # the thread ended meanwhile
+        key = "io" if name.startswith("ZMQbg/IO") else "zmq_other" if name.startswith("ZMQbg") else "python"
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _wait_for_frames(arrivals: list[float], got: threading.Event) -> None:
@@ -180,6 +212,9 @@ def run_case(kind: str, transport: str, frames: int, fps: float | None, workdir:
         "frames_per_s": (len(arrivals) - 1) / span if span == span and span > 0 else None,
         "p50_ms": 1e3 * lat[len(lat) // 2] if lat else None,
         "p99_ms": 1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+        # receiver CPU per received message, by thread kind: where the receive path spends its time
+        "rx_python_us": 1e6 * got["cpu"].get("python", 0.0) / max(got["received"], 1),
+        "rx_io_us": 1e6 * got["cpu"].get("io", 0.0) / max(got["received"], 1),
     }
     return row
 
@@ -191,6 +226,9 @@ def main() -> int:
     parser.add_argument("--hwm", type=int, nargs="+", default=[2, 8],
                         help="edgeinfer send/receive HWMs to compare (the source's rcvhwm, the client's sndhwm)")
     parser.add_argument("--transports", nargs="+", default=["tcp", "ipc"])
+    parser.add_argument("--fast-paced-fps", type=float, nargs="*", default=[1000.0],
+                        help="also paced at these rates: does the receiver keep up with a fast camera-paced sender")
+    parser.add_argument("--repeat", type=int, default=1, help="run every case this many times, alternating")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
@@ -206,27 +244,66 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bzmq"))
     rows = []
+    load_before = os.getloadavg()
     try:
-        for transport in args.transports:
-            for fps, frames in ((None, args.frames), (args.paced_fps, max(int(args.paced_fps * 3), 100))):
-                # alternated in one run, so a busy moment of the machine hits every case alike
-                cases = [("edgeinfer", h) for h in args.hwm] + [("imagezmq-reqrep", 0), ("imagezmq-pubsub", 0)]
-                for kind, hwm in cases:
-                    rows.append(run_case(kind, transport, frames, fps, workdir, hwm))
-                    print_row(rows[-1])
+        for rep in range(args.repeat):
+            for transport in args.transports:
+                rates = [(None, args.frames), (args.paced_fps, max(int(args.paced_fps * 3), 100))]
+                rates += [(fps, max(int(fps * 1.5), 100)) for fps in args.fast_paced_fps]
+                for fps, frames in rates:
+                    # alternated in one run, so a busy moment of the machine hits every case alike
+                    cases = [("edgeinfer", h) for h in args.hwm] + [("imagezmq-reqrep", 0), ("imagezmq-pubsub", 0)]
+                    for kind, hwm in cases:
+                        rows.append(run_case(kind, transport, frames, fps, workdir, hwm) | {"repeat": rep})
+                        print_row(rows[-1])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    for transport in args.transports:
-        by = {r["case"]: r for r in rows if r["transport"] == transport and r["mode"] == "unthrottled"}
-        for hwm in args.hwm:
-            ours = by[f"edgeinfer hwm {hwm}"]["frames_per_s"] or 0
-            print(f"{transport}: edgeinfer (hwm {hwm}) delivered frames/s / imagezmq REQ/REP = "
-                  f"{ours / by['imagezmq-reqrep']['frames_per_s']:.2f}, / imagezmq PUB/SUB = "
-                  f"{ours / by['imagezmq-pubsub']['frames_per_s']:.2f}")
+    print_summary(rows, args)
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs (shared machine: compare ratios within a repeat, not absolute numbers)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def _range(values: list[float]) -> str:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return "-"
+    mid = values[len(values) // 2]
+    return f"{mid:.2f} ({values[0]:.2f}-{values[-1]:.2f})" if len(values) > 1 else f"{mid:.2f}"
+
+
+def print_summary(rows: list[dict], args: argparse.Namespace) -> None:
+    """The issue's comparisons, one ratio per repeat (cases of one repeat ran back to back): median (range)."""
+    for transport in args.transports:
+        for hwm in args.hwm:
+            ours = f"edgeinfer hwm {hwm}"
+            ratios: dict[str, list[float]] = {"reqrep": [], "pubsub": [], "p50": [], "py": [], "io": []}
+            for rep in range(args.repeat):
+                by = {(r["case"], r["mode"]): r for r in rows if r["transport"] == transport and r["repeat"] == rep}
+                fast = {c: by[(c, "unthrottled")] for c in (ours, "imagezmq-reqrep", "imagezmq-pubsub")}
+                paced = {c: by[(c, f"paced {args.paced_fps:g} fps")] for c in (ours, "imagezmq-pubsub")}
+                ratios["reqrep"].append(fast[ours]["frames_per_s"] / fast["imagezmq-reqrep"]["frames_per_s"])
+                ratios["pubsub"].append(fast[ours]["frames_per_s"] / fast["imagezmq-pubsub"]["frames_per_s"])
+                best_izmq = min(by[(c, f"paced {args.paced_fps:g} fps")]["p50_ms"]
+                                for c in ("imagezmq-reqrep", "imagezmq-pubsub"))
+                ratios["p50"].append(paced[ours]["p50_ms"] / best_izmq)
+                ratios["py"].append(fast[ours]["rx_python_us"] / max(fast["imagezmq-pubsub"]["rx_python_us"], 1e-9))
+                ratios["io"].append(fast[ours]["rx_io_us"] / max(fast["imagezmq-pubsub"]["rx_io_us"], 1e-9))
+            for fps in args.fast_paced_fps:
+                mode = f"paced {fps:g} fps"
+                fast_rows = [r for r in rows if r["transport"] == transport and r["mode"] == mode]
+                for case in (ours, "imagezmq-reqrep", "imagezmq-pubsub"):
+                    got = [r for r in fast_rows if r["case"] == case]
+                    print(f"{transport}: {case} at {mode}: frames handed/s {_range([r['frames_per_s'] for r in got])}"
+                          f", handed/sent {_range([r['delivered'] / max(r['sent'], 1) for r in got])}, p50 ms "
+                          f"{_range([r['p50_ms'] for r in got])}")
+            print(f"{transport}: edgeinfer (hwm {hwm}) frames handed/s ÷ imagezmq REQ/REP {_range(ratios['reqrep'])}, "
+                  f"÷ PUB/SUB {_range(ratios['pubsub'])};  paced {args.paced_fps:g} fps p50 ÷ imagezmq's best "
+                  f"{_range(ratios['p50'])};  receiver CPU per message ÷ PUB/SUB's: Python threads "
+                  f"{_range(ratios['py'])}, ZeroMQ I/O thread {_range(ratios['io'])}  [{args.repeat} repeat(s)]")
 
 
 def print_row(r: dict) -> None:
@@ -234,7 +311,8 @@ def print_row(r: dict) -> None:
         return format(v, fmt) if v is not None else "-"
     print(f"{r['case']:18} {r['transport']:3} {r['mode']:15} sent {r['sent']:5} recv {r['received']:5} "
           f"delivered {r['delivered']:5}  msgs/s {f(r['msgs_per_s'], '7.0f')}  frames/s {f(r['frames_per_s'], '7.0f')}"
-          f"  p50 {f(r['p50_ms'], '6.2f')} ms  p99 {f(r['p99_ms'], '6.2f')} ms", flush=True)
+          f"  p50 {f(r['p50_ms'], '6.2f')} ms  p99 {f(r['p99_ms'], '6.2f')} ms  rx CPU/msg python "
+          f"{r['rx_python_us']:4.0f} us io {r['rx_io_us']:4.0f} us", flush=True)
 
 
 if __name__ == "__main__":

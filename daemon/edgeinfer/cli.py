@@ -126,83 +126,77 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .backends import BackendError
-    from .lazy import MissingDependency
-    from .outputs import OutputError
-    from .pipeline import PipelineError
-    from .service import Daemon
-    from .sources import SourceError
+    from .reload import Reloader, limit_malloc_arenas
     from .watchdog import SystemdNotifier
 
-    config = _load_config(args.config)
+    limit_malloc_arenas()  # before the pipeline's threads start: flat memory over reloads (reload.py says why)
+    config = _load_config(args.config)  # before any signal handler: a FIFO or /dev/zero is refused, not read
     if config is None:
         return EXIT_CONFIG
     setup_logging(args.log_level or config.log_level)
     _quiet_opencv(args.log_level or config.log_level)
-
     _raise_fd_limit()
-    notifier = SystemdNotifier.from_env()
-    current: dict = {"daemon": Daemon(config, max_frames=args.max_frames, notifier=notifier), "reload": False}
+    reloader = Reloader(args.config, config, max_frames=args.max_frames, notifier=SystemdNotifier.from_env())
+    _install_signal_handlers(reloader)
+    code = _start(reloader)
+    if code is not None:
+        return code
+    t0 = time.monotonic()
+    reason, code = reloader.run()
+    return _finish(reloader, reason, code, time.monotonic() - t0)
 
+
+def _install_signal_handlers(reloader) -> None:
+    """Handlers only set flags (reload.py): the reading and loading happen on other threads."""
     def on_stop_signal(signum, _frame):
         log.info("%s received, stopping", signal.Signals(signum).name)
-        current["daemon"].stop_requested.set()
-
-    def on_reload_signal(_signum, _frame):
-        # SIGHUP (`systemctl reload edgeinfer`): reload the config file; an invalid one is refused and the
-        # running pipeline goes on
-        log.info("SIGHUP received: reloading %s", args.config)
-        current["reload"] = True
-        current["daemon"].stop_requested.set()
-
-    def on_reset_signal(_signum, _frame):
-        # `systemctl kill -s USR1 edgeinfer`: leave a latched SAFE_STOP without restarting
-        current["daemon"].supervisor.reset()
+        reloader.request_stop()
 
     signal.signal(signal.SIGINT, on_stop_signal)
     signal.signal(signal.SIGTERM, on_stop_signal)
-    signal.signal(signal.SIGHUP, on_reload_signal)
-    signal.signal(signal.SIGUSR1, on_reset_signal)
+    # SIGHUP (`systemctl reload edgeinfer`): the new config is loaded beside the running pipeline
+    signal.signal(signal.SIGHUP, lambda _s, _f: reloader.request_reload())
+    # `systemctl kill -s USR1 edgeinfer`: leave a latched SAFE_STOP without restarting
+    signal.signal(signal.SIGUSR1, lambda _s, _f: reloader.reset())
 
-    t0 = time.monotonic()
-    started = False
-    while True:
-        daemon = current["daemon"]
-        if not started:
-            try:
-                daemon.start()
-            except PipelineError as exc:
-                log.error("%s", exc)
-                daemon.stop()
-                return EXIT_CONFIG
-            except (BackendError, SourceError, OutputError, MissingDependency) as exc:
-                log.error("cannot start: %s", exc)
-                daemon.stop()
-                return EXIT_RUNTIME
-            log.info("running: %d source(s), %d model(s)", len(daemon.pipeline.sources),
-                     len(daemon.pipeline.workers))
-            started = True
-        reason, code = daemon.run()
-        if not (current["reload"] and reason == "stopped"):
-            break
-        current["reload"] = False
-        new_config = _load_config(args.config)
-        if new_config is None:  # the problems were printed; keep serving with what runs
-            log.error("reload refused: %s is not valid (problems above); the running config stays", args.config)
-            daemon.stop_requested.clear()
-            continue
-        daemon.stop(final=False)
-        log.info("reloaded %s: restarting the pipeline (%d frame(s) published before)", args.config,
-                 daemon.pipeline.stats()["published"])
-        current["daemon"] = Daemon(new_config, max_frames=args.max_frames, notifier=notifier)
-        started = False
-    elapsed = time.monotonic() - t0
-    daemon.stop()
-    stats = daemon.pipeline.stats()
-    log.info("stopped (%s) after %.1f s: %d frame(s) published, %.1f fps%s", reason, elapsed,
-             stats["published"], stats["published"] / elapsed if elapsed > 0 else 0.0,
+
+def _start(reloader) -> int | None:
+    """Start the first pipeline; an exit code when it cannot start, else None."""
+    from .reload import START_ERRORS, PipelineError
+
+    try:
+        reloader.start()
+    except PipelineError as exc:
+        log.error("%s", exc)
+        reloader.close()
+        return EXIT_CONFIG
+    except START_ERRORS as exc:
+        log.error("cannot start: %s", exc)
+        reloader.close()
+        return EXIT_RUNTIME
+    daemon = reloader.daemon
+    log.info("running: %d source(s), %d model(s)", len(daemon.pipeline.sources), len(daemon.pipeline.workers))
+    return None
+
+
+def _finish(reloader, reason: str, code: int, elapsed: float) -> int:
+    from . import accounting
+
+    reloader.close()
+    daemon = reloader.daemon
+    published = reloader.published()
+    accounts = accounting.add(reloader.accounts_before,
+                              accounting.settle(accounting.frame_accounts(daemon.pipeline), accounting.STOP))
+    lost = _records_lost(daemon)
+    if lost and code == EXIT_OK:
+        code, reason = EXIT_RUNTIME, "failure: records lost: " + lost
+    log.info("stopped (%s) after %.1f s: %d frame(s) published, %.1f fps%s%s", reason, elapsed, published,
+             published / elapsed if elapsed > 0 else 0.0, _skipped(daemon),
              "" if daemon.clean_stop else "; some threads did not stop in time")
-    log.debug("final stats: %s", json.dumps(stats, default=str))
+    log.info("frames: %s", accounting.summary(accounts))
+    for line in accounting.unbalanced(accounts):
+        log.error("frames not accounted for: %s", line)
+    log.debug("final stats: %s", json.dumps(daemon.pipeline.stats(), default=str))
     if code == EXIT_RUNTIME:
         log.error("exiting with code %d: %s", code, reason.removeprefix("failure: "))
     elif code:
@@ -213,6 +207,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _records_lost(daemon) -> str:
+    """Outputs that failed to write records (a full disk, a reader that went away), as one line; '' if none."""
+    lost = [f"output '{o.id}': {o.published} written, {o.errors} failed"
+            + (" (closed by its reader)" if o.closed_by_peer else f" (last: {o.last_error})" if o.last_error else "")
+            for o in daemon.pipeline.outputs if o.errors]
+    return "; ".join(lost)
+
+
+def _skipped(daemon) -> str:
+    bad = sum(s.stats()["bad_frames"] for s in daemon.pipeline.sources)
+    return f"; {bad} bad frame(s) skipped" if bad else ""
 
 
 # Enough for cameras, models, ZeroMQ peers and ROS 2 (DDS) with room to spare; the unit sets LimitNOFILE too.
@@ -356,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .onramp.parsers import add_parsers as add_onramp_parsers
 
     add_onramp_parsers(sub, init=cmd_init, predict=cmd_predict)
+    from .statuscli import add_parsers as add_status_parsers
+
+    add_status_parsers(sub)  # status, tail: ask the running daemon
     add_examples(parser)
     return parser
 

@@ -18,11 +18,12 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .backends.schema import BACKEND_CHOICES, BACKEND_OPTIONS, options_for_model, resolve_backend_type
+from .configfile import UnreadableFile, read_regular_file
 from .decoders import DECODERS, DecoderConfig, YoloDecoderConfig
 from .devices import DEVICE_HELP, parse_device
 from .engines.options import BuildOptions
 from .outputs import OUTPUT_TYPES
-from .outputs.schema import JsonlOutputConfig
+from .outputs.schema import AnnotatedOutputConfig, HttpOutputConfig, JsonlOutputConfig
 from .preprocess import PreprocessConfig
 from .problems import ConfigError, Problem, schema_problems
 from .schema import StrictModel
@@ -52,7 +53,8 @@ SourceConfig = Annotated[
     | SyntheticSourceConfig | ZmqSourceConfig | Ros2SourceConfig,
     Field(discriminator="type"),
 ]
-OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig, Field(discriminator="type")]
+OutputConfig = Annotated[JsonlOutputConfig | ZmqOutputConfig | Ros2OutputConfig | HttpOutputConfig
+                         | AnnotatedOutputConfig, Field(discriminator="type")]
 # the `type` keys, for error paths (pydantic puts them in; users wrote no such key)
 UNION_TAGS = frozenset(SOURCE_TYPES) | frozenset(OUTPUT_TYPES) | frozenset(DECODERS)
 
@@ -168,8 +170,10 @@ def read_config(path: str | Path) -> Config:
     ConfigError listing every problem."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)  # a regular file of bounded size only: never a FIFO or /dev/zero
         base_dir = path.resolve().parent
+    except UnreadableFile as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read config file: {exc.strerror or exc}")]) from exc
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise ConfigError(str(path), [Problem("", f"cannot read config file: {getattr(exc, 'strerror', None) or exc}")]
                           ) from exc

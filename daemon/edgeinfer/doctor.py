@@ -114,6 +114,11 @@ def probe() -> dict[str, dict[str, Any]]:
     found["tracking"] = {"ok": lap is not None,
                          "detail": f"lap {lap} (models[].tracker)" if lap else "lap missing (models[].tracker needs "
                          "it): pip install lap (or '.[tracking]' from the checkout)"}
+    web = {name: _version(name) for name in ("aiohttp", "prometheus-client")}
+    found["http"] = {"ok": all(web.values()),
+                     "detail": ", ".join(f"{n} {v}" for n, v in web.items()) if all(web.values()) else
+                     "the http output (status page, /metrics) needs aiohttp and prometheus-client: pip install "
+                     "aiohttp prometheus-client (or '.[http]' from the checkout)"}
     found["systemd"] = {"ok": True, "detail": "NOTIFY_SOCKET set (running under systemd)"
                         if os.environ.get("NOTIFY_SOCKET") else "not under systemd (no NOTIFY_SOCKET)"}
     return found

@@ -33,6 +33,7 @@ class FrameSlots:
         self._next = 0  # round-robin start, so one fast source cannot starve the others
         self._arrived: dict[str, float] = {}  # source -> when its waiting frame arrived (monotonic)
         self.drops: dict[str, int] = {s: 0 for s in self._slots}
+        self.received: dict[str, int] = {s: 0 for s in self._slots}  # frames accepted (for in = out + dropped)
 
     def put(self, frame: Frame, wait: bool) -> bool:
         with self._cond:
@@ -45,6 +46,7 @@ class FrameSlots:
                 self.drops[frame.source] += 1
             else:
                 self._arrived[frame.source] = time.monotonic()
+            self.received[frame.source] += 1
             self._slots[frame.source] = frame
             self._cond.notify_all()
             return True
@@ -103,6 +105,11 @@ class FrameSlots:
         """Every source ended and every frame was taken."""
         with self._cond:
             return self._ended.issuperset(self._slots) and all(f is None for f in self._slots.values())
+
+    def pending(self) -> int:
+        """Frames waiting in the slots (not yet taken by the worker)."""
+        with self._cond:
+            return sum(f is not None for f in self._slots.values())
 
     def close(self) -> None:
         with self._cond:

@@ -80,6 +80,7 @@ class ModelStats:
     inferred: int = 0
     published: int = 0
     stale_dropped: int = 0
+    unclaimed: int = 0  # finished after --max-frames was reached: not published
     infer_errors: int = 0
     decode_errors: int = 0
     invalid_published: int = 0
@@ -314,10 +315,10 @@ class ModelWorker:
                     self._put(self._ready, _END)
                     return
                 continue
+            self.stats.taken += len(frames)  # counted at once: a stop while waiting for a set leaves them in flight
             kept, transforms = [], []
             stage = serving.model.stage
             for frame in frames:
-                self.stats.taken += 1
                 self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
                 try:
                     transforms.append(stage.write(set_index, len(kept), _pixels_for(stage, frame)))
@@ -421,6 +422,7 @@ class ModelWorker:
             payload = Missing(decoder.payload_type)
             self.stats.invalid_published += 1
         if not self.gate.claim():
+            self.stats.unclaimed += 1
             return
         result = Result.for_frame(self.id, frame, status, payload, age_ms=age_ms, infer_ms=batch.infer_ms,
                                   error=error)
@@ -446,8 +448,12 @@ class Pipeline:
 
     def __init__(self, config: Config, reporter: HealthReporter | None = None, max_frames: int | None = None,
                  detections_valid: Callable[[], bool] = lambda: True, commands: CommandRegistry | None = None,
-                 status: Callable[[], dict[str, Any] | None] = lambda: None):
+                 status: Callable[[], dict[str, Any] | None] = lambda: None, preloaded: dict[str, Any] | None = None,
+                 resume: dict[str, Any] | None = None):
         self.config = config
+        # a reload loads the new models before the running pipeline stops (reload.py): model id -> (chain, model)
+        self._preloaded: dict[str, Any] = dict(preloaded or {})
+        self._resume = resume or {}  # source id -> where a finite source of the previous pipeline was
         self.reporter = reporter or NullReporter()
         self.detections_valid = detections_valid
         self.gate = PublishGate(max_frames)
@@ -476,9 +482,11 @@ class Pipeline:
             output.open(ctx)
         inboxes: dict[str, list[FrameSlots]] = {s.id: [] for s in self.config.sources}
         for index, model_cfg in enumerate(self.config.models):
-            chain = ModelChain(model_cfg)
+            chain, model = self._preloaded.pop(model_cfg.id, (None, None))
+            if chain is None:
+                chain = ModelChain(model_cfg)
+                model = chain.load()
             self.chains.append(chain)
-            model = chain.load()
             self.models.append(model)
             info = ctx.catalogue[model.id]
             info.labels, info.payload_type = list(model.decoder.labels), model.decoder.payload_type
@@ -504,6 +512,8 @@ class Pipeline:
             # decode on the GPU (decode: auto) only when every model reading this source reads GPU memory
             readers = [w for w in self.workers if src_cfg.id in w.inbox.sources]
             source.prefer_device_frames = all(w.stage.device_index is not None for w in readers)
+            if src_cfg.id in self._resume:
+                source.resume(self._resume[src_cfg.id])
             self.sources.append(source)
             if source.wait_for_consumer:
                 for worker in self.workers:
@@ -529,8 +539,9 @@ class Pipeline:
             if all(w.finished.is_set() for w in self.workers):
                 return "end-of-input"
 
-    def stop(self, timeout_s: float = 2.0) -> bool:
-        """Stop sources, then workers, then close outputs; True when every thread ended in time."""
+    def stop(self, timeout_s: float = 2.0, before_close: Callable[[], None] | None = None) -> bool:
+        """Stop sources, then workers, then close outputs; True when every thread ended in time.
+        `before_close` runs when nothing moves any more and the outputs are still open (the final heartbeat)."""
         deadline = time.monotonic() + timeout_s
         for source in self.sources:
             source.request_stop()  # all at once, so blocked reads time out in parallel
@@ -538,12 +549,18 @@ class Pipeline:
             worker.stop()  # closes the frame slots: wakes sources waiting for a free slot
         clean = all([s.join(max(0.0, deadline - time.monotonic())) for s in self.sources])
         clean = all([w.join(deadline) for w in self.workers]) and clean
+        if before_close is not None:
+            before_close()
         for chain in self.chains:
             chain.close()  # a rebuild that ends later is dropped
         for worker in self.workers:
             worker.close_models()
         for model in self.models:
             model.close()  # closing twice is harmless; covers a start that failed before its worker existed
+        for chain, model in self._preloaded.values():  # a start that failed before it used them
+            chain.close()
+            model.close()
+        self._preloaded.clear()
         for output in self.outputs:
             try:
                 output.close()
@@ -552,6 +569,10 @@ class Pipeline:
         if self.context.ros_started is not None:
             self.context.ros_started.close()
         return clean
+
+    def resume_points(self) -> dict[str, Any]:
+        """Per finite source: where it is, for the pipeline that replaces this one at a reload."""
+        return {s.id: point for s in self.sources if (point := s.resume_point()) is not None}
 
     def _backend_descriptions(self) -> dict[str, tuple[str, str]]:
         """Per model: (backend description, configured device) for /diagnostics; the one serving now (a hot

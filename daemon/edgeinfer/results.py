@@ -174,7 +174,7 @@ class Result:
             "type": self.payload.kind,
             "source": self.source,
             "frame": self.seq,
-            "stamp": round(self.stamp, 6),
+            "stamp": self.stamp,  # as the source gave it: a sender's stamp comes back exactly (JSON floats round-trip)
             "age_ms": None if self.age_ms is None else round(self.age_ms, 2),
             "model": self.model,
             "status": self.status,

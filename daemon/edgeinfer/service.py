@@ -12,6 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .accounting import frame_accounts
 from .pipeline import Pipeline
 from .results import Detections, Missing, Result
 from .runtime import CommandRegistry
@@ -44,7 +45,8 @@ def alive_defaults(config: Config) -> tuple[dict[str, float | None], dict[str, f
 
 
 class Daemon:
-    def __init__(self, config: Config, max_frames: int | None = None, notifier: SystemdNotifier | None = None):
+    def __init__(self, config: Config, max_frames: int | None = None, notifier: SystemdNotifier | None = None,
+                 preloaded: dict[str, Any] | None = None, resume: dict[str, Any] | None = None):
         self.config = config
         self.notifier = notifier or SystemdNotifier.from_env()
         wd = config.watchdog
@@ -61,7 +63,9 @@ class Daemon:
         self.commands.register("status", lambda request: {"ok": True, "heartbeat": self.last_heartbeat})
         self.pipeline = Pipeline(config, reporter=self.supervisor, max_frames=max_frames,
                                  detections_valid=lambda: self.supervisor.detections_valid,
-                                 commands=self.commands, status=lambda: self.last_heartbeat)
+                                 commands=self.commands, status=lambda: self.last_heartbeat, preloaded=preloaded,
+                                 resume=resume)
+        self.reloads: dict[str, Any] | None = None  # set by the Reloader: reload counts for the heartbeat
         self.stop_requested = threading.Event()
         self.last_heartbeat: dict[str, Any] | None = None
         self.clean_stop = True
@@ -109,9 +113,31 @@ class Daemon:
         else:
             self.notifier.notify(reloading=1, monotonic_usec=int(time.monotonic() * 1e6))
         self.supervisor.stop()
-        self.clean_stop = self.pipeline.stop(timeout_s=2.0)
+        self.clean_stop = self.pipeline.stop(timeout_s=2.0, before_close=self._final_heartbeat if final else None)
         if final:
             self.notifier.close()
+
+    def _counts(self) -> dict[str, Any]:
+        """The heartbeat's counts (issue 22: counts that never lie)."""
+        return {
+            "frames": frame_accounts(self.pipeline),  # per model: in = out + dropped (by reason) + in flight
+            "bad_frames": {s.id: s.stats()["bad_frames"] for s in self.pipeline.sources},  # skipped, per source
+            # per output: lines written and failed writes (a full disk, a reader gone)
+            "output_writes": {o.id: {"written": o.published, "errors": o.errors, "last_error": o.last_error}
+                              for o in self.pipeline.outputs},
+        }
+
+    def _final_heartbeat(self) -> None:
+        """The last heartbeat, once every source and worker stopped: its counts are the run's final ones (bad
+        frames skipped, frames in/out/dropped, output writes)."""
+        if self.last_heartbeat is None:
+            return
+        body = dict(self.last_heartbeat, stamp=round(time.time(), 6), final=True, **self._counts())
+        for output in self.pipeline.outputs:
+            try:
+                output.heartbeat(body)
+            except Exception as exc:  # the run is ending: say it, do not stop the shutdown
+                log.warning("output '%s': cannot write the final heartbeat: %s", output.id, exc)
 
     def _track_outputs(self, now: float) -> None:
         """An output whose writes only fail (errors grow, nothing published) is failing since then."""
@@ -191,6 +217,9 @@ class Daemon:
         counters = {p.id: c for p in (*self.pipeline.sources, *self.pipeline.outputs) if (c := p.counters())}
         if counters:  # plugin counters: malformed frames per reason, refused peers, ...
             body["counters"] = counters
+        body.update(self._counts())
+        if self.reloads is not None:
+            body["reloads"] = dict(self.reloads)
         backends = self.pipeline.backend_status()
         if backends:  # only models whose backend has a state to show (e.g. remote with local fallback)
             body["backends"] = backends

@@ -204,7 +204,11 @@ def test_image_topics_from_another_process_are_detected_with_their_stamp_and_fra
 
     records = [json.loads(line) for line in out.read_text().splitlines()]
     detections = [r for r in records if r["type"] == "detections"]
-    assert {round(r["stamp"], 6) for r in detections} >= {round(stamp_s(m), 6) for _, m in matched}
+    # JSONL rounds to 1 us, and a float64 of today's epoch seconds resolves only 0.24 us: a stamp that went
+    # through ROS's sec/nanosec and back may round to the neighbouring microsecond
+    jsonl_stamps = sorted(r["stamp"] for r in detections)
+    missing = [stamp_s(m) for _, m in matched if min(abs(s - stamp_s(m)) for s in jsonl_stamps) > 1.5e-6]
+    assert not missing, missing
     assert all(0 <= r["age_ms"] < 5000 for r in detections)
 
 
@@ -284,6 +288,8 @@ def test_heartbeat_every_cycle_reset_service_diagnostics_and_incompatible_qos(tm
     # every cycle: consecutive cycle numbers over ROS, the same cycles and states as the JSONL heartbeats
     beats = heartbeats(peer.snapshot())
     cycles = [m["cycle"] for m in beats]
+    if len(cycles) > 1 and cycles[-1] == cycles[-2]:
+        cycles.pop()  # the final heartbeat, sent once everything stopped, repeats the last cycle with the final counts
     assert cycles == list(range(cycles[0], cycles[0] + len(cycles))), "a heartbeat cycle is missing over ROS"
     jsonl_state = {b["cycle"]: b["state"] for b in jsonl_beats}
     assert all(jsonl_state[m["cycle"]] == m["state_name"] for m in beats if m["cycle"] in jsonl_state)

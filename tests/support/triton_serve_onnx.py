@@ -38,6 +38,12 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--queue-delay-us", type=int, default=0, help="dynamic batcher max_queue_delay")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
+    parser.add_argument("--uint8-model", metavar="NAME",
+                        help="also serve NAME: takes the camera frame as it is (uint8 HxWx3 BGR, any size) and "
+                             "preprocesses it here (stretch to the model's input, RGB, /255, CHW) before the ONNX "
+                             "model: a client then sends 4x fewer bytes than the float tensor")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="model instances (Triton's instance_group count): requests served at once")
     args = parser.parse_args()
     _ensure_libpython_path()
 
@@ -45,21 +51,26 @@ def main() -> None:
     import onnxruntime as ort
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     logging.basicConfig(level=logging.WARNING, format="triton-serve: %(levelname)s %(message)s")
     so = ort.SessionOptions()
     if args.threads:
         so.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(args.onnx, sess_options=so, providers=["CPUExecutionProvider"])
-    ins, outs = session.get_inputs(), session.get_outputs()
+    sessions = [ort.InferenceSession(args.onnx, sess_options=so, providers=["CPUExecutionProvider"])
+                for _ in range(args.instances)]
+    ins, outs = sessions[0].get_inputs(), sessions[0].get_outputs()
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
     out_names = [o.name for o in outs]
 
-    @batch
-    def infer(**inputs):
-        results = session.run(out_names, {i.name: inputs[i.name] for i in ins})
-        return dict(zip(out_names, results))
+    def instance(session):
+        @batch
+        def infer(**inputs):
+            results = session.run(out_names, {i.name: inputs[i.name] for i in ins})
+            return dict(zip(out_names, results))
+        return infer
+
+    infer = [instance(s) for s in sessions]  # pytriton: one callable per model instance
 
     def spec(node) -> Tensor:  # the batch dimension is Triton's (max_batch_size), not part of the shape
         return Tensor(name=node.name, dtype=types[node.type],
@@ -68,12 +79,35 @@ def main() -> None:
     config = TritonConfig(grpc_address="127.0.0.1", grpc_port=args.grpc_port, http_address="127.0.0.1",
                           http_port=args.http_port, metrics_address="127.0.0.1", metrics_port=args.metrics_port,
                           allow_metrics=False, exit_timeout_secs=2, log_verbose=0)
-    with Triton(config=config) as triton:
+    # pytriton puts shared memory and statistics behind a generated token by default; a stock tritonserver
+    # leaves them open, and the triton backend registers shared memory (same host) and the benchmarks read the
+    # server's statistics: open those two, keep the repository API restricted as before
+    security = TritonSecurityConfig(restricted_endpoints=["model-repository", "trace", "logging"])
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(model_name=args.name, infer_func=infer, inputs=[spec(i) for i in ins],
                     outputs=[spec(o) for o in outs],
                     config=ModelConfig(max_batch_size=args.max_batch,
                                        batcher=DynamicBatcher(max_queue_delay_microseconds=args.queue_delay_us)),
                     strict=False)
+        if args.uint8_model:
+            height, width = (int(d) for d in ins[0].shape[2:4])
+
+            def preprocess_on_server(requests):
+                # the server's preprocessing step (numpy only: the server venv has no OpenCV): nearest-neighbour
+                # stretch, BGR -> RGB, scale, HWC -> CHW; then the same ONNX model
+                replies = []
+                for request in requests:
+                    frame = request["frame"]
+                    rows = (np.arange(height) * frame.shape[0] // height)
+                    cols = (np.arange(width) * frame.shape[1] // width)
+                    tensor = frame[rows][:, cols, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
+                    results = sessions[0].run(out_names, {ins[0].name: tensor})
+                    replies.append({name: out[0] for name, out in zip(out_names, results)})
+                return replies
+
+            triton.bind(model_name=args.uint8_model, infer_func=preprocess_on_server,
+                        inputs=[Tensor(name="frame", dtype=np.uint8, shape=(-1, -1, 3))],
+                        outputs=[spec(o) for o in outs], config=ModelConfig(batching=False), strict=False)
         print(f"serving '{args.name}' on grpc 127.0.0.1:{args.grpc_port} http 127.0.0.1:{args.http_port}",
               flush=True)
         triton.serve()

@@ -80,14 +80,16 @@ def process_tree(pid: int) -> list[int]:
 
 class TritonServer:
     def __init__(self, onnx: Path, log_path: Path, name: str = "yolo", max_batch: int = 8, threads: int = 0,
-                 queue_delay_us: int = 0):
+                 queue_delay_us: int = 0, instances: int = 1, uint8_model: str | None = None):
         self.python = require_server_python()
         self.onnx = Path(onnx)
         self.name = name
         self.log_path = log_path
         self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
         self.args = ["--name", name, "--max-batch", str(max_batch), "--threads", str(threads),
-                     "--queue-delay-us", str(queue_delay_us)]
+                     "--queue-delay-us", str(queue_delay_us), "--instances", str(instances)]
+        if uint8_model:
+            self.args += ["--uint8-model", uint8_model]
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -118,7 +120,9 @@ class TritonServer:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"Triton server exited ({self.proc.returncode}):\n{self.log_tail()}")
                 try:
-                    if client.is_model_ready(self.name, client_timeout=1.0):
+                    # every model (a second one loads after the first), not only ours
+                    if client.is_model_ready(self.name, client_timeout=1.0) and client.is_server_ready(
+                            client_timeout=1.0):
                         return
                 except Exception:  # not listening yet
                     pass

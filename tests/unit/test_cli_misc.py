@@ -15,14 +15,16 @@ from edgeinfer.runtime import RuntimeContext
 def test_doctor_reports_each_capability(capsys):
     assert main(["doctor", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
-    for key in ("python", "onnxruntime", "opencv", "tensorrt", "gpu", "dla", "ros2", "zmq", "triton", "tracking"):
+    for key in ("python", "onnxruntime", "opencv", "tensorrt", "gpu", "dla", "ros2", "zmq", "triton", "tracking",
+                "http"):
         assert key in found and isinstance(found[key]["ok"], bool) and found[key]["detail"]
     assert found["onnxruntime"]["ok"] and "CPUExecutionProvider" in found["onnxruntime"]["detail"]
 
 
 def test_bare_import_pulls_no_optional_package():
-    code = ("import sys, edgeinfer.pipeline, edgeinfer.cli, edgeinfer.config; "
-            "heavy = {'tensorrt', 'tensorrt_lean', 'rclpy', 'tritonclient', 'cuda', 'zmq'} & set(sys.modules); "
+    code = ("import sys, edgeinfer.pipeline, edgeinfer.cli, edgeinfer.config, edgeinfer.statuscli; "
+            "heavy = {'tensorrt', 'tensorrt_lean', 'rclpy', 'tritonclient', 'cuda', 'zmq', 'aiohttp', "
+            "'prometheus_client'} & set(sys.modules); "
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -48,6 +48,8 @@ def test_deadline_follows_the_budget_and_leaves_half_for_the_fallback():
     ({"url": "grpc://h:8001"}, "models[0].backend_options.url", "without a scheme"),
     ({"url": "nohost"}, "models[0].backend_options.url", "not host:port"),
     ({"protocol": "udp"}, "models[0].backend_options.protocol", "'grpc' or 'http'"),
+    ({"shared_memory": "cuda"}, "models[0].backend_options.shared_memory", "'auto', 'system' or 'none'"),
+    ({"buffer_sets": 1}, "models[0].backend_options.buffer_sets", "greater than or equal to 2"),
     ({"deadline_ms": 0}, "models[0].backend_options.deadline_ms", "greater than 0"),
     ({"tls": {"root_certificates": "ca.pem"}}, "models[0].backend_options.tls.root_certificates", "absolute"),
     ({"tls": {"ca": "/ca.pem"}}, "models[0].backend_options.tls.ca", "allowed keys: root_certificates"),
@@ -85,3 +87,12 @@ def test_the_example_triton_config_is_valid(repo_root, demo_model, demo_video):
     assert main(["check", "--no-models", str(config)]) == 0
     model = parse_config(config.read_text()).models[0]
     assert model.backend == "triton" and model.backend_options["deadline_ms"] == model.budget_ms / 2
+
+
+@pytest.mark.parametrize("url, local", [("127.0.0.1:8001", True), ("localhost:8001", True), ("[::1]:8001", True),
+                                        ("127.0.1.1:8001", True), ("192.168.10.2:8001", False),
+                                        ("triton.fleet.lan:8001", False)])
+def test_shared_memory_auto_means_a_loopback_server(url, local):
+    from edgeinfer.backends.triton_shm import server_is_local
+
+    assert server_is_local(url) is local

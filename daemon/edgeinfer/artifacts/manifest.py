@@ -7,6 +7,7 @@ TensorRT, so `compat` can check them before deserializing and `edgeinfer inspect
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,9 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..configfile import UnreadableFile, read_regular_file
+
 FORMAT = "edgeinfer-engine-manifest/1"
 FLAVOURS = ("full", "lean", "rtx")
 MANIFEST_SUFFIX = ".manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB; larger is not one edgeinfer wrote
 
 
 class ManifestError(ValueError):
@@ -119,17 +123,30 @@ class Manifest:
     def read(cls, engine: str | os.PathLike) -> Manifest | None:
         """The manifest beside `engine`; None when there is none. Raises ManifestError when it is unreadable."""
         path = manifest_path(engine)
-        try:
-            text = path.read_text(encoding="utf-8")
+        try:  # a regular file of bounded size only: a FIFO would hang, a 1 GiB file be read whole
+            raw = read_regular_file(path, MAX_MANIFEST_BYTES, what="manifest")
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise ManifestError(f"{path}: cannot read: {exc.strerror}") from exc
+        except UnreadableFile as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise ManifestError(f"{path}: cannot read: {exc.strerror or exc}") from exc
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+                                ) from None
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path}: not valid JSON: line {exc.lineno}: {exc.msg}") from exc
-        return cls.from_dict(data, str(path))
+        except RecursionError:
+            raise ManifestError(f"{path}: JSON nested too deeply to be a manifest") from None
+        try:
+            return cls.from_dict(data, str(path))
+        except ManifestError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # wrong types in a tampered file
+            raise ManifestError(f"{path}: not a manifest edgeinfer wrote: {type(exc).__name__}: {exc}"[:300]
+                                ) from None
 
     # -- for people ---------------------------------------------------------------------------------------
     def summary_lines(self) -> list[str]:

@@ -117,6 +117,12 @@ class TritonOptions(StrictModel):
     input_name: str | None = Field(default=None, description="checked against the server's metadata")
     output_names: list[str] | None = Field(default=None, description="outputs in decoder order; null = all")
     compression: Literal["none", "gzip", "deflate"] = Field(default="none", description="request compression")
+    shared_memory: Literal["auto", "system", "none"] = Field(
+        default="auto", description="tensors through system shared memory instead of the socket: auto = when the "
+        "server is on this host (a loopback url, no TLS); system = always (the server must see this host's "
+        "/dev/shm); none = never (docs/triton.md)")
+    buffer_sets: int = Field(default=3, ge=2, le=8, description="buffer sets: one being filled, the others' "
+                             "requests in flight at once (gRPC; HTTP sends one at a time)")
     tls: TritonTls | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="sent with every call")
     headers_from_env: dict[str, str] = Field(

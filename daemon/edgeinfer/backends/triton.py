@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..lazy import lazy_import
-from .base import Backend, BackendError, TensorSpec
+from ..preprocess import PreprocessConfig, Preprocessor
+from .base import Backend, BackendError, CpuInputStage, InferHandle, InputStage, TensorSpec
 from .schema import TritonOptions
+from .triton_shm import ShmBufferSet, ShmPool, server_is_local
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +33,45 @@ INSTALL_HINT = "Install it with: pip install 'tritonclient[grpc,http]' (or '.[tr
 # later. Capped at 1 s so the health prober sees it within a probe or two.
 GRPC_RECONNECT_MS = (100, 1000)
 _MAX_MESSAGE = 2**31 - 1  # tritonclient's own default; image tensors exceed gRPC's 4 MB default
+SYNC_SET = "sync"  # the shared-memory set of `infer` (warm-up, probes, the fallback's calls)
 
 
+class _ShmInputStage(CpuInputStage):
+    """The CPU preprocessor writing straight into each buffer set's shared-memory input region."""
+
+    def __init__(self, config: PreprocessConfig, spec: TensorSpec, batch: int, fixed_batch: bool,
+                 sets: list[ShmBufferSet], buffer: np.ndarray):
+        super().__init__(config, spec, batch, fixed_batch, 0)
+        self.sets = len(sets)
+        self.preprocessors = [Preprocessor(config, (batch, *spec.shape[1:]), spec.dtype,
+                                           buffer=s.input.array(buffer.dtype, buffer.shape)) for s in sets]
 
 
+class _AsyncInference(InferHandle):
+    """A gRPC request in flight; `wait` gives its outputs (views into shared memory when it is used)."""
 
+    def __init__(self, backend: TritonBackend, set_index: int, t0: float):
+        self._backend, self._set_index, self._t0 = backend, set_index, t0
+        self._event = threading.Event()
+        self._result: Any = None
+        self._error: Any = None
+        self._ms = 0.0
 
+    def callback(self, result: Any, error: Any) -> None:  # gRPC's thread
+        self._ms = (time.perf_counter() - self._t0) * 1e3
+        self._result, self._error = result, error
+        self._event.set()
 
-
-
+    def wait(self) -> tuple[list[np.ndarray], float]:
+        backend = self._backend
+        if not self._event.wait(backend.deadline_s + 1.0):  # gRPC ends the call at the deadline; this is a backstop
+            backend._failed()
+            raise BackendError(f"{backend._where()}: infer failed: no reply {backend.deadline_s + 1.0:.1f} s "
+                               "after the deadline")
+        if self._error is not None:
+            backend._failed()
+            raise BackendError(f"{backend._where()}: infer failed: {_describe(self._error)}")
+        return backend._outputs(self._result, backend._shm_set(self._set_index), copy=False), self._ms
 
 class TritonBackend(Backend):
     type = "triton"
@@ -55,7 +87,24 @@ class TritonBackend(Backend):
         self._headers = dict(options.headers)
         self._clients = threading.local()  # HTTP clients are gevent-based: one per OS thread
         self._grpc_client: Any = None
-        self._requests: dict[int, tuple[Any, list[Any]]] = {}  # batch size -> (InferInput, requested outputs)
+        # (shared-memory set or None, batch size) -> (InferInput, requested outputs)
+        self._requests: dict[tuple[Any, int], tuple[Any, list[Any]]] = {}
+        self._shm: ShmPool | None = None  # set while tensors go through shared memory
+        self._shm_lock = threading.Lock()  # the sync set is used by the hot path and the fallback's prober
+        self._output_bytes: list[int] | None = None  # of one image per output; None: not known up front
+
+    @property
+    def buffer_sets(self) -> int:  # type: ignore[override]
+        return self.options.buffer_sets
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        return self._shm is not None
+
+    @property
+    def shared_memory_wanted(self) -> bool:
+        mode = self.options.shared_memory
+        return mode == "system" or (mode == "auto" and self.options.tls is None and server_is_local(self.options.url))
 
     @property
     def endpoint(self) -> str:
@@ -164,6 +213,11 @@ class TritonBackend(Backend):
         self._output_names = [s.name for s in self.outputs]
         self._requests.clear()
         self._max_batch = self._server_max_batch(client)
+        self._close_shm()
+        if self.shared_memory_wanted:
+            sizes = [_item_bytes(o) for o in self.outputs]
+            self._output_bytes = None if None in sizes else sizes  # type: ignore[assignment]
+            self._shm = ShmPool(self.model_id)
         # A model's first request on the server loads and initializes it there (seconds on a cold Python or
         # ONNX backend): sent here with the connect timeout, so the deadline-bound warm-up that follows
         # measures the server at its normal speed.
@@ -176,30 +230,147 @@ class TritonBackend(Backend):
         if len(feeds) != 1:
             raise BackendError(f"{self._where()}: image models take one input; got {list(feeds)}")
         name, array = next(iter(feeds.items()))
-        inp, outs = self._request(name, array)
-        inp.set_data_from_numpy(np.ascontiguousarray(array))
+        if self._shm is None:
+            return self._send_one(name, array, None, timeout_s)
+        with self._shm_lock:
+            batch = array.shape[0] if array.ndim else 1
+            shm_set = self._shm.sets.get(SYNC_SET)
+            if shm_set is None or shm_set.input.size < array.nbytes or (
+                    shm_set.output is not None and shm_set.output_sizes[0] < batch * self._output_bytes[0]):
+                shm_set = self._create_shm_set(SYNC_SET, batch, array.nbytes)
+            shm_set.input.array(array.dtype, array.shape)[...] = array
+            # copied out: the next call (another buffer set's frame) reuses this region while this one is decoded
+            return self._send_one(name, array, SYNC_SET, timeout_s, copy_outputs=True)
+
+    def _send_one(self, name: str, array: np.ndarray, shm_key: Any, timeout_s: float,
+                  copy_outputs: bool = False) -> list[np.ndarray]:
+        inp, outs = self._request(name, array, shm_key)
+        if shm_key is None:
+            inp.set_data_from_numpy(np.ascontiguousarray(array))
+        client = self._client()
+        self._register(client)
+        try:
+            result = self._call("infer", client.infer, self.server_model, [inp],
+                                model_version=self.options.model_version, timeout_s=timeout_s, **self._kwargs(outs))
+        except BackendError:
+            self._failed()
+            raise
+        return self._outputs(result, self._shm_set(shm_key), copy=copy_outputs)
+
+    def _kwargs(self, outs: list[Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"outputs": outs}
         if self.options.compression != "none":
             key = "compression_algorithm" if self.options.protocol == "grpc" else "request_compression_algorithm"
             kwargs[key] = self.options.compression
-        client = self._client()
-        result = self._call("infer", client.infer, self.server_model, [inp], model_version=self.options.model_version,
-                            timeout_s=timeout_s, **kwargs)
-        return [result.as_numpy(n) for n in self._output_names]
+        return kwargs
 
-    def _request(self, name: str, array: np.ndarray) -> tuple[Any, list[Any]]:
-        """InferInput and requested outputs, kept per batch size so the hot path builds no request objects."""
+    def _request(self, name: str, array: np.ndarray, shm_key: Any = None) -> tuple[Any, list[Any]]:
+        """InferInput and requested outputs, kept per (buffer set, batch size) so the hot path builds no request
+        objects; with shared memory they name the set's regions instead of carrying data."""
         batch = array.shape[0] if array.ndim else 0
-        cached = self._requests.get(batch)
+        cached = self._requests.get((shm_key, batch))
         if cached is None:
             mod = self._module()
             datatype = lazy_import("tritonclient.utils", INSTALL_HINT).np_to_triton_dtype(array.dtype)
-            cached = (mod.InferInput(name, list(array.shape), datatype),
-                      [mod.InferRequestedOutput(n) for n in self._output_names])
-            self._requests[batch] = cached
+            inp = mod.InferInput(name, list(array.shape), datatype)
+            outs = [mod.InferRequestedOutput(n) for n in self._output_names]
+            shm_set = self._shm_set(shm_key)
+            if shm_set is not None:
+                inp.set_shared_memory(shm_set.input.name, array.nbytes)
+                if shm_set.output is not None:
+                    for out, offset, size in zip(outs, shm_set.output_offsets, shm_set.output_sizes):
+                        out.set_shared_memory(shm_set.output.name, size, offset=offset)
+            cached = (inp, outs)
+            self._requests[(shm_key, batch)] = cached
         return cached
 
+    def _outputs(self, result: Any, shm_set: ShmBufferSet | None, copy: bool) -> list[np.ndarray]:
+        if shm_set is None or shm_set.output is None:
+            return [result.as_numpy(n) for n in self._output_names]
+        outputs = []
+        for spec, offset in zip(self.outputs, shm_set.output_offsets):
+            meta = result.get_output(spec.name)  # gRPC: protobuf, HTTP: dict
+            shape = tuple(int(d) for d in (meta["shape"] if isinstance(meta, dict) else meta.shape))
+            view = shm_set.output.array(spec.dtype, shape, offset)
+            outputs.append(view.copy() if copy else view)
+        return outputs
+
+    # -- shared memory -------------------------------------------------------------------------------------
+    def _shm_set(self, key: Any) -> ShmBufferSet | None:
+        return self._shm.sets.get(key) if self._shm is not None and key is not None else None
+
+    def _create_shm_set(self, key: Any, batch: int, input_nbytes: int) -> ShmBufferSet:
+        assert self._shm is not None
+        outputs = [batch * b for b in self._output_bytes] if self._output_bytes is not None else None
+        try:
+            shm_set = self._shm.create_set(key, input_nbytes, outputs)
+        except OSError as exc:
+            raise BackendError(f"{self._where()}: cannot create shared memory in /dev/shm: {exc}; set "
+                               "backend_options.shared_memory: none") from exc
+        for cache_key in [k for k in self._requests if k[0] == key]:
+            del self._requests[cache_key]  # they named the old regions
+        return shm_set
+
+    def _register(self, client: Any) -> None:
+        if self._shm is not None:
+            self._shm.ensure_registered(client, lambda what, fn, *a: self._call(what, fn, *a,
+                                                                               timeout_s=self._connect_s))
+
+    def _failed(self) -> None:
+        """A request failed: a restarted server forgets shared-memory registrations; register again next time."""
+        if self._shm is not None:
+            self._shm.mark_stale()
+
+    def _close_shm(self) -> None:
+        pool, self._shm = self._shm, None
+        if pool is None:
+            return
+        try:
+            client = self._client()  # HTTP: this thread's own; unregistering frees the server's mapping
+        except Exception:  # no client can be made: the unlink still runs
+            client = None
+        pool.close(client, lambda what, fn, *a: self._call(what, fn, *a, timeout_s=min(self._connect_s, 1.0)))
+        self._requests.clear()
+
+    # -- the pipeline's path: buffer sets, requests in flight -----------------------------------------------
+    def _open_input_stage_impl(self, config: PreprocessConfig, batch: int, fixed_batch: bool) -> InputStage:
+        spec = self.image_input or self.inputs[0]
+        if self._shm is None:
+            return super()._open_input_stage_impl(config, batch, fixed_batch)
+        # the preprocessor resolves the buffer's shape (open height/width from the config): learn it from one
+        buffer = CpuInputStage(config, spec, batch, fixed_batch, 1).preprocessors[0].buffer
+        sets = [self._create_shm_set(i, batch, buffer.nbytes) for i in range(self.buffer_sets)]
+        return _ShmInputStage(config, spec, batch, fixed_batch, sets, buffer)
+
+    def submit(self, set_index: int, n: int) -> InferHandle:
+        """gRPC: send and return at once, so the next set is prepared (and sent) while this one is in flight;
+        with shared memory the input stage already wrote the tensor where the server reads it. HTTP: one
+        request at a time (its client is not thread-safe)."""
+        if self.options.protocol != "grpc":
+            return super().submit(set_index, n)
+        if not self.is_active or self.input_stage is None:
+            return super().submit(set_index, n)  # raises the lifecycle error
+        feeds = self.input_stage.feeds(set_index, n)
+        if len(feeds) != 1:
+            raise BackendError(f"{self._where()}: image models take one input; got {list(feeds)}")
+        name, array = next(iter(feeds.items()))
+        shm_key = set_index if self._shm is not None else None
+        inp, outs = self._request(name, array, shm_key)
+        if shm_key is None:
+            inp.set_data_from_numpy(np.ascontiguousarray(array))
+        client = self._client()
+        self._register(client)
+        handle = _AsyncInference(self, set_index if shm_key is not None else None, time.perf_counter())
+        try:
+            self._call("infer", client.async_infer, self.server_model, [inp], handle.callback,
+                       model_version=self.options.model_version, timeout_s=self.deadline_s, **self._kwargs(outs))
+        except BackendError:
+            self._failed()
+            raise
+        return handle
+
     def _deactivate_impl(self) -> None:
+        self._close_shm()  # before the clients: unregistering needs one
         self._close_clients()
 
     def describe(self) -> str:
@@ -282,6 +453,17 @@ def _tensors(meta: Any, key: str) -> list[tuple[str, str, list[int]]]:
         else:
             out.append((t.name, t.datatype, [int(d) for d in t.shape]))
     return out
+
+
+def _item_bytes(spec: TensorSpec) -> int | None:
+    """Bytes of one image's worth of a tensor (batch dimension excluded); None when a dimension is open."""
+    dims = spec.shape[1:] if spec.dynamic_batch else spec.shape
+    if any(d is None for d in dims):
+        return None
+    count = 1
+    for d in dims:
+        count *= int(d)
+    return count * spec.dtype.itemsize
 
 
 def _path(value: Path | None) -> str | None:

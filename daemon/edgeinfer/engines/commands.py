@@ -78,6 +78,31 @@ def _engine_tensors(engine_path: Path, runtime: str, dla_core: int | None) -> tu
     return lines, None
 
 
+TENSORRT_PLAN_MAGIC = b"ftrt"  # the first bytes of a serialized TensorRT engine (a "plan")
+
+
+def not_an_engine(path: Path) -> str | None:
+    """Why `path` is plainly not a TensorRT engine (read from its first bytes), or None when it may be one.
+    A plan starts with b"ftrt"; Ultralytics' .engine files put [4-byte length][JSON] before it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if head.startswith(TENSORRT_PLAN_MAGIC):
+        return None
+    if len(head) >= 8:
+        length = int.from_bytes(head[:4], "little")
+        if 0 < length and head[4 + length: 8 + length] == TENSORRT_PLAN_MAGIC:
+            return None
+    if path.suffix.lower() == ".onnx" or b"onnx" in head[:4096].lower() or b"pytorch" in head[:4096]:
+        return (f"{path} is an ONNX model, not a TensorRT engine: run it as it is (backend onnxruntime), or "
+                f"build an engine from it with `edgeinfer build {path}`")
+    if not head.strip(b"\0"):
+        return f"{path} holds only zero bytes (a sparse or truncated file), not a TensorRT engine"
+    return f"{path} is not a TensorRT engine (it does not start with a TensorRT plan header) and has no manifest"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
 
     engine = Path(args.engine)
@@ -89,12 +114,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edgeinfer inspect: --device: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:  # a tampered manifest (non-UTF-8, nested, wrong types, a FIFO, 1 GiB): one line, exit 1
+        manifest = Manifest.read(engine)
+    except ManifestError as exc:
+        print(f"edgeinfer inspect: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    if manifest is None:  # nothing vouches for the file: it must at least look like an engine
+        problem = not_an_engine(engine)
+        if problem:
+            print(f"edgeinfer inspect: {problem}", file=sys.stderr)
+            return EXIT_RUNTIME
     facts = host_facts(device.cuda_index)
     diffs = preflight(engine, facts, device if device.processor != "auto" else None)
-    try:
-        manifest = Manifest.read(engine)
-    except ManifestError:
-        manifest = None  # the pre-flight names the problem
     tensors, load_error = [], None
     if not fatal(diffs) and facts.gpu_count:
         dla_core = device.index if device.processor == "dla" else (manifest.dla_core if manifest else None)

@@ -27,6 +27,11 @@ EXAMPLES: dict[str, str] = {
     "inspect": "edgeinfer inspect yolov8n.engine\n  edgeinfer inspect yolov8n.engine --json",
     "bench": "edgeinfer bench models/yolov3-tiny/yolov3-tiny.onnx --duration 10\n"
              "  edgeinfer bench yolov8n.engine --batch 4 --json bench.json",
+    "status": "edgeinfer status                      # the http output on 127.0.0.1:8321\n"
+              "  edgeinfer status --config /etc/edgeinfer/config.yaml --json\n"
+              "  edgeinfer status --zmq tcp://127.0.0.1:5561 || echo 'not OK'",
+    "tail": "edgeinfer tail\n  edgeinfer tail --model yolov3-tiny --heartbeats\n"
+            "  edgeinfer tail --zmq tcp://127.0.0.1:5560",
 }
 
 

@@ -14,6 +14,8 @@ OUTPUT_TYPES: Registry[Output] = Registry("output", {
     "jsonl": "edgeinfer.outputs.jsonl:JsonlOutput",
     "zmq": "edgeinfer.transports.zmq.output:ZmqOutput",
     "ros2": "edgeinfer.transports.ros.output:Ros2Output",
+    "http": "edgeinfer.outputs.http:HttpOutput",
+    "annotated": "edgeinfer.outputs.annotated:AnnotatedOutput",
 })
 
 

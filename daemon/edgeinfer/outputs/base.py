@@ -6,6 +6,7 @@ Lifecycle, called by the pipeline (and the daemon for heartbeats), in this order
     on_model_loaded(info)     once per model, when the loaded model tells its names and payload type
     publish(result)           one `Result` per processed frame (also with nothing found), from model workers
     heartbeat(record)         every supervision cycle, from the supervisor thread
+    event(record)             a daemon event (a refused reload), from the reload thread
     close()                   release everything; called once, also after a failed open
 
 `publish` and `heartbeat` may be called from different threads. A failure raises; the pipeline counts it in
@@ -37,6 +38,7 @@ class Output(ABC):
         self.errors = 0
         self.last_error: str | None = None  # the text of the latest failed write, for the daemon's failure line
         self.closed_by_peer = False  # the reader went away for good (e.g. stdout piped into `head`)
+        self.last_error: str | None = None  # why the last write failed (None after a good one)
 
     @classmethod
     def preflight_config(cls, config: OutputConfigBase) -> list[str]:
@@ -56,6 +58,10 @@ class Output(ABC):
     def heartbeat(self, record: dict[str, Any]) -> None:
         """The supervisor's heartbeat record, every cycle; outputs that carry heartbeats override this."""
 
+    def event(self, record: dict[str, Any]) -> None:
+        """A daemon event record, e.g. `{"type": "reload_failed", "stamp", "config", "reason"}` (reload.py);
+        outputs that carry JSON records override this."""
+
     def counters(self) -> dict[str, Any]:
         """Plugin counters for the heartbeat (e.g. refused peers); {} when it has none."""
         return {}
@@ -74,6 +80,9 @@ class RecordOutput(Output):
     def heartbeat(self, record: dict[str, Any]) -> None:
         if self.config.heartbeat:
             self.write_record(record)
+
+    def event(self, record: dict[str, Any]) -> None:
+        self.write_record(record)
 
     @abstractmethod
     def write_record(self, record: dict[str, Any]) -> None:

@@ -33,8 +33,51 @@ log = logging.getLogger(__name__)
 PATH_CHECK_S = 1.0  # how often a file output looks whether its path still names the file it writes
 
 
+def _writable_problem(path: Path) -> str | None:
+    """Why `path` cannot be opened for appending (nothing is created): an existing file is opened for append
+    and closed; else an unnamed O_TMPFILE is tried in the nearest existing folder (refused by /proc, /sys and
+    read-only mounts, where `access()` says yes to root)."""
+    try:
+        if path.exists():
+            if path.is_dir():
+                return f"{path} is a directory"
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC))
+            return None
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is not a folder"
+        if not hasattr(os, "O_TMPFILE"):
+            return None if os.access(folder, os.W_OK) else f"no permission to create files in {folder}"
+        try:
+            os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR):
+                return f"cannot create files in {folder}: {exc.strerror}"
+            # no O_TMPFILE there (/proc, /sys, some network file systems): a named probe, removed at once
+            probe = folder / f".edgeinfer-probe-{os.getpid()}-{threading.get_ident()}"
+            try:
+                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            except OSError as probe_exc:
+                return f"cannot create files in {folder}: {probe_exc.strerror}"
+            os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror}"
+    return None
+
+
 class JsonlOutput(RecordOutput):
     config: JsonlOutputConfig
+
+    @classmethod
+    def preflight_config(cls, config: JsonlOutputConfig) -> list[str]:  # type: ignore[override]
+        # checked at start and before a reload replaces the running pipeline (a reload to a path that
+        # cannot be written is refused while the old pipeline goes on)
+        if config.path == "-":
+            return []
+        problem = _writable_problem(Path(config.path))
+        return [f"path: {problem}"] if problem else []
 
     def __init__(self, config: JsonlOutputConfig, output_id: str):
         super().__init__(config, output_id)
@@ -129,7 +172,8 @@ class JsonlOutput(RecordOutput):
         if not self.config.heartbeat:
             return
         now, state = time.monotonic(), record.get("state")
-        if now - self._last_beat < self.config.heartbeat_interval_s and state == self._last_beat_state:
+        if (now - self._last_beat < self.config.heartbeat_interval_s and state == self._last_beat_state
+                and not record.get("final")):  # the final heartbeat (the run's counts) is never thinned
             return
         self._last_beat, self._last_beat_state = now, state
         self.write_record(record)

@@ -18,6 +18,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -103,6 +104,14 @@ def as_bgr(image: Any) -> tuple[np.ndarray | None, str]:
     return None, f"unsupported image shape {image.shape}"
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    type: str  # the source type
+    what: str  # describe() of the source: the same input when equal
+    seq: int  # the next frame number
+    position: int  # frames of the input already read (the plugin's own count)
+
+
 class Source(ABC):
     """One capture thread feeding one sink. See the module docstring for the behaviour it adds."""
 
@@ -121,6 +130,7 @@ class Source(ABC):
         self._lock = threading.Lock()
         self._log = RateLimitedLog(log, interval_s=10.0)
         self._seq = 0
+        self._unsent = 0
         self._frames = 0
         self._bad_frames = 0
         self._reconnects = 0
@@ -289,6 +299,38 @@ class Source(ABC):
 
     # ---- the capture thread -----------------------------------------------------------------------------
 
+    # ---- reloads (reload.py): a finite source of the next pipeline goes on where this one was ------------
+
+    def resume_point(self) -> ResumePoint | None:
+        """Where this source is (called once its thread has stopped); None for live sources."""
+        if not self.finite:
+            return None
+        unsent = self._unsent
+        return ResumePoint(self.type, self.describe(), self._seq - unsent, max(0, self._input_position() - unsent))
+
+    def resume(self, point: ResumePoint) -> None:
+        """Continue from `point`, the previous pipeline's source of the same id: numbering always continues
+        (frame numbers never collide in the output); the input itself resumes only when it is the same one
+        (`_resume_input`), else it starts from its beginning and a log line says so."""
+        if point.type != self.type:
+            return
+        self._seq = point.seq
+        if point.what == self.describe():
+            self._resume_input(point.position)
+        else:
+            log.info("source '%s': now %s (was %s): read from its start; frame numbers go on from %d",
+                     self.id, self.describe(), point.what, point.seq)
+
+    def _input_position(self) -> int:
+        """How far into its input a finite source is, in frames (the plugin's unit); 0 when it cannot say."""
+        return 0
+
+    def _resume_input(self, position: int) -> None:
+        """Skip the first `position` frames of the input at the next open; default: start from the beginning."""
+        if position:
+            log.info("source '%s': reloaded: %s is read from its start again; frame numbers go on from %d",
+                     self.id, self.describe(), self._seq)
+
     def _run(self) -> None:
         try:
             if self.finite:
@@ -424,6 +466,7 @@ class Source(ABC):
                     frame.frame_id = header.frame_id
             self._seq += 1
             if not self._sink.put(frame, wait):
+                self._unsent = 1  # read but never delivered: a reload reads it again
                 log.info("source '%s': sink closed, stopping", self.id)
                 break
             with self._lock:

@@ -64,7 +64,7 @@ class VideoSource(Source):
         self._spare_nvdec = None  # a reader kept from the last pass, for the next one (loop)
         self._first_device = None
         self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
-
+        self._skip = 0  # frames to skip at the next open: a reload resumes where the previous source was
 
     @property
     def loop(self) -> bool:
@@ -112,6 +112,12 @@ class VideoSource(Source):
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self._frame_count = int(count) if 0 < count < 1e9 else 0
         self._position, self._bad_run = 1, 0
+        skip, self._skip = self._skip, 0
+        if skip > 0:  # grab() without decoding to an image: the next read is frame `skip`, exactly
+            self._first = None
+            for _ in range(skip - 1):
+                self._cap.grab()
+            self._position = skip
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         if not 0 < fps <= 1000:
             if self.config.realtime and self._file_fps is None:
@@ -151,8 +157,17 @@ class VideoSource(Source):
             log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
                      reader.codec, self.config.gpu, self.config.decode)
         self.decoder = "nvdec"
+        skip, self._skip = self._skip, 0
+        position = 1
+        if skip > 0:  # a reload resumes at frame `skip`: decode and drop the ones before it (back to the pool)
+            first = None
+            for _ in range(skip - 1):
+                first = reader.read()
+                if first is None:
+                    break
+            first, position = reader.read(), skip + 1  # frame `skip` is read: it goes out first
         self._nvdec, self._first_device, self._nvdec_ended = reader, first, False
-        self._frame_count, self._position, self._bad_run = 0, 1, 0
+        self._frame_count, self._position, self._bad_run = 0, position, 0
         fps = reader.fps
         self._file_fps = fps if 0 < fps <= 1000 else FALLBACK_FPS
         return True
@@ -211,8 +226,19 @@ class VideoSource(Source):
             self._nvdec_ended = True
         return image
 
+    def _input_position(self) -> int:
+        return self._position
+
+    def _resume_input(self, position: int) -> None:
+        self._skip = position
+        log.info("source '%s': reloaded: %s resumes at frame %d of the file", self.id, self.config.path, position)
+
     def _close(self) -> None:
+        if self._first is not None:  # opened, but its first frame never went out: not read
+            self._position -= 1
         self._first = None
+        if self._first_device is not None:  # likewise for the first frame decoded on the GPU
+            self._position -= 1
         self._first_device = None
         reader, self._nvdec = self._nvdec, None
         keep = reader is not None and self._nvdec_ended and self.config.loop and not self._stop.is_set()

@@ -257,9 +257,10 @@ def diagnostic_statuses(prefix: str, heartbeat: dict[str, Any] | None, stats: di
                   ("bad_frames", _fmt(s.get("bad_frames"))), ("reconnects", _fmt(s.get("reconnects")))]
         if "overwritten" in s:
             values.append(("drops", _fmt(s.get("overwritten"))))
-        if s.get("lost"):  # a ROS source: messages the middleware reports lost in transport
+        if "lost" in s:  # a ROS source: always present (a monitor reads it), 0 included
             values.append(("lost_in_transport", _fmt(s.get("lost"))))
-            level = max(level, WARN)
+            if s.get("lost"):  # messages the middleware reports lost in transport
+                level = max(level, WARN)
         if s.get("last_error"):
             values.append(("last_error", str(s["last_error"])))
         message = state

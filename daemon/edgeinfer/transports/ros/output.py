@@ -93,6 +93,10 @@ class Ros2Output(Output):
         self._heartbeat_pub: Any = None
         self._diag_pub: Any = None
         self._timer: Any = None
+        # held while /diagnostics is built and published (executor thread) and while close() takes the timer
+        # and publishers away: a callback in flight finishes first, later ones see the output closed
+        self._diag_lock = threading.Lock()
+        self._closing = False
         self._service: Any = None
         self._commands: CommandRegistry | None = None
         self._last_heartbeat: dict[str, Any] | None = None
@@ -220,6 +224,10 @@ class Ros2Output(Output):
         node = self.runtime.node if self.runtime is not None else None
         if node is None:
             return
+        with self._diag_lock:  # timers stop before any publisher goes (the /diagnostics shutdown race)
+            self._closing = True
+            if self._timer is not None:
+                self._timer.cancel()
         self._flush_reliable(CLOSE_FLUSH_S)
         for entity in [self._timer, self._service, self._heartbeat_pub, self._diag_pub,
                        *[p for t in self._topics.values() for p in (t.results, t.label_info, t.image)],
@@ -424,8 +432,12 @@ class Ros2Output(Output):
             self._rlog.error("diag", "output '%s': /diagnostics failed: %s", self.id, exc)
 
     def publish_diagnostics(self) -> None:
-        if self._diag_pub is None or self.runtime is None:
-            return
+        with self._diag_lock:
+            if self._closing or self._diag_pub is None or self.runtime is None:
+                return
+            self._publish_diagnostics_locked(self._diag_pub)
+
+    def _publish_diagnostics_locked(self, diag_pub: Any) -> None:
         m = self._msgs
         statuses = cv.diagnostic_statuses(self.runtime.config.node_name, self._last_heartbeat,
                                           self.runtime.stats(), self.runtime.backends(), list(self.qos_events),
@@ -441,7 +453,7 @@ class Ros2Output(Output):
             st.values = [m.KeyValue(key=k, value=v) for k, v in values]
             out.append(st)
         msg.status = out
-        self._diag_pub.publish(msg)
+        diag_pub.publish(msg)
 
 
 class _Messages:

@@ -17,14 +17,14 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ...lazy import lazy_import
+from ...lazy import MissingDependency, lazy_import
 from ...logutil import RateLimitedLog
 from ...outputs.base import OutputError, RecordOutput
 from .schema import ZmqOutputConfig, ZmqOutputCurveConfig
 
 if TYPE_CHECKING:
     from ...runtime import RuntimeContext
-from .security import CurveServer, curve_problems
+from .security import CurveServer, curve_problems, key_folder_mode_problems, load_public_key
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,20 @@ ControlHandler = Callable[[str, dict], "dict | None"]
 PRIVILEGED_COMMANDS = ("reset",)  # with CURVE on, only keys in curve.reset_clients (or every client) may send
 
 
+
+
+def _reset_clients_not_in_clients(curve: ZmqOutputCurveConfig) -> list[str]:
+    """A key in reset_clients but not in clients can never connect (CURVE refuses it before any command)."""
+    try:
+        clients = {load_public_key(p) for p in curve.clients.iterdir() if p.suffix == ".key"}
+        missing = [p.name for p in sorted(curve.reset_clients.iterdir())  # type: ignore[union-attr]
+                   if p.suffix == ".key" and load_public_key(p) not in clients]
+    except (OSError, ValueError, MissingDependency) as exc:
+        return [f"curve: cannot read the client keys: {exc}"]
+    if not missing:
+        return []
+    return [f"curve: reset_clients key(s) {', '.join(missing)} are not in curve.clients ({curve.clients}): such "
+            f"a client cannot connect at all; copy the key(s) into the clients folder too"]
 
 
 
@@ -220,6 +234,9 @@ class ZmqOutput(RecordOutput):
         problems = curve_problems(curve)
         if curve is not None and curve.reset_clients is not None and not curve.reset_clients.is_dir():
             problems.append(f"curve: reset_clients folder not found: {curve.reset_clients}")
+        elif curve is not None and curve.reset_clients is not None and not problems:
+            problems += key_folder_mode_problems(curve.reset_clients, "curve: reset_clients")
+            problems += _reset_clients_not_in_clients(curve)
         return problems
 
     def _start_curve(self, curve: ZmqOutputCurveConfig) -> CurveServer:

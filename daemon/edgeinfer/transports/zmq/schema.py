@@ -22,8 +22,12 @@ class ZmqSourceConfig(SourceConfigBase):
     protocol: Literal["edgeinfer", "imagezmq"] = Field(
         "edgeinfer", description="edgeinfer: wire format v1 (docs/zmq.md); imagezmq: send_image / send_jpg")
     rcvhwm: int = Field(2, ge=1, le=1000, description="messages ZeroMQ queues before dropping (keep it small)")
+    reuse_buffers: bool = Field(True, description="keep large receive buffers in malloc's heap (glibc, process-wide) "
+                                "instead of an mmap + munmap per frame (docs/zmq.md)")
     max_bytes: int = Field(wire.DEFAULT_MAX_BYTES, ge=1024, le=1 << 30,
                            description="larger payloads are dropped and counted as too_large")
+    max_pixels: int = Field(wire.DEFAULT_MAX_PIXELS, ge=1, le=1 << 31,
+                            description="a PNG/JPEG declaring more pixels is dropped (too_large) before decoding")
     curve: CurveConfig | None = None
 
     @model_validator(mode="after")

@@ -75,11 +75,37 @@ def curve_problems(curve: CurveConfig | None, field: str = "curve") -> list[str]
     elif not curve.secret_key.name.endswith(".key_secret"):
         problems.append(f"{field}: secret_key {curve.secret_key} should be a NAME.key_secret file (the key pair "
                         f"written by `edgeinfer keys`), not a public .key file")
+    else:
+        problems += secret_key_mode_problems(curve.secret_key, field)
     if not curve.clients.is_dir():
         problems.append(f"{field}: clients folder not found: {curve.clients}")
     elif not any(p.suffix == ".key" for p in curve.clients.iterdir()):
         problems.append(f"{field}: clients folder {curve.clients} holds no public key (*.key): nobody could "
                         f"connect")
+    else:
+        problems += key_folder_mode_problems(curve.clients, f"{field}: clients")
+    return problems
+
+
+def secret_key_mode_problems(path: Path, field: str = "curve") -> list[str]:
+    """A secret key that others may read is refused, as OpenSSH refuses such a private key: anyone on the box
+    could impersonate the daemon."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        return [f"{field}: secret_key {path} is accessible by others (mode {mode:04o}); it must be readable by "
+                f"its owner only: chmod 600 {path}"]
+    return []
+
+
+def key_folder_mode_problems(folder: Path, what: str) -> list[str]:
+    """A folder of authorised keys that others may write is refused: anyone on the box could authorise
+    their own key (OpenSSH's StrictModes does the same for authorized_keys)."""
+    problems = []
+    for path in (folder, *sorted(p for p in folder.iterdir() if p.suffix == ".key")):
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o022:
+            problems.append(f"{what} {'folder' if path == folder else 'key'} {path} is writable by others (mode "
+                            f"{mode:04o}): anyone could authorise a key; chmod go-w {path}")
     return problems
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ...imageheader import declared_size
+
 VERSION = 1
 MAX_HEADER_BYTES = 4096
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -30,6 +32,9 @@ RAW_CHANNELS = {"bgr8": 3, "rgb8": 3, "mono8": 1}
 COMPRESSED = ("jpeg", "png")
 ENCODINGS = (*RAW_CHANNELS, *COMPRESSED)
 MAX_SIDE = 65_535  # JPEG's own limit; larger claims are nonsense, not big images
+# A compressed frame may declare at most this many pixels (sources[].max_pixels): 4096 x 3072 is a 12.6 MP
+# camera, 38 MB once decoded to BGR. Checked in the header before decoding (imageheader.py).
+DEFAULT_MAX_PIXELS = 4096 * 3072
 
 # Why a message was dropped; these keys appear in the source's stats and the heartbeat.
 REASONS = ("parts", "header", "version", "encoding", "size", "too_large", "corrupt")
@@ -176,9 +181,11 @@ def parse_imagezmq(parts: list[Any] | tuple[Any, ...], max_bytes: int = DEFAULT_
     return Parsed("bgr8" if channels == 3 else "mono8", width, height, width * channels, payload, source=source)
 
 
-def decode_image(parsed: Parsed) -> np.ndarray:
+def decode_image(parsed: Parsed, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The pixels of a parsed message: BGR (or H x W for mono8), uint8. Raw encodings are a read-only view
-    over the received buffer (no copy) except rgb8, which is converted. Raises Malformed("corrupt")."""
+    over the received buffer (no copy) except rgb8, which is converted. A PNG or JPEG is decoded only when
+    its header declares at most `max_pixels` (else Malformed("too_large"), nothing allocated). Raises
+    Malformed."""
     if parsed.encoding in RAW_CHANNELS:
         channels = RAW_CHANNELS[parsed.encoding]
         rows = np.frombuffer(parsed.payload, np.uint8).reshape(parsed.height, parsed.step)
@@ -189,6 +196,12 @@ def decode_image(parsed: Parsed) -> np.ndarray:
         image = rows.reshape(parsed.height, parsed.width, channels)
         return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if parsed.encoding == "rgb8" else image
     data = np.frombuffer(parsed.payload, np.uint8)
+    size = declared_size(data.data)
+    if size is None:
+        raise Malformed("corrupt", f"{parsed.encoding} payload ({len(data)} bytes) has no PNG or JPEG header")
+    if size[0] * size[1] > max_pixels:
+        raise Malformed("too_large", f"{parsed.encoding} declares {size[0]}x{size[1]} pixels, over the limit of "
+                                     f"{max_pixels} (sources[].max_pixels); not decoded")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:
@@ -202,10 +215,10 @@ def decode_image(parsed: Parsed) -> np.ndarray:
 
 
 def decode_message(parts: list[Any] | tuple[Any, ...], max_bytes: int = DEFAULT_MAX_BYTES,
-                   protocol: str = "edgeinfer") -> tuple[Parsed, np.ndarray]:
+                   protocol: str = "edgeinfer", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Parsed, np.ndarray]:
     """parse + decode in one call; raises Malformed and nothing else for any input."""
     parsed = parse_imagezmq(parts, max_bytes) if protocol == "imagezmq" else parse_message(parts, max_bytes)
-    return parsed, decode_image(parsed)
+    return parsed, decode_image(parsed, max_pixels)
 
 
 def encode_header(encoding: str, width: int = 0, height: int = 0, step: int | None = None, seq: int | None = None,
