@@ -8,8 +8,11 @@
 3. the runner's own overhead per frame: TensorRT backend submit + wait with a trivial kernel as the engine,
    wall time minus the GPU's own time (events);
 4. CUDA graph replay vs eager launches of preprocess -> engine -> download, per frame;
-5. the daemon on the demo video (the real network via the stand-in engine) vs a bare loop of the same engine
-   on device-resident input: the share of the engine's speed the daemon keeps;
+5. the daemon on the demo video vs a bare loop of the same engine on device-resident input: the share of the
+   engine's speed the daemon keeps, with two stand-ins for the engine: "busy", whose cost is GPU time
+   t(b) = a + c*b fitted to the real network's kernels (an enqueue of microseconds, as TensorRT's), and the real
+   network through onnx2torch, which holds the GIL for most of its time (so its ratio measures the stand-in too);
+   the daemon's CPU time per frame by thread;
 6. a live source (30 fps): capture -> publish latency minus the engine's own time (p50).
 The engine call is TensorRT's stand-in (tests/gpu/standin_tensorrt.py): TensorRT cannot be installed here.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -121,14 +125,84 @@ def bench_runner(tmp: Path, frames: int = 3000) -> dict:
     return out
 
 
-def bench_daemon(tmp: Path, demo_onnx: Path, labels: Path, video: Path) -> dict:
-    from standin_tensorrt import write_engine
+def _thread_name(name: str) -> str:
+    if ":" in name:  # "prepare:det", "source:cam3": by kind
+        return name.split(":")[0]
+    return "other" if name.startswith("Thread-") else name
+
+
+def thread_cpu_s() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) each live thread of this process has used: native id -> (name, s)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tid = int(task.name)
+        found[tid] = (_thread_name(names.get(tid, "other")), (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+class ThreadCpu:
+    """CPU seconds by thread kind between start() and stop(), threads that ended meanwhile included (sampled
+    every 0.1 s, so a thread's last 0.1 s before it ended may be missed)."""
+
+    def __init__(self):
+        self._base = thread_cpu_s()
+        self._last = dict(self._base)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="cpu-sampler")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._last.update(thread_cpu_s())
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._last.update(thread_cpu_s())
+        out: dict[str, float] = {}
+        for tid, (name, seconds) in self._last.items():
+            used = seconds - self._base.get(tid, (name, 0.0))[1]
+            if name != "cpu-sampler" and used > 0.005:
+                out[name] = round(out.get(name, 0.0) + used, 3)
+        return out
+
+
+def run_pipeline(data: dict, seconds: float = 120) -> tuple[float, list[dict], dict[str, float], dict]:
+    """The daemon's pipeline on a config dict until its input ends (or `seconds`): elapsed s, the detection
+    records, CPU seconds by thread kind (prepare, infer, publish, source, ...) over the run, pipeline stats."""
+    import yaml
 
     from edgeinfer.config import parse_config
     from edgeinfer.pipeline import Pipeline
 
-    engine = write_engine(tmp / "demo.engine", standin="onnx2torch", onnx=str(demo_onnx), max_batch=1)
-    # the bare loop: the same engine, batch 1, input already on the device, no preprocessing or decoding
+    pipeline = Pipeline(parse_config(yaml.safe_dump(data)))
+    pipeline.start()
+    cpu_meter = ThreadCpu()  # from here: the running pipeline, not loading and warm-up
+    t0 = time.perf_counter()
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    pipeline.wait(stop)
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_meter.stop()
+    stats = pipeline.stats()
+    pipeline.stop()
+    timer.cancel()
+    records = []
+    for out in data["outputs"]:
+        records += [json.loads(line) for line in Path(out["path"]).read_text().splitlines()]
+    return elapsed, [r for r in records if r.get("type") == "detections"], cpu, stats
+
+
+def bare_loop(engine: Path, n: int = 500) -> tuple[float, float]:
+    """The engine alone at batch 1 on device-resident input, one enqueue + sync per frame: (fps, median CPU
+    ms per enqueue)."""
     backend = create_backend("bare", "tensorrt", engine, {"runtime": "standin_tensorrt"}, "gpu")
     backend.activate()
     ctx, spec = backend.context, backend.inputs[0]
@@ -155,45 +229,74 @@ def bench_daemon(tmp: Path, demo_onnx: Path, labels: Path, video: Path) -> dict:
     for b in (inp, *outs):
         b.close()
     backend.deactivate()
+    return bare_fps, enqueue_ms
 
-    def run(source: dict, max_frames: int | None, engine: Path = engine) -> tuple[float, list[dict]]:
-        out = tmp / f"out-{time.monotonic_ns()}.jsonl"
-        data = {"sources": [source],
-                "models": [{"id": "det", "path": str(engine), "labels": str(labels), "device": "gpu",
-                            "backend_options": {"runtime": "standin_tensorrt"}, "sources": [source["id"]],
-                            "preprocess": {"resize": "stretch", "scale": 1 / 255}, "decoder": {"layout": "v5"}}],
-                "outputs": [{"type": "jsonl", "path": str(out), "heartbeat": False}]}
-        import yaml
 
-        pipeline = Pipeline(parse_config(yaml.safe_dump(data)), max_frames=max_frames)
-        pipeline.start()
-        t0 = time.perf_counter()
-        stop = threading.Event()
-        threading.Timer(120, stop.set).start()
-        pipeline.wait(stop)
-        elapsed = time.perf_counter() - t0
-        pipeline.stop()
-        stop.set()
-        records = [json.loads(line) for line in out.read_text().splitlines()]
-        return elapsed, [r for r in records if r.get("type") == "detections"]
+def daemon_config(tmp: Path, engine: Path, labels: Path, sources: list[dict], max_batch: int = 1,
+                  **model: object) -> dict:
+    out = tmp / f"out-{time.monotonic_ns()}.jsonl"
+    return {"sources": sources,
+            "models": [{"id": "det", "path": str(engine), "labels": str(labels), "device": "gpu",
+                        "backend_options": {"runtime": "standin_tensorrt"}, "sources": [s["id"] for s in sources],
+                        "max_batch": max_batch, "preprocess": {"resize": "stretch", "scale": 1 / 255},
+                        "decoder": {"layout": "v5"}, **model}],
+            "outputs": [{"type": "jsonl", "path": str(out), "heartbeat": False}]}
 
-    elapsed, records = run({"id": "bikes", "type": "video", "path": str(video)}, None)
-    daemon_fps = len(records) / elapsed
+
+def busy_engine(tmp: Path, fit: dict, max_batch: int = 8) -> Path:
+    from standin_tensorrt import write_engine
+
+    return write_engine(tmp / f"busy-{max_batch}.engine", standin="busy", a_ms=fit["a_ms"], c_ms=fit["c_ms"],
+                        input=[3, 416, 416], outputs={"detections": [2535, 85]}, max_batch=max_batch)
+
+
+def bench_daemon(tmp: Path, demo_onnx: Path, labels: Path, video: Path, fit: dict) -> dict:
+    from standin_tensorrt import write_engine
+
+    result: dict = {"fit": fit}
+    engines = {"busy": busy_engine(tmp, fit, max_batch=1),
+               "onnx2torch": write_engine(tmp / "demo.engine", standin="onnx2torch", onnx=str(demo_onnx),
+                                          max_batch=1)}
+    file_source = {"id": "bikes", "type": "video", "path": str(video)}
+    # the busy stand-in with the file decoded by NVDEC into GPU memory and by OpenCV on the CPU; onnx2torch with
+    # the CPU decode (as before this issue)
+    from edgeinfer.sources import nvdec
+
+    runs = [("busy", engines["busy"], "cpu"), ("onnx2torch", engines["onnx2torch"], "cpu")]
+    if nvdec.probe()[0]:
+        runs.insert(0, ("busy", engines["busy"], "nvdec"))
+    for name, engine, decode in runs:
+        # alternated twice: bare loop, daemon, bare loop, daemon (clocks and caches settle)
+        rows = []
+        for _ in range(2):
+            bare_fps, enqueue_ms = bare_loop(engine)
+            source = dict(file_source, decode=decode)
+            elapsed, records, cpu, _stats = run_pipeline(daemon_config(tmp, engine, labels, [source]))
+            fps = len(records) / elapsed
+            rows.append({"bare_fps": bare_fps, "bare_enqueue_ms": enqueue_ms, "daemon_fps": fps, "decode": decode,
+                         "daemon_frames": len(records), "ratio": fps / bare_fps,
+                         "cpu_ms_per_frame": {k: round(v * 1e3 / max(1, len(records)), 3) for k, v in cpu.items()}})
+        key = name if name == "onnx2torch" else f"{name}-{decode}"
+        result[key] = {"runs": rows, "ratio": statistics.median(r["ratio"] for r in rows)}
+    # the onnx2torch stand-in's own CPU time (GIL held) per frame, as a share of the daemon's frame period
+    o2t = result["onnx2torch"]["runs"][-1]
+    result["onnx2torch"]["gil_share_of_daemon_frame"] = o2t["bare_enqueue_ms"] * o2t["daemon_fps"] / 1e3
     # the daemon around an engine that costs nothing (outputs of the same shape, zeroed on the stream): its
     # own ceiling on this video, every stage but the network's compute
     free_engine = write_engine(tmp / "memset.engine", standin="memset", input=[3, 416, 416],
                                outputs={"detections": [2535, 85]}, max_batch=1)
-    loops = [{"id": f"bikes{i}", "type": "video", "path": str(video)} for i in range(1)]
-    free_elapsed, free_records = run(loops[0], None, free_engine)
-    ceiling_fps = len(free_records) / free_elapsed
-    _e, live = run({"id": "cam", "type": "synthetic", "width": 640, "height": 480, "fps": 30, "frames": 200}, None)
+    free_elapsed, free_records, free_cpu, _s = run_pipeline(daemon_config(tmp, free_engine, labels,
+                                                                          [dict(file_source, decode="cpu")]))
+    result["daemon_ceiling_fps"] = len(free_records) / free_elapsed
+    result["ceiling_cpu_ms_per_frame"] = {k: round(v * 1e3 / max(1, len(free_records)), 3)
+                                          for k, v in free_cpu.items()}
+    live_source = {"id": "cam", "type": "synthetic", "width": 640, "height": 480, "fps": 30, "frames": 200}
+    _e, live, _c, _s = run_pipeline(daemon_config(tmp, engines["busy"], labels, [live_source]))
     extra = [r["age_ms"] - r["infer_ms"] for r in live]
-    return {"bare_fps": bare_fps, "bare_enqueue_ms": enqueue_ms, "daemon_ceiling_fps": ceiling_fps,
-            "daemon_fps": daemon_fps, "daemon_frames": len(records),
-            "ratio": daemon_fps / bare_fps, "live_frames": len(live),
-            "live_age_p50_ms": statistics.median(r["age_ms"] for r in live),
-            "live_infer_p50_ms": statistics.median(r["infer_ms"] for r in live),
-            "live_age_minus_engine_p50_ms": statistics.median(extra)}
+    result.update({"live_frames": len(live), "live_age_p50_ms": statistics.median(r["age_ms"] for r in live),
+                   "live_infer_p50_ms": statistics.median(r["infer_ms"] for r in live),
+                   "live_age_minus_engine_p50_ms": statistics.median(extra)})
+    return result
 
 
 def main() -> None:
@@ -210,8 +313,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result["runner"] = bench_runner(Path(tmp))
         demo = args.models / "yolov3-tiny"
+        from standin_tensorrt import measure_gpu_time
+
+        fit = measure_gpu_time(demo / "yolov3-tiny.onnx")
         result["daemon"] = bench_daemon(Path(tmp), demo / "yolov3-tiny.onnx", demo / "coco.names",
-                                        args.models / "media" / "bikes.mp4")
+                                        args.models / "media" / "bikes.mp4", fit)
     c, k, r, d = result["copies"], result["kernel"], result["runner"], result["daemon"]
     print(f"GPU: {info.name} ({info.arch})")
     print("| measure | value |\n| --- | --- |")
@@ -223,11 +329,20 @@ def main() -> None:
     for key in ("graph", "eager"):
         print(f"| 3/4. runner ({key}): submit+wait {r[key]['submit_wait_us']:.1f} us, GPU {r[key]['gpu_us']:.1f} us,"
               f" overhead {r[key]['overhead_us']:.1f} us; stage write {r[key]['stage_write_us']:.1f} us |")
-    print(f"| 5. daemon {d['daemon_fps']:.1f} fps ({d['daemon_frames']} frames) / bare engine loop "
-          f"{d['bare_fps']:.1f} fps | {d['ratio']:.2f} |")
-    print(f"| 5b. the stand-in's own CPU time per enqueue (GIL held) | {d['bare_enqueue_ms']:.2f} ms of "
-          f"{1e3 / d['bare_fps']:.2f} ms per bare frame |")
-    print(f"| 5c. daemon around an engine that costs nothing (its own ceiling) | {d['daemon_ceiling_fps']:.0f} fps |")
+    f = d["fit"]
+    print("| 5a. the network's GPU time (onnx2torch kernels) | " + ", ".join(
+        f"b={b}: {v['kernels_ms']:.3f} ms (events {v['events_ms']:.3f})" for b, v in f["batches"].items())
+        + f"; fit t(b) = {f['a_ms']:.3f} + {f['c_ms']:.3f}*b ms |")
+    for name in ("busy-nvdec", "busy-cpu", "onnx2torch"):
+        for r in d.get(name, {}).get("runs", []):
+            print(f"| 5. daemon ({r['decode']} decode) {r['daemon_fps']:.1f} fps ({r['daemon_frames']} frames) / bare "
+                  f"{name.split('-')[0]} loop {r['bare_fps']:.1f} fps (enqueue {r['bare_enqueue_ms']:.3f} ms CPU) | "
+                  f"{r['ratio']:.2f} |")
+            print(f"| 5. CPU ms per frame by thread ({name}) | {r['cpu_ms_per_frame']} |")
+    print(f"| 5b. onnx2torch: its own enqueue (GIL held) x daemon fps = share of the daemon's time | "
+          f"{d['onnx2torch']['gil_share_of_daemon_frame']:.2f} |")
+    print(f"| 5c. daemon around an engine that costs nothing (its own ceiling) | {d['daemon_ceiling_fps']:.0f} fps; "
+          f"CPU ms/frame {d['ceiling_cpu_ms_per_frame']} |")
     print(f"| 6. live 30 fps: age p50 {d['live_age_p50_ms']:.2f} ms, engine p50 {d['live_infer_p50_ms']:.2f} ms | "
           f"age - engine p50 {d['live_age_minus_engine_p50_ms']:.2f} ms |")
     if args.json:

@@ -90,6 +90,10 @@ class ModelConfig(StrictModel):
     preprocess: PreprocessConfig = PreprocessConfig()
     decoder: DecoderConfig = YoloDecoderConfig()
     max_batch: int = Field(default=1, ge=1, le=64, description="frames of several sources in one inference")
+    batch_wait_ms: float = Field(
+        default=4.0, ge=0, le=1000, description="batching deadline (max_batch > 1): once a frame waits, wait up to "
+        "this long after it arrived for the other sources' frames, then infer what is there; 0 = never wait"
+    )
     # 2 s: a hang detector with room for a loaded box (in the field one inference over the old 1 s on a
     # loaded 2-core machine ended the demo with a safe stop); a robot that needs a tighter bound sets its own
     budget_ms: float = Field(default=2000.0, gt=0, le=3_600_000, description="deadline of one inference")

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from .cuda import runtime
+from .sources import nvdec
 
 
 def _version(dist: str) -> str | None:
@@ -79,6 +80,11 @@ def probe() -> dict[str, dict[str, Any]]:
         gpus.append("Jetson (Tegra) integrated GPU")
     found["gpu"] = {"ok": bool(gpus) or bool(glob.glob("/dev/nvidia[0-9]*")),
                     "detail": "; ".join(gpus) or "no NVIDIA GPU found (CPU pipeline on ONNX Runtime)"}
+    ok, detail = nvdec.probe()
+    found["nvdec"] = {"ok": ok, "detail": (f"{detail}: video sources with decode: auto decode on the GPU" if ok else
+                                           f"{detail}; video sources with decode: auto decode on the CPU"
+                                           + ("; on Jetson use a gstreamer source with nvv4l2decoder"
+                                              if tegra else ""))}
     dla = sorted(glob.glob("/dev/nvhost-nvdla*"))
     found["dla"] = {"ok": bool(dla), "detail": f"{len(dla)} DLA node(s): {', '.join(dla)}" if dla
                     else "no DLA cores (only Jetson AGX/NX Orin and Xavier have them)"}

@@ -31,6 +31,7 @@ class FrameSlots:
         self._ended: set[str] = set()
         self._closed = False
         self._next = 0  # round-robin start, so one fast source cannot starve the others
+        self._arrived: dict[str, float] = {}  # source -> when its waiting frame arrived (monotonic)
         self.drops: dict[str, int] = {s: 0 for s in self._slots}
         self.received: dict[str, int] = {s: 0 for s in self._slots}  # frames accepted (for in = out + dropped)
 
@@ -43,6 +44,8 @@ class FrameSlots:
                 return False
             if self._slots[frame.source] is not None:
                 self.drops[frame.source] += 1
+            else:
+                self._arrived[frame.source] = time.monotonic()
             self.received[frame.source] += 1
             self._slots[frame.source] = frame
             self._cond.notify_all()
@@ -53,24 +56,25 @@ class FrameSlots:
             self._ended.add(source)
             self._cond.notify_all()
 
-    def take(self, max_frames: int, timeout: float) -> list[Frame]:
-        """Up to `max_frames` frames, at most one per source; [] on timeout, close, or when finished."""
+    def take(self, max_frames: int, timeout: float, fill_wait: float = 0.0) -> list[Frame]:
+        """Up to `max_frames` frames, at most one per source; [] on timeout, close, or when finished.
+
+        `fill_wait` (s) is the batching deadline: once a frame is waiting, wait until `max_frames` sources (or
+        every source still running) have one, but no longer than `fill_wait` after the oldest waiting frame
+        arrived, then take what is there. Cameras out of phase then share an inference, and no frame waits in
+        its slot more than `fill_wait` for the others."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._closed:
                 ready = [s for s, f in self._slots.items() if f is not None]
                 if ready:
-                    names = list(self._slots)
-                    order = names[self._next :] + names[: self._next]
-                    self._next = (self._next + 1) % len(names)
-                    frames = []
-                    for s in order:
-                        f = self._slots[s]
-                        if f is not None and len(frames) < max_frames:
-                            frames.append(f)
-                            self._slots[s] = None
-                    self._cond.notify_all()  # wake sources waiting for a free slot
-                    return frames
+                    live = len(self._slots) - len(self._ended - set(ready))
+                    if fill_wait > 0 and len(ready) < min(max_frames, live):
+                        left = min(self._arrived[s] for s in ready) + fill_wait - time.monotonic()
+                        if left > 0:
+                            self._cond.wait(left)
+                            continue
+                    return self._take_ready(max_frames)
                 if self._ended.issuperset(self._slots):
                     return []
                 left = deadline - time.monotonic()
@@ -78,6 +82,23 @@ class FrameSlots:
                     return []
                 self._cond.wait(left)
             return []
+
+    def _take_ready(self, max_frames: int) -> list[Frame]:
+        names = list(self._slots)
+        order = names[self._next :] + names[: self._next]
+        self._next = (self._next + 1) % len(names)
+        frames = []
+        for s in order:
+            f = self._slots[s]
+            if f is not None and len(frames) < max_frames:
+                frames.append(f)
+                self._slots[s] = None
+        self._cond.notify_all()  # wake sources waiting for a free slot
+        return frames
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self._slots)
 
     @property
     def finished(self) -> bool:

@@ -157,6 +157,15 @@ class PublishGate:
             return True
 
 
+def _pixels_for(stage: Any, frame: Frame) -> Any:
+    """What the stage reads: a device image where the stage runs on that GPU (it never touches host memory),
+    else host pixels (a device image is downloaded once, on demand)."""
+    device = frame.device
+    if device is not None and stage.device_index == device.device:
+        return device
+    return frame.pixels()
+
+
 class ModelWorker:
     def __init__(self, model: Model, outputs: list[Output], inbox: FrameSlots, reporter: HealthReporter,
                  gate: PublishGate, detections_valid: Callable[[], bool]):
@@ -291,24 +300,28 @@ class ModelWorker:
 
     # -- stage 1: frames into preallocated input buffers -------------------------------------------------
     def _prepare_loop(self) -> None:
+        # a free buffer set first, then the frames: frames that arrive while every set is in flight join the
+        # next batch instead of waiting behind one taken too early
+        fill_wait = self.config.batch_wait_ms / 1e3 if self.batch > 1 else 0.0
         while not self._stop.is_set():
             serving = self._current()
-            frames = self.inbox.take(serving.model.batch, timeout=0.1)
+            set_index = self._get(serving.free)
+            if set_index is None:
+                return
+            frames = self.inbox.take(serving.model.batch, timeout=0.1, fill_wait=fill_wait)
             if not frames:
+                serving.release(set_index)
                 if self.inbox.finished:
                     self._put(self._ready, _END)
                     return
                 continue
             self.stats.taken += len(frames)  # counted at once: a stop while waiting for a set leaves them in flight
-            set_index = self._get(serving.free)
-            if set_index is None:
-                return
             kept, transforms = [], []
             stage = serving.model.stage
             for frame in frames:
                 self.reporter.checkpoint(self.id, "capture", (frame.source, frame.seq))
                 try:
-                    transforms.append(stage.write(set_index, len(kept), frame.image))
+                    transforms.append(stage.write(set_index, len(kept), _pixels_for(stage, frame)))
                     kept.append(frame)
                 except PreprocessError as exc:
                     self.stats.bad_frames += 1
@@ -496,6 +509,9 @@ class Pipeline:
                 log.warning("source '%s' is read by no model; not started", src_cfg.id)
                 continue
             source = create_source(src_cfg, FanOut(targets), self.reporter)
+            # decode on the GPU (decode: auto) only when every model reading this source reads GPU memory
+            readers = [w for w in self.workers if src_cfg.id in w.inbox.sources]
+            source.prefer_device_frames = all(w.stage.device_index is not None for w in readers)
             if src_cfg.id in self._resume:
                 source.resume(self._resume[src_cfg.id])
             self.sources.append(source)

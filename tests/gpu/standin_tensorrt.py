@@ -17,6 +17,12 @@ An "engine" file is JSON naming what to run:
       nothing, to measure the daemon's own ceiling around it;
   {"standin": "scale", ..., "sync_in_enqueue": true}  synchronizes inside enqueue, which makes graph capture
       fail the way a real engine with an unsupported layer does (tests the eager fallback).
+  {"standin": "busy", "a_ms": A, "c_ms": C, "input": [3, 416, 416], "outputs": {"detections": [2535, 85]},
+      "max_batch": 8}  an engine whose cost is GPU time, as a real TensorRT engine's is: per enqueue one kernel
+      that keeps the GPU busy for A + C * batch ms (a, c fitted to the real network's measured GPU time) and
+      one memset per output (zeros: no detections). Its enqueue costs the CPU a few microseconds, like
+      `execute_async_v3`, where the onnx2torch stand-in holds the GIL for most of the network's time: throughput
+      measured with it is the daemon's, not the stand-in's.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class Runtime:
             return _ScaleEngine(spec)
         if kind == "memset":
             return _MemsetEngine(spec)
+        if kind == "busy":
+            return _BusyEngine(spec)
         self.logger.log(ILogger.Severity.ERROR, f"stand-in: unknown engine kind {kind!r}")
         return None
 
@@ -313,7 +321,122 @@ class _MemsetEngine(_EngineBase):
         return True
 
 
+_BUSY_SRC = r"""
+// Spins until `ns` nanoseconds of the GPU's global timer have passed since the kernel started: the GPU is busy
+// (this stream's work cannot go on) for that long, whatever the CPU does meanwhile.
+extern "C" __global__ void standin_busy(unsigned long long ns) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < ns);
+}
+"""
+
+
+def _compile(source: str, name: bytes):
+    from cuda.bindings import driver, nvrtc, runtime
+
+    err, dev = runtime.cudaGetDevice()
+    err, props = runtime.cudaGetDeviceProperties(dev)
+    arch = f"--gpu-architecture=sm_{props.major}{props.minor}".encode()
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), name + b".cu", 0, [], [])
+    (err,) = nvrtc.nvrtcCompileProgram(prog, 1, [arch])
+    if int(err) != 0:
+        raise RuntimeError(f"stand-in kernel {name!r} failed to compile")
+    err, size = nvrtc.nvrtcGetCUBINSize(prog)
+    cubin = b" " * size
+    nvrtc.nvrtcGetCUBIN(prog, cubin)
+    err, module = driver.cuModuleLoadData(cubin)
+    err, function = driver.cuModuleGetFunction(module, name)
+    return cubin, module, function
+
+
+class _BusyEngine(_MemsetEngine):
+    """GPU time t(b) = a + c * b per enqueue (one spinning kernel), outputs zeroed: see the module docstring."""
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        from cuda.bindings import driver
+
+        self.drv = driver
+        self.a_ns = float(spec["a_ms"]) * 1e6
+        self.c_ns = float(spec["c_ms"]) * 1e6
+        self._cubin, self.module, self.function = _compile(_BUSY_SRC, b"standin_busy")
+        self._args: dict[int, tuple] = {}
+
+    def execute(self, ctx: _Context, stream: int) -> bool:
+        if not super().execute(ctx, stream):
+            return False
+        batch = int(ctx.shapes["images"][0])
+        args = self._args.get(batch)
+        if args is None:  # kept alive: a CUDA graph captured over this launch reads it at every replay
+            value = np.array([int(self.a_ns + self.c_ns * batch)], np.uint64)
+            args = self._args[batch] = (np.array([value.ctypes.data], np.uint64), value)
+        (err,) = self.drv.cuLaunchKernel(self.function, 1, 1, 1, 32, 1, 1, 0, self.drv.CUstream(stream),
+                                         args[0].ctypes.data, 0)
+        return int(err) == 0
+
+
 def write_engine(path: Path, **spec) -> Path:
     """Write a stand-in engine file (JSON) and return its path."""
     path.write_text(json.dumps(spec))
     return path
+
+
+def _busy_us(prof) -> float:
+    """Microseconds the GPU ran work (kernels, copies, memsets) in a torch profile: the union of their intervals."""
+    from torch.autograd import DeviceType
+
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if getattr(e, "device_type", None) == DeviceType.CUDA)
+    total, current = 0.0, None
+    for start, end in spans:
+        if current is None or start > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = [start, end]
+        else:
+            current[1] = max(current[1], end)
+    if current is not None:
+        total += current[1] - current[0]
+    return total
+
+
+def measure_gpu_time(onnx: Path, batches=(1, 4, 8), reps: int = 30) -> dict:
+    """The real network's GPU time per enqueue at each batch size, run by the onnx2torch stand-in: the sum of
+    its kernels' durations (torch's profiler), which is what the GPU is busy for, beside the CUDA events' span
+    (which also counts the gaps while the CPU dispatches). Returns {"batches": {b: {...}}, "a_ms", "c_ms"}: the
+    least-squares line t(b) = a + c * b through the kernel sums, for the "busy" stand-in."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    engine = _TorchEngine({"onnx": str(onnx), "max_batch": max(batches)})
+    ctx = engine.create_execution_context()
+    names = list(engine.tensors)
+    stream = torch.cuda.Stream()
+    found = {}
+    for b in batches:
+        x = torch.zeros(b, *engine.tensors[names[0]][1][1:], device="cuda")
+        ys = [torch.zeros(b, *engine.tensors[n][1][1:], device="cuda") for n in names[1:]]
+        ctx.set_input_shape(names[0], tuple(x.shape))
+        ctx.set_tensor_address(names[0], x.data_ptr())
+        for n, y in zip(names[1:], ys):
+            ctx.set_tensor_address(n, y.data_ptr())
+        for _ in range(5):
+            ctx.execute_async_v3(stream.cuda_stream)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            start.record(stream)
+            for _ in range(reps):
+                ctx.execute_async_v3(stream.cuda_stream)
+            end.record(stream)
+            torch.cuda.synchronize()
+        found[b] = {"kernels_ms": _busy_us(prof) / 1e3 / reps, "events_ms": start.elapsed_time(end) / reps}
+    xs = np.array(batches, float)
+    ts = np.array([found[b]["kernels_ms"] for b in batches])
+    if not (ts > 0).all():  # no kernel times from the profiler: fall back on the events' span
+        ts = np.array([found[b]["events_ms"] for b in batches])
+    c, a = np.polyfit(xs, ts, 1)
+    return {"batches": found, "a_ms": float(max(a, 0.0)), "c_ms": float(max(c, 0.0))}

@@ -282,7 +282,9 @@ def _demo_config(demo_model, demo_video, out: Path, gpu_engine: Path | None) -> 
         model.update(path=str(gpu_engine), device="gpu", backend_options={"runtime": "standin_tensorrt"})
     else:
         model.update(device="cpu")
-    return {"sources": [{"id": "bikes", "type": "video", "path": str(demo_video)}], "models": [model],
+    # decode: cpu: both runs feed the network the same pixels (NVDEC's colour conversion differs by a few
+    # levels; test_device_frames.py compares that path)
+    return {"sources": [{"id": "bikes", "type": "video", "path": str(demo_video), "decode": "cpu"}], "models": [model],
             "outputs": [{"type": "jsonl", "path": str(out), "heartbeat": False}]}
 
 

@@ -81,6 +81,9 @@ class InputStage(ABC):
     # a stage that writes into host arrays can feed inputs besides the image (size inputs); a device stage
     # binds the image buffer only
     feeds_extra_inputs: bool = False
+    # the CUDA device whose memory the stage reads in place (a frame's `device` image on it is not downloaded);
+    # None: the stage reads host arrays only
+    device_index: int | None = None
 
     @abstractmethod
     def write(self, set_index: int, item: int, image: np.ndarray) -> Transform: ...

@@ -329,6 +329,7 @@ class TensorRTBackend(Backend):
         except Exception as exc:  # CUDA errors, and NVRTC missing or failing to compile the kernel
             self._close_sets()
             raise BackendError(f"model '{self.model_id}': cannot set up the GPU input stage: {exc}") from exc
+        stage.device_index = self.cuda_index  # device images on this GPU are read in place
         self._stage = stage
         self._warm_up_stage(stage, batch)
         return stage
@@ -422,7 +423,7 @@ class TensorRTBackend(Backend):
         s = self._sets[set_index]
         try:
             self._bind_thread()
-            s.done.synchronize()
+            s.done.wait()  # not synchronize(): that holds the GIL for the GPU's whole time
             ms = s.done.elapsed_ms(s.start)
         except cu.CudaError as exc:
             raise BackendError(f"model '{self.model_id}': {exc}") from exc

@@ -7,6 +7,12 @@ The geometry of each image (its size, the letterbox) lives in a small parameter 
 so the kernel's arguments never change per frame and a CUDA graph that holds the launch stays valid for frames
 of any size.
 
+An image may also already be on the GPU (`edgeinfer.frame.DeviceImage`, from a hardware decoder): then its
+address and format (BGR, RGB, or NV12 converted here with OpenCV's fixed-point BT.601 coefficients, or BT.709)
+go into the parameter block instead of pixels into staging, and nothing but the parameters crosses the bus. The
+NV12 path computes, for each of the four taps of a sample, the BGR pixel `cv2.cvtColor(COLOR_YUV2BGR_NV12)`
+would (nearest chroma sample), then interpolates them as above: the same pixels as converting on the CPU first.
+
 The compiled code is cached per GPU architecture and variant, in memory and (when a cache folder is given) on
 disk, so a restart does not compile again.
 """
@@ -23,11 +29,24 @@ from typing import Any
 import numpy as np
 
 from ..cuda import runtime as cu
-from .cpu import PreprocessConfig, Preprocessor, Transform, _check_image, fit_transform, normalisation_coefficients
+from ..frame import DeviceImage
+from .cpu import (
+    PreprocessConfig,
+    PreprocessError,
+    Preprocessor,
+    Transform,
+    _check_image,
+    fit_transform,
+    normalisation_coefficients,
+)
 
 log = logging.getLogger(__name__)
 
-PARAMS_PER_IMAGE = 8  # int32: src_w, src_h, src_pitch, new_w, new_h, left, top, unused
+# int32: src_w, src_h, src_pitch, new_w, new_h, left, top, format, src_ptr (2 words), uv_ptr (2 words), matrix,
+# unused x 3. format 0: BGR in staging; 1 BGR, 2 RGB, 3 NV12 at src_ptr (device memory). matrix 0 BT.601, 1 BT.709
+PARAMS_PER_IMAGE = 16
+_FORMAT_CODE = {"bgr": 1, "rgb": 2, "nv12": 3}
+_MATRIX_CODE = {"bt601": 0, "bt709": 1}
 BLOCK = (32, 8, 1)
 PIXELS_PER_THREAD = 2  # PIXELS in the kernel
 
@@ -53,10 +72,37 @@ __device__ __forceinline__ out_t to_out(float v) {
 #endif
 }
 
+// One source pixel as B, G, R integers. NV12: OpenCV's YUV420sp -> BGR (ITU-R BT.601 limited range, 20-bit
+// fixed point, nearest chroma sample) bit for bit; BT.709 with the same arithmetic and its own coefficients.
+__device__ __forceinline__ void fetch(int fmt, const unsigned char* __restrict__ img,
+    const unsigned char* __restrict__ uv, int pitch, int x, int y, int matrix, int* bgr)
+{
+    if (fmt <= 1) {
+        const unsigned char* p = img + (long long)y * pitch + x * 3;
+        bgr[0] = __ldg(p); bgr[1] = __ldg(p + 1); bgr[2] = __ldg(p + 2);
+    } else if (fmt == 2) {
+        const unsigned char* p = img + (long long)y * pitch + x * 3;
+        bgr[0] = __ldg(p + 2); bgr[1] = __ldg(p + 1); bgr[2] = __ldg(p);
+    } else {
+        const int luma = __ldg(img + (long long)y * pitch + x);
+        const unsigned char* c = uv + (long long)(y >> 1) * pitch + (x & ~1);
+        const int u = (int)__ldg(c) - 128, v = (int)__ldg(c + 1) - 128;
+        int cy, cub, cug, cvg, cvr;
+        if (matrix == 0) { cy = 1220542; cub = 2116026; cug = -409993; cvg = -852492; cvr = 1673527; }
+        else { cy = 1220542; cub = 2215013; cug = -223607; cvg = -558797; cvr = 1879834; }
+        const int yy = max(0, luma - 16) * cy;
+        const int half = 1 << 19;
+        bgr[0] = min(max((yy + half + cub * u) >> 20, 0), 255);
+        bgr[1] = min(max((yy + half + cvg * v + cug * u) >> 20, 0), 255);
+        bgr[2] = min(max((yy + half + cvr * v) >> 20, 0), 255);
+    }
+}
+
 // One output pixel's three channels: OpenCV's INTER_LINEAR for 8-bit images reproduced bit for bit (11-bit
 // fixed-point taps, the horizontal pass in integers, the vertical pass as its SIMD code rounds it), so the GPU
 // path feeds the network exactly the pixels the CPU path does; then colour order and normalisation.
-__device__ __forceinline__ void sample(const unsigned char* __restrict__ img, int sw, int sh, int pitch, int nw,
+__device__ __forceinline__ void sample(int fmt, const unsigned char* __restrict__ img,
+    const unsigned char* __restrict__ uv, int matrix, int sw, int sh, int pitch, int nw,
     int nh, int rx, int ry, const float* m, const float* a, const float* pad, int s0, int s1, int s2, float* o)
 {
     if (rx < 0 || ry < 0 || rx >= nw || ry >= nh) {
@@ -76,13 +122,16 @@ __device__ __forceinline__ void sample(const unsigned char* __restrict__ img, in
     const int by0 = __float2int_rn((1.f - fy) * 2048.f), by1 = __float2int_rn(fy * 2048.f);
     const int x1 = min(x0 + 1, sw - 1);
     const int ya = min(max(y0, 0), sh - 1), yb = min(max(y0 + 1, 0), sh - 1);
-    const unsigned char* r0 = img + (long long)ya * pitch;
-    const unsigned char* r1 = img + (long long)yb * pitch;
+    int p00[3], p01[3], p10[3], p11[3];
+    fetch(fmt, img, uv, pitch, x0, ya, matrix, p00);
+    fetch(fmt, img, uv, pitch, x1, ya, matrix, p01);
+    fetch(fmt, img, uv, pitch, x0, yb, matrix, p10);
+    fetch(fmt, img, uv, pitch, x1, yb, matrix, p11);
     float bgr[3];
     #pragma unroll
     for (int c = 0; c < 3; ++c) {
-        const int h0 = __ldg(r0 + x0 * 3 + c) * ax0 + __ldg(r0 + x1 * 3 + c) * ax1;
-        const int h1 = __ldg(r1 + x0 * 3 + c) * ax0 + __ldg(r1 + x1 * 3 + c) * ax1;
+        const int h0 = p00[c] * ax0 + p01[c] * ax1;
+        const int h1 = p10[c] * ax0 + p11[c] * ax1;
         int v = ((((h0 >> 4) * by0) >> 16) + (((h1 >> 4) * by1) >> 16) + 2) >> 2;
         bgr[c] = (float)min(max(v, 0), 255);
     }
@@ -102,14 +151,17 @@ extern "C" __global__ void edgeinfer_preprocess(
     const int y = blockIdx.y * blockDim.y + threadIdx.y;
     const int b = blockIdx.z;
     if (x >= dst_w || y >= dst_h) return;
-    const int* p = params + b * 8;
-    const int sw = p[0], sh = p[1], pitch = p[2], nw = p[3], nh = p[4], left = p[5], top = p[6];
-    const unsigned char* img = src + (long long)b * image_stride;
+    const int* p = params + b * 16;
+    const int sw = p[0], sh = p[1], pitch = p[2], nw = p[3], nh = p[4], left = p[5], top = p[6], fmt = p[7];
+    const unsigned char* img = fmt == 0 ? src + (long long)b * image_stride
+        : (const unsigned char*)(((unsigned long long)(unsigned)p[9] << 32) | (unsigned)p[8]);
+    const unsigned char* uv = (const unsigned char*)(((unsigned long long)(unsigned)p[11] << 32) | (unsigned)p[10]);
+    const int matrix = p[12];
     const float m[3] = {m0, m1, m2}, a[3] = {a0, a1, a2}, pad[3] = {p0, p1, p2};
     float o[PIXELS][3];
     #pragma unroll
     for (int k = 0; k < PIXELS; ++k)
-        sample(img, sw, sh, pitch, nw, nh, x + k - left, y - top, m, a, pad, s0, s1, s2, o[k]);
+        sample(fmt, img, uv, matrix, sw, sh, pitch, nw, nh, x + k - left, y - top, m, a, pad, s0, s1, s2, o[k]);
     const bool full = x + PIXELS <= dst_w;
 #if NCHW
     const long long plane = (long long)dst_w * dst_h;
@@ -253,7 +305,9 @@ class _StagingSet:
         self.params = cu.HostBuffer((batch, PARAMS_PER_IMAGE), np.int32, mapped=mapped)
         self.device = None if mapped else cu.DeviceBuffer(batch * image_bytes)
         self.device_params = None if mapped else cu.DeviceBuffer(self.params.nbytes)
-        self.used = [0] * batch  # bytes of each image written
+        self.used = [0] * batch  # bytes of each image written into staging (0: the image is on the device)
+        self.ready: list[Any] = [None] * batch  # device images: the event to wait on before the kernel reads
+        self.keep: list[Any] = [None] * batch  # device images: referenced until the set is written again
 
     @property
     def src_ptr(self) -> int:
@@ -296,6 +350,7 @@ class GpuInputStage:
         self._staging = [_StagingSet(self.batch, image_bytes, mapped) for _ in range(sets)]
         self._arguments = [self._build_arguments(i) for i in range(sets)]
         self.generation = [0] * sets
+        self.device_index: int | None = None  # set by the backend: device images on this GPU are read in place
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -313,36 +368,67 @@ class GpuInputStage:
         self._arguments[set_index] = self._build_arguments(set_index)
         self.generation[set_index] += 1
 
-    def write(self, set_index: int, item: int, image: np.ndarray) -> Transform:
-        """Copy one BGR frame into the set's pinned staging and its geometry into the parameters."""
-        _check_image(image)
-        h, w = image.shape[:2]
-        nbytes = h * w * 3
-        if nbytes > self._staging[set_index].image_bytes:
-            self._grow(set_index, nbytes)
+    def _transform(self, w: int, h: int) -> Transform:
         transform = self._transforms.get((h, w))
         if transform is None:
             transform = fit_transform(w, h, self.width, self.height, self.config.resize)
             if len(self._transforms) > 16:
                 self._transforms.clear()
             self._transforms[(h, w)] = transform
+        return transform
+
+    def write(self, set_index: int, item: int, image: np.ndarray | DeviceImage) -> Transform:
+        """Copy one BGR frame into the set's pinned staging and its geometry into the parameters; a device
+        image (already on this GPU) is read where it is: only its address and format go into the parameters."""
+        if isinstance(image, DeviceImage):
+            return self._write_device(set_index, item, image)
+        _check_image(image)
+        h, w = image.shape[:2]
+        nbytes = h * w * 3
+        if nbytes > self._staging[set_index].image_bytes:
+            self._grow(set_index, nbytes)
+        transform = self._transform(w, h)
         st = self._staging[set_index]
         start = item * st.image_bytes
         np.copyto(st.host.array[start:start + nbytes].reshape(h, w, 3), image)
         new_w, new_h = transform.resized_size
-        st.params.array[item] = (w, h, w * 3, new_w, new_h, int(transform.pad_x), int(transform.pad_y), 0)
+        st.params.array[item] = (w, h, w * 3, new_w, new_h, int(transform.pad_x), int(transform.pad_y), 0,
+                                 0, 0, 0, 0, 0, 0, 0, 0)
         st.used[item] = nbytes
+        st.ready[item] = st.keep[item] = None
+        return transform
+
+    def _write_device(self, set_index: int, item: int, image: DeviceImage) -> Transform:
+        if image.format not in _FORMAT_CODE:
+            raise PreprocessError(f"device image format {image.format!r} is not one of {', '.join(_FORMAT_CODE)}")
+        if image.width < 1 or image.height < 2:
+            raise PreprocessError(f"device image of {image.width}x{image.height} pixels")
+        transform = self._transform(image.width, image.height)
+        st = self._staging[set_index]
+        new_w, new_h = transform.resized_size
+        words = np.array([image.ptr, image.uv_ptr], np.uint64).view(np.int32)
+        st.params.array[item] = (image.width, image.height, image.pitch, new_w, new_h, int(transform.pad_x),
+                                 int(transform.pad_y), _FORMAT_CODE[image.format], *words,
+                                 _MATRIX_CODE.get(image.matrix, 0), 0, 0, 0)
+        st.used[item] = 0
+        st.ready[item] = image.ready
+        st.keep[item] = image  # the pipeline holds the frame too; this covers direct users of the stage
         return transform
 
     def enqueue_upload(self, set_index: int, n: int, stream: cu.Stream) -> None:
-        """H2D of the n images and their parameters (nothing to copy with mapped memory)."""
+        """H2D of the n images and their parameters (nothing to copy with mapped memory); for device images,
+        the stream waits for their producer's event instead."""
         st = self._staging[set_index]
+        for item in range(n):
+            if st.ready[item] is not None:
+                stream.wait(st.ready[item])
         if st.device is None:
             return
         cu.copy_async(st.device_params.ptr, st.params.ptr, n * PARAMS_PER_IMAGE * 4, "h2d", stream)
         for item in range(n):
-            offset = item * st.image_bytes
-            cu.copy_async(st.device.ptr + offset, st.host.ptr + offset, st.used[item], "h2d", stream)
+            if st.used[item]:
+                offset = item * st.image_bytes
+                cu.copy_async(st.device.ptr + offset, st.host.ptr + offset, st.used[item], "h2d", stream)
 
     def enqueue_kernel(self, set_index: int, n: int, stream: cu.Stream) -> None:
         pointers, _values = self._arguments[set_index]

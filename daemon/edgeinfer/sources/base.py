@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from ..frame import Captured, Frame
+from ..frame import Captured, DeviceImage, Frame
 from ..health import HealthReporter, NullReporter
 from ..logutil import RateLimitedLog
 from ..mailbox import FanOut, FrameSink
@@ -117,6 +117,9 @@ class Source(ABC):
 
     #: True for sources that are expected to fail on every retry once preflight finds a problem (no backend).
     preflight_problems_are_permanent = False
+    #: set by the pipeline before start: False when a model reading this source preprocesses on the CPU, where
+    #: frames decoded into GPU memory would only be downloaded again (a `decode: auto` source decodes on the CPU)
+    prefer_device_frames: bool = True
 
     def __init__(self, config: SourceConfigBase, sink: FrameSink, reporter: HealthReporter | None = None):
         self.config = config
@@ -173,9 +176,9 @@ class Source(ABC):
         """Open the device/file/stream; raise (SourceError or anything) when it cannot be opened."""
 
     @abstractmethod
-    def _read(self) -> np.ndarray | Captured | None:
-        """The next image (or a `Captured` carrying the stamp, sequence number and frame id it arrived with);
-        None at the end of the stream (or when a live stream broke)."""
+    def _read(self) -> np.ndarray | Captured | DeviceImage | None:
+        """The next image (or a `Captured` carrying the stamp, sequence number and frame id it arrived with, or
+        a `DeviceImage` decoded into GPU memory); None at the end of the stream (or when a live stream broke)."""
 
     @abstractmethod
     def _close(self) -> None:
@@ -436,15 +439,19 @@ class Source(ABC):
             header: Captured | None = None
             if isinstance(image, Captured):
                 header, image = image, image.image
-            image, problem = as_bgr(image)
-            if image is None:
-                self._count_bad_frame(problem)
-                consecutive_bad += 1
-                if not self.finite and consecutive_bad >= MAX_CONSECUTIVE_BAD_FRAMES:
-                    return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
-                continue
+            device = None
+            if isinstance(image, DeviceImage):  # decoded into GPU memory: stays there
+                device, image = image, None
+            else:
+                image, problem = as_bgr(image)
+                if image is None:
+                    self._count_bad_frame(problem)
+                    consecutive_bad += 1
+                    if not self.finite and consecutive_bad >= MAX_CONSECUTIVE_BAD_FRAMES:
+                        return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
+                    continue
             consecutive_bad = 0
-            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id, stream=self._streams)
+            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id, stream=self._streams, device=device)
             if header is not None:  # keep the header the frame arrived with
                 if header.wall is not None:
                     frame.wall = header.wall

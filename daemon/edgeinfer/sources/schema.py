@@ -54,6 +54,14 @@ class VideoSourceConfig(SourceConfigBase):
     # A corrupt stretch in a file fails a few reads in a row and the decoder then resynchronises at the next
     # keyframe; only this many unreadable frames in a row before the file's stated end mean it is broken.
     max_bad_run: int = Field(50, ge=1, le=100_000, description="give up after this many bad frames in a row")
+    decode: Literal["auto", "cpu", "nvdec"] = Field(
+        "auto", description="cpu: OpenCV/FFmpeg into host memory; nvdec: the NVIDIA GPU's hardware decoder into "
+        "GPU memory (PyNvVideoCodec); auto: nvdec where PyNvVideoCodec and a GPU are present, the codec is one "
+        "NVDEC decodes and every model reading the source preprocesses on the GPU, else cpu")
+    gpu: int = Field(0, ge=0, le=63, description="the GPU whose NVDEC decodes (decode: nvdec or auto)")
+    color_matrix: Literal["bt601", "bt709"] = Field(
+        "bt601", description="nvdec: YUV -> RGB matrix (limited range). bt601 is what FFmpeg, and so OpenCV's "
+        "decode, assume for an untagged stream; bt709 for HD cameras that say so")
 
     @property
     def finite(self) -> bool:

@@ -9,8 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..frame import DeviceImage
 from ..health import HealthReporter
 from ..mailbox import FrameSink
+from . import nvdec
 from .base import BadFrame, Source, SourceError
 from .schema import VideoSourceConfig
 
@@ -57,8 +59,12 @@ class VideoSource(Source):
         self._frame_count = 0  # what the container states (0: unknown)
         self._position = 0  # frames read or failed since the file was opened
         self._bad_run = 0
+        self._nvdec = None  # NvdecReader while decoding on the GPU
+        self._nvdec_ended = False  # the reader reached the end of the file (a loop may rewind it)
+        self._spare_nvdec = None  # a reader kept from the last pass, for the next one (loop)
+        self._first_device = None
+        self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
         self._skip = 0  # frames to skip at the next open: a reload resumes where the previous source was
-
 
     @property
     def loop(self) -> bool:
@@ -96,6 +102,12 @@ class VideoSource(Source):
         problems = _file_problems(self.config.path)
         if problems:
             raise SourceError(problems[0].removeprefix("path: "))
+        if self.decoder is None and self.config.decode == "auto" and not self.prefer_device_frames:
+            log.info("source '%s': decoding on the CPU (decode: auto; a model reading it preprocesses on the CPU)",
+                     self.id)
+            self.decoder = "cpu"
+        if self.decoder != "cpu" and self._open_nvdec():
+            return
         self._cap, self._first = _open_capture(self.config.path)
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self._frame_count = int(count) if 0 < count < 1e9 else 0
@@ -114,7 +126,61 @@ class VideoSource(Source):
             fps = FALLBACK_FPS
         self._file_fps = fps
 
-    def _read(self) -> np.ndarray | None:
+    def _open_nvdec(self) -> bool:
+        """Open the NVDEC decoder (decode: nvdec, or auto where it works); False: decode on the CPU."""
+        reader, first, self._spare_nvdec = self._spare_nvdec, None, None
+        if reader is not None:  # looping: the same decoder from the top of the file
+            try:
+                reader.rewind()
+                first = reader.read()
+            except Exception as exc:
+                log.info("source '%s': NVDEC decoder cannot start the file again (%s); creating a new one",
+                         self.id, exc)
+            if first is None:
+                reader.close()
+                reader = None
+        try:
+            if reader is None:
+                reader = nvdec.NvdecReader(self.config.path, self.config.gpu, matrix=self.config.color_matrix)
+                first = reader.read()
+            if first is None:
+                reader.close()
+                raise nvdec.NvdecUnavailable(f"NVDEC decoded no frame of {self.config.path}")
+        except nvdec.NvdecUnavailable as exc:
+            if self.config.decode == "nvdec":
+                raise SourceError(f"decode: nvdec: {exc}") from exc
+            if self.decoder is None:
+                log.info("source '%s': decoding on the CPU (decode: auto; NVDEC unavailable: %s)", self.id, exc)
+            self.decoder = "cpu"
+            return False
+        if self.decoder is None:
+            log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
+                     reader.codec, self.config.gpu, self.config.decode)
+        self.decoder = "nvdec"
+        skip, self._skip = self._skip, 0
+        position = 1
+        if skip > 0:  # a reload resumes at frame `skip`: decode and drop the ones before it (back to the pool)
+            first = None
+            for _ in range(skip - 1):
+                first = reader.read()
+                if first is None:
+                    break
+            first, position = reader.read(), skip + 1  # frame `skip` is read: it goes out first
+        self._nvdec, self._first_device, self._nvdec_ended = reader, first, False
+        self._frame_count, self._position, self._bad_run = 0, position, 0
+        fps = reader.fps
+        self._file_fps = fps if 0 < fps <= 1000 else FALLBACK_FPS
+        return True
+
+    def counters(self) -> dict:
+        out = {"decode": self.decoder or self.config.decode}
+        if self._nvdec is not None and self._nvdec.dropped:
+            out["nvdec_pool_drops"] = self._nvdec.dropped
+        return out
+
+    def _read(self) -> np.ndarray | DeviceImage | None:
+        if self._nvdec is not None:
+            return self._read_nvdec()
         if self._first is not None:
             first, self._first = self._first, None
             return first
@@ -140,6 +206,26 @@ class VideoSource(Source):
                               f"{self.config.max_bad_run}); the file is damaged")
         raise BadFrame("cannot be decoded")
 
+    def _read_nvdec(self) -> DeviceImage | None:
+        if self._first_device is not None:
+            first, self._first_device = self._first_device, None
+            return first
+        try:
+            image = self._nvdec.read()
+        except Exception as exc:  # a packet the decoder rejects: a bad frame, as on the CPU path
+            self._position += 1
+            self._bad_run += 1
+            if self._bad_run >= self.config.max_bad_run:
+                raise SourceError(f"gave up after {self._bad_run} undecodable frames in a row (NVDEC: {exc}; "
+                                  f"sources[].max_bad_run: {self.config.max_bad_run}); the file is damaged") from exc
+            raise BadFrame(f"NVDEC cannot decode it: {exc}") from exc
+        if image is not None:
+            self._position += 1
+            self._bad_run = 0
+        else:
+            self._nvdec_ended = True
+        return image
+
     def _input_position(self) -> int:
         return self._position
 
@@ -151,6 +237,18 @@ class VideoSource(Source):
         if self._first is not None:  # opened, but its first frame never went out: not read
             self._position -= 1
         self._first = None
+        if self._first_device is not None:  # likewise for the first frame decoded on the GPU
+            self._position -= 1
+        self._first_device = None
+        reader, self._nvdec = self._nvdec, None
+        keep = reader is not None and self._nvdec_ended and self.config.loop and not self._stop.is_set()
+        if keep:
+            self._spare_nvdec = reader  # the next pass rewinds it
+        elif reader is not None:
+            reader.close()
+        if not keep and self._spare_nvdec is not None:
+            self._spare_nvdec.close()
+            self._spare_nvdec = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None

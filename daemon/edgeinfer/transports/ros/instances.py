@@ -117,5 +117,6 @@ def _source_size(result: Result) -> tuple[int, int]:
         if mask is not None:
             return mask.height, mask.width
     if result.frame is not None:
-        return int(result.frame.image.shape[0]), int(result.frame.image.shape[1])
+        width, height = result.frame.size  # also for a frame that lives on the GPU (no download)
+        return int(height), int(width)
     return 0, 0

@@ -354,7 +354,7 @@ class Ros2Output(Output):
     def annotated(self, result: Result) -> Any:
         m = self._msgs
         boxes = result.payload.detections if isinstance(result.payload, Detections) else []
-        image = cv.draw_detections(result.frame.image, boxes)
+        image = cv.draw_detections(result.frame.pixels(), boxes)
         sec, nanosec = cv.seconds_to_stamp(result.stamp)
         if self.config.image.format == "jpeg":
             msg = m.CompressedImage()
