@@ -130,8 +130,8 @@ models:
 def test_tracker_config_is_off_by_default_and_checked():
     config = parse_config(YAML.replace("{extra}", ""))
     assert config.models[0].tracker is None
-    config = parse_config(YAML.replace("{extra}", "    tracker: {type: bytetrack, max_lost_frames: 60}"))
-    assert config.models[0].tracker.max_lost_frames == 60
+    config = parse_config(YAML.replace("{extra}", "    tracker: {type: bytetrack, max_lost_frames: 90}"))
+    assert config.models[0].tracker.max_lost_frames == 90
     with pytest.raises(ConfigError, match=r"models\[0\]\.tracker.*low_threshold"):
         parse_config(YAML.replace("{extra}", "    tracker: {low_threshold: 0.6, high_threshold: 0.5}"))
     with pytest.raises(ConfigError, match=r"tracker.*type.*bytetrack"):

@@ -2,9 +2,9 @@
 seen through a seeded simulated detector: 10 % missed, box jitter sigma 5 % of the size, 5 % false positives.
 ByteTrack against a plain IoU tracker; the numbers are in docs/tracking.md (bench: benchmarks/bench_tracking.py).
 
-The issue's goal was IDF1 >= 0.9; measured here with seed 0: TUD-Stadtmitte 0.94, TUD-Campus 0.83 (persons
-that walk into each other's boxes take each other's ids: motion and IoU alone cannot tell them apart). The
-floors below are those measurements rounded down, so a regression fails.
+The issue's goal was IDF1 >= 0.9 on both; measured here with seed 0 (defaults max_lost_frames 60,
+match_threshold 0.85): TUD-Campus 0.916, TUD-Stadtmitte 0.938, no ID switches on either. The floors below are
+those measurements rounded down, so a regression fails.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("motmetrics")
 from support.mot_sim import DetectorModel, bytetrack_runner, iou_runner, score_sequence  # noqa: E402
 
-FLOORS = {"TUD-Campus": 0.8, "TUD-Stadtmitte": 0.9}
+FLOORS = {"TUD-Campus": 0.91, "TUD-Stadtmitte": 0.93}
 
 
 @pytest.mark.parametrize("sequence", sorted(FLOORS))
@@ -24,4 +24,4 @@ def test_bytetrack_follows_real_trajectories_far_better_than_an_iou_tracker(sequ
     baseline = score_sequence(sequence, iou_runner(), detector)
     assert tracked["idf1"] >= FLOORS[sequence], tracked
     assert tracked["idf1"] >= baseline["idf1"] + 0.3, (tracked, baseline)
-    assert tracked["num_switches"] <= 3 < baseline["num_switches"], (tracked, baseline)
+    assert tracked["num_switches"] <= 1 < baseline["num_switches"], (tracked, baseline)
