@@ -255,7 +255,7 @@ class YoloDecoder(Decoder):
         if not keep.any():
             return None
         rows = rows[keep]
-        return _xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]), scores[keep], class_ids[keep]
+        return xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]), scores[keep], class_ids[keep]
 
     def _candidates_v8(self, prediction: np.ndarray) -> tuple[np.ndarray, ...] | None:
         class_scores = prediction[4:]
@@ -270,7 +270,7 @@ class YoloDecoder(Decoder):
         class_ids = class_scores[:, columns].argmax(axis=0)
         boxes = prediction[:4, columns]
         return (
-            _xywh_to_xyxy(boxes[0], boxes[1], boxes[2], boxes[3]),
+            xywh_to_xyxy(boxes[0], boxes[1], boxes[2], boxes[3]),
             best[columns].astype(np.float64),
             class_ids,
         )
@@ -293,13 +293,13 @@ def _raw_problems(layout: str, prediction: np.ndarray, input_hw: tuple[int, int]
         problem = score_range_problem(pred[:, 4:], "columns 4.. (objectness, class probabilities)")
         scores = pred[:, 4] * pred[:, 5:].max(axis=1)
         rows = pred[scores >= threshold]
-        boxes = _xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
+        boxes = xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
     elif layout == "v8":
         if pred.shape[0] < 5:
             return ["fewer than 5 rows"]
         problem = score_range_problem(pred[4:], "rows 4.. (class scores)")
         columns = pred[:, pred[4:].max(axis=0) >= threshold]
-        boxes = _xywh_to_xyxy(columns[0], columns[1], columns[2], columns[3])
+        boxes = xywh_to_xyxy(columns[0], columns[1], columns[2], columns[3])
     else:
         if pred.shape[1] != 6:
             return ["not 6 columns"]
@@ -315,7 +315,8 @@ def _raw_problems(layout: str, prediction: np.ndarray, input_hw: tuple[int, int]
     return [problem] if problem else []
 
 
-def _xywh_to_xyxy(cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+def xywh_to_xyxy(cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Centre and size columns -> [n, 4] x1, y1, x2, y2 in float64 (used by every YOLO-family head)."""
     boxes = np.empty((cx.shape[0], 4), np.float64)
     half_w = w * 0.5
     half_h = h * 0.5

@@ -35,6 +35,7 @@ from edgeinfer.decoders.base import (
 )
 from edgeinfer.decoders.labels import label_for
 from edgeinfer.decoders.nms import nms
+from edgeinfer.decoders.yolo import xywh_to_xyxy
 from edgeinfer.instances import Instance, InstanceMask, Keypoints, Masks
 from edgeinfer.preprocess.cpu import Transform
 from edgeinfer.schema import StrictModel
@@ -74,12 +75,6 @@ class YoloPoseDecoderConfig(_HeadConfig):
         if value is not None and (value[0] < 1 or value[1] not in (2, 3)):
             raise ValueError(f"keypoints must be [K >= 1, 2 or 3], got {list(value)}")
         return value
-
-
-def _xywh_to_xyxy(rows: np.ndarray) -> np.ndarray:
-    """[4, n] cx, cy, w, h -> [n, 4] x1, y1, x2, y2 (float64)."""
-    cx, cy, w, h = rows.astype(np.float64)
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
 class _HeadDecoder(Decoder):
@@ -140,7 +135,7 @@ class _HeadDecoder(Decoder):
         if self._classes is not None:
             wanted = np.isin(class_ids, self._classes)
             columns, class_ids, scores = columns[wanted], class_ids[wanted], scores[wanted]
-        boxes = _xywh_to_xyxy(prediction[:4, columns])
+        boxes = xywh_to_xyxy(*prediction[:4, columns].astype(np.float64))  # float64, as the heads always did
         keep = nms(boxes, scores, class_ids, self.config.iou_threshold, class_agnostic=self.config.class_agnostic,
                    max_output=self.config.max_detections)
         extra = prediction[first + self.num_classes:, columns[keep]].T
