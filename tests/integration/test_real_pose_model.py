@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from edgeinfer.config import parse_config
+from support.frames import save_video_frames
 from support.pipeline_run import run_pipeline
 from support.yolo11_pose import fetch_yolo11n_pose, reference
 from support.yolov5_seg import letterbox
@@ -28,17 +28,8 @@ def yolo11n_pose(models_dir):
 
 
 def test_yolo11n_pose_keypoints_match_ultralytics_post_processing(tmp_path, yolo11n_pose, demo_video):
-    capture = cv2.VideoCapture(str(demo_video))
-    images, index = [], 0
     folder = tmp_path / "frames"
-    folder.mkdir()
-    while len(images) < len(FRAMES):
-        ok, image = capture.read()
-        assert ok
-        if index in FRAMES:
-            cv2.imwrite(str(folder / f"{index:03d}.png"), image)
-            images.append(image)
-        index += 1
+    images = save_video_frames(demo_video, FRAMES, folder)
     config = parse_config(json.dumps({
         "sources": [{"id": "cam", "type": "images", "path": str(folder)}],
         "models": [{"id": "pose", "path": str(yolo11n_pose), "sources": ["cam"], "budget_ms": 60000,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from edgeinfer import rle
 from edgeinfer.config import parse_config
+from support.frames import save_video_frames
 from support.pipeline_run import run_pipeline
 from support.yolov5_seg import fetch_yolov5s_seg, letterbox, reference
 
@@ -28,17 +28,8 @@ def yolov5s_seg(models_dir):
 
 
 def test_yolov5s_seg_masks_and_boxes_match_the_packages_own_post_processing(tmp_path, yolov5s_seg, demo_video):
-    capture = cv2.VideoCapture(str(demo_video))
-    images, index = [], 0
     folder = tmp_path / "frames"
-    folder.mkdir()
-    while len(images) < len(FRAMES):
-        ok, image = capture.read()
-        assert ok
-        if index in FRAMES:
-            cv2.imwrite(str(folder / f"{index:03d}.png"), image)
-            images.append(image)
-        index += 1
+    images = save_video_frames(demo_video, FRAMES, folder)
     config = parse_config(json.dumps({
         "sources": [{"id": "cam", "type": "images", "path": str(folder)}],
         "models": [{"id": "seg", "path": str(yolov5s_seg), "sources": ["cam"], "budget_ms": 60000}],

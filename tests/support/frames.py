@@ -7,6 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+
+import cv2
 
 from edgeinfer.frame import Frame
 from edgeinfer.health import NullReporter
@@ -77,3 +80,20 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+def save_video_frames(video: Path, indices: tuple[int, ...], folder: Path) -> list:
+    """Frames `indices` (ascending) of `video`, each also written to `folder` as NNN.png (an `images` source
+    reads them in that order); the images in that order."""
+    capture = cv2.VideoCapture(str(video))
+    images, index = [], 0
+    folder.mkdir()
+    while len(images) < len(indices):
+        ok, image = capture.read()
+        assert ok
+        if index in indices:
+            cv2.imwrite(str(folder / f"{index:03d}.png"), image)
+            images.append(image)
+        index += 1
+    capture.release()
+    return images
