@@ -177,6 +177,7 @@ def leak_check(minutes: float, clip: Path, engine: Path, labels: Path, tmp: Path
             mem = sampler.mem_mb[-1] if sampler.mem_mb else None
             samples.append({"t_s": round(time.monotonic() - t0), "rss_mb": round(rss_mb(), 1),
                             "gpu_mem_mb": mem, "published": pipeline.stats()["published"]})
+            print(f"leak sample {json.dumps(samples[-1])}", flush=True)  # a run cut short still says something
             out.write_text("")  # the records are not the point here: keep the disk flat
     finally:
         sampler.stop()
@@ -219,14 +220,14 @@ def main() -> None:
     print(f"GPU {result['device']}, {os.cpu_count()} CPUs; engine stand-in t(b) = {fit['a_ms']:.3f} + "
           f"{fit['c_ms']:.3f}*b ms GPU; max_batch {args.max_batch}, batch_wait_ms {args.batch_wait_ms}, buffer_sets "
           f"{args.buffer_sets}, switch interval {sys.getswitchinterval() * 1e3:.1f} ms")
-    ns = [int(n) for n in args.ns.split(",")]
+    ns = [int(n) for n in args.ns.split(",") if n]  # --ns "": the leak check only
     sampler = GpuSampler()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         engine = busy_engine(tmp, fit, max_batch=args.max_batch)
         print("| decode | N | fps per stream (min / mean) | p50 / p99 capture->publish ms | CPU cores | GPU busy % "
               "| slot drops | holds |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-        for decode in args.decode.split(","):
+        for decode in args.decode.split(",") if ns else ():
             for n in ns:
                 spy = args.pyspy if (args.pyspy and decode == "nvdec" and n == max(ns)) else None
                 row = run_streams(n, decode, args.clip, engine, demo / "coco.names", tmp, args.seconds, args.warmup,
@@ -239,7 +240,7 @@ def main() -> None:
                 print(f"    CPU s by thread: {row['cpu_s_by_thread']}", flush=True)
                 if args.stop_after_fail and not row["holds"]:
                     break
-        for decode in args.decode.split(","):
+        for decode in args.decode.split(",") if ns else ():
             held = [r["n"] for r in result["rows"] if r["decode"] == decode and r["holds"]]
             print(f"largest N that holds with {decode} decode: {max(held) if held else 'none'}")
         if args.leak_minutes > 0:

@@ -347,3 +347,68 @@ def test_demo_on_gpu_matches_cpu_on_every_frame(tmp_path, demo_model, demo_video
         print("no twin:", item)
     assert not wrong, wrong[:10]
     assert matched >= 150 and len(borderline) <= 0.05 * matched
+
+
+def _progress_while(wait, kernel_ms: float = 50.0) -> tuple[float, int]:
+    """(seconds waited, loops a pure-Python thread made meanwhile) while `wait(event)` waits for a kernel
+    busy for `kernel_ms` on the GPU."""
+    import threading
+    import time
+
+    from cuda.bindings import driver
+    from standin_tensorrt import _BUSY_SRC, _compile
+
+    from edgeinfer.cuda import runtime as cu
+
+    _cubin, _module, function = _compile(_BUSY_SRC, b"standin_busy")
+    stream = cu.Stream()
+    value = np.array([int(kernel_ms * 1e6)], np.uint64)
+    args = np.array([value.ctypes.data], np.uint64)
+    count, stop = [0], threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            count[0] += 1
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    time.sleep(0.02)
+    try:
+        before, t0 = count[0], time.perf_counter()
+        cu.check(driver.cuLaunchKernel(function, 1, 1, 1, 32, 1, 1, 0, stream.driver_handle, args.ctypes.data, 0),
+                 "cuLaunchKernel")
+        event = wait(stream)
+        waited, progressed = time.perf_counter() - t0, count[0] - before
+        assert event.query(), "the wait returned before the GPU's work finished"
+        event.close()
+    finally:
+        stop.set()
+        thread.join()
+        stream.close()
+    return waited, progressed
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["block", "spin"])
+def test_event_wait_lets_other_python_threads_run(blocking):
+    """Event.wait (the thread collecting results) waits for the GPU without holding the GIL, so sources and
+    the prepare thread go on; cuda-python's own cudaEventSynchronize, the control here, holds it."""
+    from edgeinfer.cuda import runtime as cu
+
+    cu.set_device(0)
+
+    def recorded(stream, waiter):
+        event = cu.Event(timing=False, blocking=blocking)
+        event.record(stream)
+        waiter(event)
+        return event
+
+    import time
+
+    sleep_s, sleep_loops = _progress_while(lambda stream: recorded(stream, lambda e: (time.sleep(0.06), e.wait())))
+    free_s, free_loops = _progress_while(lambda stream: recorded(stream, lambda e: e.wait()))
+    held_s, held_loops = _progress_while(lambda stream: recorded(stream, lambda e: e.synchronize()))
+    assert free_s >= 0.045, "the wait returned before the 50 ms kernel ended"
+    free_rate, sleep_rate = free_loops / free_s, sleep_loops / sleep_s
+    # while this thread waits, another gets most of the interpreter (as while it sleeps); for the record, the
+    # GIL-holding synchronize let it make `held_loops`
+    assert free_rate > 0.3 * sleep_rate, (free_rate, sleep_rate, held_loops / held_s)

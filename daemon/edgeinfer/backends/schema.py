@@ -46,6 +46,11 @@ class TensorRTOptions(StrictModel):
         default="auto", description="zero-copy host memory for frames and outputs; auto = on integrated GPUs"
     )
     buffer_sets: int = Field(default=3, ge=2, le=8, description="sets in flight: filling, computing, decoding")
+    host_wait: Literal["block", "spin"] = Field(
+        default="block", description="how the thread collecting results waits for the GPU: block (sleeps until "
+        "the GPU signals: no CPU spent, as trtexec's default) or spin (busy-waits on a core: tens of us sooner, "
+        "as trtexec --useSpinWait)"
+    )
     kernel_cache: Path | None = Field(
         default=None, description="folder for the compiled preprocessing kernel; default: $STATE_DIRECTORY or "
         "$XDG_CACHE_HOME/edgeinfer"

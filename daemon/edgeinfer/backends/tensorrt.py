@@ -320,7 +320,7 @@ class TensorRTBackend(Backend):
                     s.outputs_device.append(None if self.mapped else cu.DeviceBuffer(host.nbytes))
                 s.uploaded = cu.Event(timing=False)
                 s.start = cu.Event()
-                s.done = cu.Event()
+                s.done = cu.Event(blocking=self.options.host_wait == "block")
                 self._sets.append(s)
             self._in_shape = in_shape
             stage = GpuInputStage(config, in_shape, spec.dtype, self.buffer_sets, [s.input.ptr for s in self._sets],
@@ -423,7 +423,7 @@ class TensorRTBackend(Backend):
         s = self._sets[set_index]
         try:
             self._bind_thread()
-            s.done.wait()  # not synchronize(): that holds the GIL for the GPU's whole time
+            s.done.wait()  # not synchronize(): cuda-python holds the GIL for the GPU's whole time there
             ms = s.done.elapsed_ms(s.start)
         except cu.CudaError as exc:
             raise BackendError(f"model '{self.model_id}': {exc}") from exc

@@ -174,6 +174,23 @@ def copy_async(dst: int, src: int, nbytes: int, kind: str, stream: Stream) -> No
     check(rt.cudaMemcpyAsync(dst, src, nbytes, direction, stream.handle), f"cudaMemcpyAsync({kind}, {nbytes} bytes)")
 
 
+_gil_free: dict[str, Any] = {}
+
+
+def _gil_free_driver_call(name: str) -> Any:
+    """A libcuda function taking one handle, called through ctypes: unlike cuda-python's bindings, a ctypes call
+    releases the GIL while it runs, so a thread blocked in it lets the others work. None where libcuda.so.1
+    cannot be loaded (then callers fall back to polling)."""
+    if name not in _gil_free:
+        try:
+            fn = getattr(ctypes.CDLL("libcuda.so.1"), name)
+            fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_int
+        except (OSError, AttributeError):
+            fn = None
+        _gil_free[name] = fn
+    return _gil_free[name]
+
+
 # -- streams, events, graphs ---------------------------------------------------------------------------------
 class Stream:
     """A non-blocking stream: it never synchronizes with the legacy default stream."""
@@ -200,9 +217,14 @@ class Stream:
 
 
 class Event:
-    def __init__(self, timing: bool = True):
+    """A CUDA event. `blocking=True`: a host thread waiting on it sleeps until the GPU signals it (no CPU spent
+    waiting, some microseconds later to wake); False: the waiting thread spins on a core."""
+
+    def __init__(self, timing: bool = True, blocking: bool = False):
         rt = cudart()
         flags = rt.cudaEventDefault if timing else rt.cudaEventDisableTiming
+        if blocking:
+            flags |= rt.cudaEventBlockingSync
         self.handle = check(rt.cudaEventCreateWithFlags(flags), "cudaEventCreateWithFlags")
 
     def record(self, stream: Stream) -> None:
@@ -211,14 +233,25 @@ class Event:
     def synchronize(self) -> None:
         check(cudart().cudaEventSynchronize(self.handle), "cudaEventSynchronize")
 
-    def wait(self, poll_s: float = 0.0002, yield_s: float = 0.0001) -> None:
+    def wait(self) -> None:
         """Wait for the work before the record to finish, letting other Python threads run meanwhile.
 
         cuda-python's cudaEventSynchronize holds the GIL while it waits (py-spy on the lent H200 caught the
-        publish thread holding it there, stalling the sources and the prepare thread for the GPU's time), so
-        this polls the event instead: for the first `yield_s` it only yields the GIL between polls (short work
-        ends without a sleep's latency: sleeping at once cost a 13 us graph ~0.3 ms of wait on the H200), then
-        it sleeps `poll_s` between polls."""
+        publish thread holding it there, stalling the sources and the prepare thread for the GPU's time), so this
+        calls the driver's cuEventSynchronize through ctypes, which releases the GIL around the call. How the
+        thread waits (sleeps until the GPU's interrupt, or spins) is the event's `blocking` flag. Where libcuda
+        cannot be loaded by name it polls the event instead."""
+        sync = _gil_free_driver_call("cuEventSynchronize")
+        if sync is None:
+            self._poll()
+            return
+        err = sync(int(self.handle))
+        if err != 0:
+            raise CudaError("cuEventSynchronize", err, _error_string(driver().CUresult(err)))
+
+    def _poll(self, poll_s: float = 0.0002, yield_s: float = 0.0001) -> None:
+        # yields the GIL between polls for the first `yield_s` (short work ends without a sleep's latency), then
+        # sleeps `poll_s` between polls
         start = time.perf_counter()
         while not self.query():
             time.sleep(0.0 if time.perf_counter() - start < yield_s else poll_s)
