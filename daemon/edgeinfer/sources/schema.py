@@ -46,14 +46,9 @@ class SourceConfigBase(StrictModel):
         return False
 
 
-class VideoSourceConfig(SourceConfigBase):
-    type: Literal["video"] = "video"
-    path: Path
-    loop: bool = False
-    realtime: bool = False  # false: every frame, as fast as consumed; true: at the file's fps, newest wins
-    # A corrupt stretch in a file fails a few reads in a row and the decoder then resynchronises at the next
-    # keyframe; only this many unreadable frames in a row before the file's stated end mean it is broken.
-    max_bad_run: int = Field(50, ge=1, le=100_000, description="give up after this many bad frames in a row")
+class HardwareDecodeConfig(SourceConfigBase):
+    """The keys of sources that NVDEC can decode (`video`, `rtsp`)."""
+
     decode: Literal["auto", "cpu", "nvdec"] = Field(
         "auto", description="cpu: OpenCV/FFmpeg into host memory; nvdec: the NVIDIA GPU's hardware decoder into "
         "GPU memory (PyNvVideoCodec); auto: nvdec where PyNvVideoCodec and a GPU are present, the codec is one "
@@ -62,6 +57,16 @@ class VideoSourceConfig(SourceConfigBase):
     color_matrix: Literal["bt601", "bt709"] = Field(
         "bt601", description="nvdec: YUV -> RGB matrix (limited range). bt601 is what FFmpeg, and so OpenCV's "
         "decode, assume for an untagged stream; bt709 for HD cameras that say so")
+
+
+class VideoSourceConfig(HardwareDecodeConfig):
+    type: Literal["video"] = "video"
+    path: Path
+    loop: bool = False
+    realtime: bool = False  # false: every frame, as fast as consumed; true: at the file's fps, newest wins
+    # A corrupt stretch in a file fails a few reads in a row and the decoder then resynchronises at the next
+    # keyframe; only this many unreadable frames in a row before the file's stated end mean it is broken.
+    max_bad_run: int = Field(50, ge=1, le=100_000, description="give up after this many bad frames in a row")
 
     @property
     def finite(self) -> bool:
@@ -123,7 +128,7 @@ class CameraSourceConfig(SourceConfigBase):
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 
 
-class RtspSourceConfig(SourceConfigBase):
+class RtspSourceConfig(HardwareDecodeConfig):
     # URLs may hold a password: validation errors must not echo the input.
     model_config = ConfigDict(hide_input_in_errors=True)
 

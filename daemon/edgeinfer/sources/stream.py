@@ -1,4 +1,5 @@
-"""A network stream (RTSP, or HTTP(S) such as MJPEG or HLS) read through OpenCV's FFmpeg backend.
+"""A network stream (RTSP, or HTTP(S) such as MJPEG or HLS) read through OpenCV's FFmpeg backend, or demuxed
+by PyAV and decoded by NVDEC into GPU memory (`decode: nvdec`, or `auto` where it works: see nvdec.py).
 
 Two things learned the hard way (see FACTS.md): without a read timeout a frozen server blocks `read()` for
 ~30 s, and once the server went away the capture never recovers, so a failed read means: release, then
@@ -7,6 +8,7 @@ open a new capture (the base class does that with backoff).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -17,10 +19,15 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from ..frame import DeviceImage
 from ..health import HealthReporter
+from ..lazy import MissingDependency
 from ..mailbox import FrameSink
-from .base import Source, SourceError
+from . import nvdec
+from .base import BadFrame, Source, SourceError
 from .schema import RtspSourceConfig, redact_url
+
+log = logging.getLogger(__name__)
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
@@ -74,7 +81,8 @@ class RtspSource(Source):
         self.config: RtspSourceConfig = config
         self._cap: cv2.VideoCapture | None = None
         self._stalled_after_s = 0.98 * config.read_timeout_ms / 1000
-
+        self._nvdec: nvdec.NvdecReader | None = None
+        self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
 
     def describe(self) -> str:
         return redact_url(self.config.url)
@@ -84,10 +92,22 @@ class RtspSource(Source):
             return ["url: this OpenCV has no FFmpeg backend, needed for network streams"]
         return []
 
+    def counters(self) -> dict:
+        out = {"decode": self.decoder or self.config.decode}
+        if self._nvdec is not None and self._nvdec.dropped:
+            out["nvdec_pool_drops"] = self._nvdec.dropped
+        return out
+
     def _open(self) -> None:
+        if self.decoder is None and self.config.decode == "auto" and not self.prefer_device_frames:
+            log.info("source '%s': decoding on the CPU (decode: auto; a model reading it preprocesses on the CPU)",
+                     self.id)
+            self.decoder = "cpu"
+        if self.decoder != "cpu" and self._open_nvdec():
+            return
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.config.open_timeout_ms,
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.config.read_timeout_ms]
-        if urlsplit(self.config.url).scheme.lower().startswith("rtsp"):
+        if self._is_rtsp:
             with _options_gate.options(self.config.transport):
                 cap = cv2.VideoCapture(self.config.url, cv2.CAP_FFMPEG, params)
         else:
@@ -98,7 +118,52 @@ class RtspSource(Source):
                               f"{self.config.open_timeout_ms} ms)")
         self._cap = cap
 
-    def _read(self) -> np.ndarray | None:
+    @property
+    def _is_rtsp(self) -> bool:
+        return urlsplit(self.config.url).scheme.lower().startswith("rtsp")
+
+    def _nvdec_unavailable(self, why: str) -> bool:
+        if self.config.decode == "nvdec":
+            raise SourceError(f"decode: nvdec: {why}")
+        log.info("source '%s': decoding on the CPU (decode: auto; NVDEC unavailable: %s)", self.id, why)
+        self.decoder = "cpu"
+        return False
+
+    def _open_nvdec(self) -> bool:
+        """Demux with PyAV and decode with NVDEC (decode: nvdec, or auto where it works); False: decode on the
+        CPU. A stream that cannot be reached raises, as on the CPU path (the base class reconnects)."""
+        available, why = nvdec.probe()
+        if not available:
+            return self._nvdec_unavailable(why)
+        options = {"rtsp_transport": self.config.transport} if self._is_rtsp else {}
+        try:
+            packets = nvdec.AnnexBPackets(self.config.url, options, timeout_s=(
+                self.config.open_timeout_ms / 1000, self.config.read_timeout_ms / 1000))
+        except (MissingDependency, nvdec.NvdecUnavailable) as exc:
+            return self._nvdec_unavailable(str(exc))
+        except Exception as exc:  # PyAV's errors: refused, not found, timed out
+            raise SourceError(f"no stream at {self.describe()} ({type(exc).__name__}: {exc})") from exc
+        try:
+            reader = nvdec.NvdecReader(self.describe(), self.config.gpu, matrix=self.config.color_matrix,
+                                       packets=packets)
+        except nvdec.NvdecUnavailable as exc:
+            packets.close()
+            return self._nvdec_unavailable(str(exc))
+        if self.decoder is None:
+            log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
+                     reader.codec, self.config.gpu, self.config.decode)
+        self.decoder = "nvdec"
+        self._nvdec = reader
+        return True
+
+    def _read(self) -> np.ndarray | DeviceImage | None:
+        if self._nvdec is not None:
+            try:
+                return self._nvdec.read()  # None: the stream ended (reopen); StreamLost: it failed (reopen)
+            except nvdec.StreamLost:
+                raise
+            except Exception as exc:  # a packet the decoder rejects
+                raise BadFrame(f"NVDEC cannot decode it: {exc}") from exc
         if self._cap is None:
             return None
         started = time.monotonic()
@@ -112,6 +177,9 @@ class RtspSource(Source):
         return image
 
     def _close(self) -> None:
+        reader, self._nvdec = self._nvdec, None
+        if reader is not None:
+            reader.close()
         if self._cap is not None:
             self._cap.release()
             self._cap = None
