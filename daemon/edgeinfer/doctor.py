@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -81,8 +82,11 @@ def probe() -> dict[str, dict[str, Any]]:
     found["gpu"] = {"ok": bool(gpus) or bool(glob.glob("/dev/nvidia[0-9]*")),
                     "detail": "; ".join(gpus) or "no NVIDIA GPU found (CPU pipeline on ONNX Runtime)"}
     ok, detail = nvdec.probe()
-    found["nvdec"] = {"ok": ok, "detail": (f"{detail}: video sources with decode: auto decode on the GPU" if ok else
-                                           f"{detail}; video sources with decode: auto decode on the CPU"
+    if ok and importlib.util.find_spec("av") is None:
+        detail += " (rtsp sources decode on the CPU: PyAV, which demuxes them for NVDEC, is missing)"
+    found["nvdec"] = {"ok": ok, "detail": (f"{detail}: video and rtsp sources with decode: auto decode on the GPU"
+                                           if ok else
+                                           f"{detail}; video and rtsp sources with decode: auto decode on the CPU"
                                            + ("; on Jetson use a gstreamer source with nvv4l2decoder"
                                               if tegra else ""))}
     dla = sorted(glob.glob("/dev/nvhost-nvdla*"))
@@ -93,8 +97,6 @@ def probe() -> dict[str, dict[str, Any]]:
     found["ros2"] = ({"ok": True, "detail": f"rclpy ({os.environ.get('ROS_DISTRO', 'distro unknown')})"}
                      if rclpy else {"ok": False, "detail": "rclpy not importable: source /opt/ros/<distro>/"
                                     "setup.bash, or pip install ros-rclpy ros-rmw-fastrtps-cpp (ROS 2 Kilted wheels)"})
-    import importlib.util
-
     missing = [p for p in ("vision_msgs", "edgeinfer_msgs", "sensor_msgs", "diagnostic_msgs", "std_srvs")
                if importlib.util.find_spec(p) is None]
     found["ros2_interfaces"] = ({"ok": True, "detail": "vision_msgs, edgeinfer_msgs, sensor_msgs, diagnostic_msgs, "
