@@ -329,6 +329,7 @@ def test_endless_synthetic_is_live_paced_and_stops_quickly(mailbox) -> None:
     source = SyntheticSource(SyntheticSourceConfig(id="cam", width=64, height=48, fps=50), slots)
     assert not source.finite and not source.wait_for_consumer
     reader = consumer()
+    earlier = {t for t in threading.enumerate() if t.name == "source:cam"}  # an earlier test's, still ending
     source.start()
     time.sleep(1.0)
     stats = source.stats()
@@ -338,7 +339,7 @@ def test_endless_synthetic_is_live_paced_and_stops_quickly(mailbox) -> None:
     assert source.stop() is True
     assert time.monotonic() - started < 0.5
     assert source.stats()["state"] == "stopped"
-    assert not any(t.name == "source:cam" for t in threading.enumerate())
+    assert not any(t.name == "source:cam" and t not in earlier for t in threading.enumerate())
     assert len(reader.frames) >= 40
 
 
