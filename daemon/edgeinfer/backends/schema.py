@@ -139,6 +139,9 @@ class TritonOptions(StrictModel):
         if self.send == "jpeg" and self.shared_memory == "system":
             raise ValueError("send: jpeg is for a server on another host (it goes over the socket); with shared "
                              "memory send uint8 or float")
+        if self.send != "float" and self.fallback is not None:
+            raise ValueError(f"send: {self.send} cannot have a fallback (not built: the local model takes the "
+                             "float tensor, the server the frame); use send: float with a fallback")
         return self
 
     @field_validator("url")
