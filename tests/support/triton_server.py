@@ -82,8 +82,7 @@ def process_tree(pid: int) -> list[int]:
 
 class TritonServer:
     def __init__(self, onnx: Path, log_path: Path, name: str = "yolo", max_batch: int = 8, threads: int = 0,
-                 queue_delay_us: int = 0, instances: int = 1, uint8_model: str | None = None,
-                 repository: Path | None = None):
+                 queue_delay_us: int = 0, instances: int = 1, repository: Path | None = None):
         """`repository`: serve that model repository (its python-backend models and ensembles) with `onnx` as
         its network, instead of binding `onnx` through pytriton (`name` is then the model waited for)."""
         self.python = require_server_python()
@@ -100,8 +99,6 @@ class TritonServer:
             self.script = SERVE_SCRIPT
             self.args = [str(self.onnx), "--name", name, "--max-batch", str(max_batch), "--threads", str(threads),
                          "--queue-delay-us", str(queue_delay_us), "--instances", str(instances)]
-            if uint8_model:
-                self.args += ["--uint8-model", uint8_model]
         self.proc: subprocess.Popen | None = None
 
     @property
