@@ -28,7 +28,7 @@ def test_defaults_pull_binds_sub_connects(tmp_path):
     path = write(tmp_path, [{"id": "a", "type": "zmq", "endpoint": "tcp://*:5555"},
                             {"id": "b", "type": "zmq", "endpoint": "tcp://10.0.0.2:5555", "pattern": "sub"}])
     a, b = load_config(path).sources
-    assert (a.pattern, a.binds, a.protocol, a.rcvhwm) == ("pull", True, "edgeinfer", 8)
+    assert (a.pattern, a.binds, a.protocol, a.rcvhwm) == ("pull", True, "edgeinfer", 2)
     assert (b.pattern, b.binds) == ("sub", False)
 
 
