@@ -26,6 +26,9 @@ from pathlib import Path
 from triton_serve_onnx import _ensure_libpython_path
 
 NETWORK = "yolo"  # the repository's network model: MODEL.onnx becomes its 1/model.onnx
+# the Python backend's shared-memory regions (/dev/shm) of this server: a killed server leaves them behind, and
+# TritonServer.kill removes them by this prefix (the same pid: this script becomes the server)
+SHM_PREFIX = "tritontest{pid}-"
 
 
 def main() -> None:
@@ -73,7 +76,7 @@ def main() -> None:
                "--metrics-address", "127.0.0.1", "--metrics-port", str(args.metrics_port), "--allow-metrics", "false",
                "--exit-timeout-secs", "2", "--log-verbose", "0",
                # the Python backend's shared memory between server and stubs, named per server, as pytriton does
-               "--backend-config", f"python,shm-region-prefix-name=edgeinfer{os.getpid()}",
+               "--backend-config", f"python,shm-region-prefix-name={SHM_PREFIX.format(pid=os.getpid())}",
                "--backend-config", "python,shm-default-byte-size=4194304",
                "--backend-config", "python,shm-growth-byte-size=1048576"]
     print(" ".join(command), flush=True)

@@ -156,7 +156,9 @@ class TritonServer:
             pass
 
     def kill(self) -> None:
-        """As a crashed host: every process of the server dies at once, no goodbye on the socket."""
+        """As a crashed host: every process of the server dies at once, no goodbye on the socket. The Python
+        backend's shared-memory regions it leaves in /dev/shm are removed afterwards (the machine's, not the
+        daemon's: a crashed host would lose them with its memory)."""
         if self.proc is None:
             return
         tree = process_tree(self.proc.pid)
@@ -166,6 +168,10 @@ class TritonServer:
         for pid in tree:  # grandchildren are reaped by init: wait until they are gone or zombies (ports freed)
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
+        # pytriton names them pytrtion<pid>-...; the repository script tritontest<pid>-... (the script's pid)
+        for prefix in (f"pytrtion{self.proc.pid}-", f"tritontest{self.proc.pid}-"):
+            for region in Path("/dev/shm").glob(prefix + "*"):
+                region.unlink(missing_ok=True)
         self.proc = None
 
     def freeze(self) -> None:
