@@ -390,6 +390,7 @@ def main() -> None:
         global ONNX, LABELS, VIDEO
         ONNX, LABELS, VIDEO = (args.models / n for n in ("yolov3-tiny.onnx", "coco.names", "bikes.mp4"))
     require_server_python()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         # the transport alone: a model with the demo's input and output sizes that computes almost nothing
         null = constant_detector(Path(tmp) / "null.onnx", np.zeros((2535, 85), np.float32), size=416)
@@ -470,6 +471,8 @@ def main() -> None:
     for name, r in pipeline.items():
         print(f"{name:<26}{r['fps']:>7}{r['infer_ms_median']:>11}{r['infer_ms_p95']:>11}"
               f"{r['fps'] / local_p['fps']:>13.2f}{r['errors']:>8}")
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} "
+          "CPUs (a shared machine: compare within a run)")
     if args.json:
         args.json.write_text(json.dumps({"backend": backend, "transport": transport, "pipeline": pipeline,
                                          "overhead": wire, "in_flight_null": inflight_null,
