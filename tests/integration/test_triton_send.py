@@ -130,7 +130,8 @@ def test_uint8_through_shared_memory_and_the_socket_equals_the_float_tensor(ense
 def test_a_server_model_that_does_not_take_what_is_sent_is_refused_naming_both(ensemble_server, demo_model):
     cases = [("yolo", "uint8", "send: uint8 needs a server model that takes the frame"),
              ("yolo_uint8", "jpeg", "send: jpeg needs a server model that takes one JPEG per image"),
-             ("yolo_jpeg", "uint8", "its input 'jpeg' is BYTES")]
+             ("yolo_jpeg", "uint8", "its input 'jpeg' is BYTES"),
+             ("preprocess_jpeg", "jpeg", "send: jpeg needs the frame size the model takes")]  # no image_size
     for model, send, words in cases:
         backend = create_backend("m", "triton", demo_model.onnx, options(ensemble_server, model, send=send))
         with pytest.raises(BackendError) as error:
