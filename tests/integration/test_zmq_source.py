@@ -524,6 +524,8 @@ def test_a_burst_of_raw_frames_is_handed_over_whole_and_in_order(ipc_dir, transp
         source.stop()
     assert [f.seq for f in sink.frames] == list(range(40))
     assert all(np.array_equal(f.image, image) for f in sink.frames)
+    # views of ZeroMQ's buffers, shared by every model and output: read-only (frame.py)
+    assert not any(f.image.flags.writeable for f in sink.frames)
     assert source.counters()["superseded"] == 0 and source.counters()["received"] == 40
 
 

@@ -202,13 +202,18 @@ def decode_image(parsed: Parsed, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     Malformed."""
     if parsed.encoding in RAW_CHANNELS:
         channels = RAW_CHANNELS[parsed.encoding]
-        rows = np.frombuffer(parsed.payload, np.uint8).reshape(parsed.height, parsed.step)
-        if parsed.step != parsed.width * channels:
-            rows = rows[:, : parsed.width * channels]  # padded rows: a strided view, still no copy
+        # one array over the buffer, rows `step` bytes apart (padded rows stay a strided view, no copy); the
+        # parse checked that the payload is height x step bytes. Read-only: the frame is shared by every model
+        # and output (frame.py), and ZeroMQ's buffer would otherwise be writable through it
         if channels == 1:
-            return rows
-        image = rows.reshape(parsed.height, parsed.width, channels)
-        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if parsed.encoding == "rgb8" else image
+            image = np.ndarray((parsed.height, parsed.width), np.uint8, parsed.payload, 0, (parsed.step, 1))
+        else:
+            image = np.ndarray((parsed.height, parsed.width, channels), np.uint8, parsed.payload, 0,
+                               (parsed.step, channels, 1))
+            if parsed.encoding == "rgb8":
+                return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        image.flags.writeable = False
+        return image
     data = np.frombuffer(parsed.payload, np.uint8)
     size = declared_size(data.data)
     if size is None:
