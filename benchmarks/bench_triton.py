@@ -6,7 +6,11 @@
    shared memory; per-frame overhead = client latency (median) - the server's own compute per request
    (`compute_infer` from Triton's statistics endpoint, over the same requests); bytes on the wire per frame.
    Then requests in flight: the pipeline's path (CPU preprocessing of a real frame into the buffer set,
-   `submit`, `wait`) with 1, 2 and 3 sets in flight, frames/s.
+   `submit`, `wait`) with 1, 2 and 3 sets in flight, frames/s, and the CPU per frame of this process and of the
+   server's processes (what bounds any overlap on a small machine).
+   What to send over TCP: the float tensor, the letterboxed uint8 frame, a JPEG of it (`send:`), with and
+   without gRPC compression, against the example model repository (examples/triton: preprocessing on the
+   server in a Triton ensemble): bytes counted on the connection, latency, the server's compute.
 
 Needs `make triton-server` (the real tritonserver bundled in nvidia-pytriton, in .venv-triton) and `make models`.
 
@@ -16,6 +20,7 @@ Needs `make triton-server` (the real tritonserver bundled in nvidia-pytriton, in
    difference is what the remote path costs: serialisation, the socket, Triton's scheduler, the Python backend.
 2. Pipeline level: `edgeinfer run` on the demo video (every frame, in order) with `backend: onnxruntime`, then
    with `backend: triton` (+ local fallback): fps and per-frame inference time as a user would see them.
+3. Requests in flight with the demo model on a server of one model instance per core, one intra-op thread each.
 Ratios are triton / local. On a real deployment the server has a GPU and the box does not: the trade is this
 transport cost against the server's speed.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -41,7 +47,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from edgeinfer.backends import create_backend  # noqa: E402
 from support.tiny_models import constant_detector  # noqa: E402
-from support.triton_server import TritonServer, require_server_python  # noqa: E402
+from support.triton_server import (  # noqa: E402
+    EXAMPLE_REPOSITORY,
+    TritonServer,
+    process_tree,
+    require_server_python,
+)
 
 ONNX = ROOT / "models/yolov3-tiny/yolov3-tiny.onnx"
 LABELS = ROOT / "models/yolov3-tiny/coco.names"
@@ -131,9 +142,30 @@ def transport_level(server: TritonServer, onnx: Path, name: str, frames: int, ro
     return result
 
 
+def process_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (all their threads), from /proc."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def pipelining_level(server: TritonServer, onnx: Path, name: str, frames: int, rounds: int) -> dict:
     """The pipeline's path with k requests in flight: preprocess the next frame into a free buffer set while
-    the others are on the server. k = 1 is one request at a time."""
+    the others are on the server. k = 1 is one request at a time. Also the CPU each frame costs this process
+    (client) and the server's process tree: on a machine of N cores no overlap can beat N / (client + server
+    CPU per frame), whatever is in flight."""
+    import os
+    import resource
+
     from edgeinfer.preprocess import PreprocessConfig
 
     cap = cv2.VideoCapture(str(VIDEO))
@@ -142,18 +174,21 @@ def pipelining_level(server: TritonServer, onnx: Path, name: str, frames: int, r
     config = PreprocessConfig(resize="letterbox", color="rgb", scale=1 / 255)
     result: dict[str, dict] = {}
     fps: dict[str, list[float]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
     backends = {f"{mode} {k} in flight": (k, create_backend("bench", "triton", onnx, {
         "url": server.grpc_url, "model_name": name, "deadline_ms": 10_000, "shared_memory": mode,
         "buffer_sets": max(k, 2)})) for mode in ("system", "none") for k in (1, 2, 3)}
     for _, backend in backends.values():
         backend.activate()
         backend.open_input_stage(config, batch=1, fixed_batch=False)
+    tree = process_tree(server.proc.pid)
     try:
         for _ in range(rounds):
             for key, (depth, backend) in backends.items():
                 stage = backend.input_stage
                 pending: list = []
                 n = frames // rounds
+                client0, server0 = resource.getrusage(resource.RUSAGE_SELF), process_cpu_s(tree)
                 t0 = time.perf_counter()
                 for i in range(n):
                     if len(pending) >= depth:
@@ -164,83 +199,108 @@ def pipelining_level(server: TritonServer, onnx: Path, name: str, frames: int, r
                 for handle in pending:
                     handle.wait()
                 fps.setdefault(key, []).append(n / (time.perf_counter() - t0))
+                client1 = resource.getrusage(resource.RUSAGE_SELF)
+                client_s = (client1.ru_utime + client1.ru_stime) - (client0.ru_utime + client0.ru_stime)
+                cpu.setdefault(key, []).append((client_s / n, (process_cpu_s(tree) - server0) / n))
     finally:
         for _, backend in backends.values():
             backend.deactivate()
+    cores = os.cpu_count() or 1
     for key, values in fps.items():
+        client_ms = 1e3 * statistics.median(c for c, _ in cpu[key])
+        server_ms = 1e3 * statistics.median(s for _, s in cpu[key])
         result[key] = {"fps": round(statistics.median(values), 1), "fps_min": round(min(values), 1),
-                       "fps_max": round(max(values), 1)}
+                       "fps_max": round(max(values), 1), "client_cpu_ms": round(client_ms, 2),
+                       "server_cpu_ms": round(server_ms, 2),
+                       "cpu_ceiling_fps": round(cores * 1e3 / (client_ms + server_ms), 1)}
     return result
 
 
-def payload_sizes() -> dict[str, dict]:
-    """What one demo frame weighs on the wire in each form a client could send (the server-side
-    preprocessing that uint8 and JPEG need is not built: sizes and encode cost only)."""
-    import zlib
+SEND_VARIANTS = {  # label: (server model, backend options)
+    "float32 tensor": ("yolo", {"send": "float"}),
+    "float32 tensor, gzip": ("yolo", {"send": "float", "compression": "gzip"}),
+    "uint8 frame": ("yolo_uint8", {"send": "uint8"}),
+    "uint8 frame, gzip": ("yolo_uint8", {"send": "uint8", "compression": "gzip"}),
+    "uint8 frame, deflate": ("yolo_uint8", {"send": "uint8", "compression": "deflate"}),
+    "JPEG q90": ("yolo_jpeg", {"send": "jpeg", "jpeg_quality": 90}),
+    "JPEG q75": ("yolo_jpeg", {"send": "jpeg", "jpeg_quality": 75}),
+    "uint8 frame, shared memory": ("yolo_uint8", {"send": "uint8", "shared_memory": "system"}),
+}
+PREPROCESS_STEP = {"yolo_uint8": "preprocess_uint8", "yolo_jpeg": "preprocess_jpeg"}
+
+
+def send_level(server: TritonServer, onnx: Path, frames: int, rounds: int) -> dict:
+    """What the daemon sends over the socket (shared_memory: none unless named): the float tensor preprocessed
+    here, or the letterboxed uint8 frame / a JPEG of it preprocessed by the example repository's ensembles, with
+    and without gRPC compression. Per frame: the daemon's path (input stage write + infer), the server's compute
+    of the network and of its preprocessing step (Triton statistics), overhead = client latency - the network's
+    compute, and the bytes that crossed the TCP connection each way (counted by a relay, in a separate pass)."""
+    from edgeinfer.preprocess import PreprocessConfig
+    from support.tcp_proxy import PausableLink
 
     cap = cv2.VideoCapture(str(VIDEO))
-    image = cap.read()[1]
+    images = [cap.read()[1] for _ in range(8)]
     cap.release()
-    blob = demo_blob()
-    rows = {}
-    t0 = time.perf_counter()
-    gz = zlib.compress(blob.tobytes(), 6)
-    rows["fp32 tensor 1x3x416x416, gzip 6"] = {"bytes": len(gz), "encode_ms": (time.perf_counter() - t0) * 1e3}
-    rows["fp32 tensor 1x3x416x416"] = {"bytes": blob.nbytes, "encode_ms": 0.0}
-    rows[f"uint8 frame {image.shape[1]}x{image.shape[0]}x3"] = {"bytes": image.nbytes, "encode_ms": 0.0}
-    for quality in (90, 75):
-        t0 = time.perf_counter()
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        rows[f"JPEG q{quality} of that frame"] = {"bytes": len(jpeg), "encode_ms": (time.perf_counter() - t0) * 1e3}
-    return rows
+    config = PreprocessConfig(resize="letterbox", color="rgb", scale=1 / 255)
 
+    def make(url: str, model: str, extra: dict):
+        backend = create_backend("bench", "triton", onnx, {"url": url, "model_name": model, "deadline_ms": 10_000,
+                                                           "shared_memory": "none", **extra})
+        backend.activate()
+        backend.open_input_stage(backend.preprocess_config(config), batch=1, fixed_batch=False)
+        return backend
 
-def frame_vs_tensor(server: TritonServer, tensor_model: str, frame_model: str, frames: int, rounds: int) -> dict:
-    """Over the socket (what a server on another host gets): the float tensor preprocessed on the client
-    against the uint8 camera frame preprocessed on the server (`--uint8-model`). Overhead = client latency -
-    the server's compute_infer, which for the frame model includes the server's preprocessing."""
-    import tritonclient.grpc as grpcclient
+    def run(backend, n: int, times: list[float] | None = None) -> None:
+        stage = backend.input_stage
+        for i in range(n):
+            t0 = time.perf_counter()
+            stage.write(0, 0, images[i % len(images)])
+            backend.infer(stage.feeds(0, 1))
+            if times is not None:
+                times.append(time.perf_counter() - t0)
 
-    from edgeinfer.preprocess import PreprocessConfig, Preprocessor
+    wire: dict[str, tuple[float, float]] = {}
+    sample = 10
+    for label, (model, extra) in SEND_VARIANTS.items():
+        if extra.get("shared_memory") == "system":
+            continue
+        link = PausableLink(server.grpc_port)
+        backend = make(link.url, model, extra)
+        try:
+            run(backend, 2)  # the channel's setup (HTTP/2 settings, metadata) before counting
+            up0, down0 = link.bytes_up, link.bytes_down
+            run(backend, sample)
+            wire[label] = ((link.bytes_up - up0) / sample, (link.bytes_down - down0) / sample)
+        finally:
+            backend.deactivate()
+            link.close()
 
-    cap = cv2.VideoCapture(str(VIDEO))
-    image = cap.read()[1]
-    cap.release()
-    prep = Preprocessor(PreprocessConfig(resize="stretch", color="rgb", scale=1 / 255), (1, 3, 416, 416),
-                        np.float32)
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    tensor_in = grpcclient.InferInput("images", [1, 3, 416, 416], "FP32")
-    frame_in = grpcclient.InferInput("frame", list(image.shape), "UINT8")
-    times: dict[str, list[float]] = {"fp32 tensor (client preprocesses)": [], "uint8 frame (server preprocesses)": []}
-    prep_ms: list[float] = []
-    stats: dict[str, list[dict]] = {k: [] for k in times}
-    url = server.grpc_url
+    backends = {label: (model, make(server.grpc_url, model, extra)) for label, (model, extra) in
+                SEND_VARIANTS.items()}
+    times: dict[str, list[float]] = {k: [] for k in backends}
+    stats: dict[str, list[tuple[dict, dict]]] = {k: [] for k in backends}
     try:
         for _ in range(rounds):
-            for key, model in zip(times, (tensor_model, frame_model)):
-                before = server_stats(url, model)
-                for _ in range(frames // rounds):
-                    t0 = time.perf_counter()
-                    if model == tensor_model:
-                        prep.write(0, image)
-                        prep_ms.append((time.perf_counter() - t0) * 1e3)
-                        tensor_in.set_data_from_numpy(prep.batch(1))
-                        client.infer(model, [tensor_in])
-                    else:
-                        frame_in.set_data_from_numpy(image)
-                        client.infer(model, [frame_in])
-                    times[key].append(time.perf_counter() - t0)
-                stats[key].append(stats_delta(before, server_stats(url, model)))
+            for label, (model, backend) in backends.items():
+                step = PREPROCESS_STEP.get(model)
+                before = server_stats(server.grpc_url, "yolo"), server_stats(server.grpc_url, step) if step else {}
+                run(backend, frames // rounds, times[label])
+                after = server_stats(server.grpc_url, "yolo"), server_stats(server.grpc_url, step) if step else {}
+                stats[label].append((stats_delta(before[0], after[0]), stats_delta(before[1], after[1])))
     finally:
-        client.close()
+        for _, backend in backends.values():
+            backend.deactivate()
     result = {}
-    for (key, t), nbytes in zip(times.items(), (4 * 3 * 416 * 416, image.nbytes)):
+    for label, t in times.items():
         row = summary(t)
-        compute = statistics.mean(d["compute_infer"] for d in stats[key] if "compute_infer" in d)
-        row.update(server_compute_infer_ms=round(compute, 3), overhead_ms=round(row["median_ms"] - compute, 2),
-                   request_bytes=nbytes)
-        result[key] = row
-    result["fp32 tensor (client preprocesses)"]["client_preprocess_ms"] = round(statistics.median(prep_ms), 2)
+        network = statistics.mean(d["compute_infer"] for d, _ in stats[label] if "compute_infer" in d)
+        steps = [p["compute_infer"] for _, p in stats[label] if "compute_infer" in p]
+        row.update(network_compute_ms=round(network, 3),
+                   server_preprocess_ms=round(statistics.mean(steps), 3) if steps else 0.0,
+                   overhead_ms=round(row["median_ms"] - network, 2))
+        up, down = wire.get(label, (0.0, 0.0))
+        row.update(bytes_up=round(up), bytes_down=round(down))
+        result[label] = row
     return result
 
 
@@ -330,25 +390,38 @@ def main() -> None:
         global ONNX, LABELS, VIDEO
         ONNX, LABELS, VIDEO = (args.models / n for n in ("yolov3-tiny.onnx", "coco.names", "bikes.mp4"))
     require_server_python()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         # the transport alone: a model with the demo's input and output sizes that computes almost nothing
         null = constant_detector(Path(tmp) / "null.onnx", np.zeros((2535, 85), np.float32), size=416)
         # two model instances, as a server configured for several clients would be (instance_group count 2):
         # requests in flight can then be served at once
-        null_server = TritonServer(null, Path(tmp) / "null.log", name="null", instances=2,
-                                   uint8_model="null_frame").start()
+        null_server = TritonServer(null, Path(tmp) / "null.log", name="null", instances=2).start()
         try:
             transport = backend_level(null_server, args.frames, args.rounds, args.threads, null, "null")
             wire = transport_level(null_server, null, "null", args.frames, args.rounds)
             inflight_null = pipelining_level(null_server, null, "null", args.frames, args.rounds)
-            frame = frame_vs_tensor(null_server, "null", "null_frame", args.frames, args.rounds)
         finally:
             null_server.stop()
+        # the example repository (examples/triton): preprocessing steps + the null network as ensembles
+        ensemble = TritonServer(null, Path(tmp) / "ensemble.log", name="yolo_jpeg", repository=EXAMPLE_REPOSITORY,
+                                threads=1).start()
+        try:
+            sent = send_level(ensemble, null, args.frames, args.rounds)
+        finally:
+            ensemble.stop()
         server = TritonServer(ONNX, Path(tmp) / "triton.log", threads=args.threads, instances=2).start()
         try:
             backend = backend_level(server, args.frames, args.rounds, args.threads)
-            inflight_real = pipelining_level(server, ONNX, "yolo", args.frames, args.rounds)
             pipeline = pipeline_level(server, args.frames, args.threads)
+        finally:
+            server.stop()
+        # requests in flight need somewhere to run at once: one model instance per core, one intra-op thread each
+        # (with ONNX Runtime's default, one request already takes every core)
+        cores = os.cpu_count() or 1
+        server = TritonServer(ONNX, Path(tmp) / "inflight.log", threads=1, instances=cores).start()
+        try:
+            inflight_real = pipelining_level(server, ONNX, "yolo", args.frames, args.rounds)
         finally:
             server.stop()
     local_b, local_p = backend["local onnxruntime"], pipeline["local onnxruntime"]
@@ -363,16 +436,15 @@ def main() -> None:
     for name, r in transport.items():
         extra = r["median_ms"] - transport["local onnxruntime"]["median_ms"]
         print(f"{name:<22}{r['median_ms']:>11}{r['p95_ms']:>9}{r['fps']:>8}{extra:>14.2f}")
-    print("\nbytes per frame on the wire (demo frame; gRPC/HTTP add a few hundred bytes of framing)")
-    for key, r in payload_sizes().items():
-        print(f"{key:<36}{r['bytes']:>10}  encode {r['encode_ms']:.2f} ms")
-    print("\nover the socket: float tensor from the client vs uint8 frame preprocessed on the server (null model)")
-    print(f"{'variant':<36}{'request bytes':>14}{'client med ms':>14}{'server infer':>13}{'overhead ms':>12}")
-    for key, r in frame.items():
-        print(f"{key:<36}{r['request_bytes']:>14}{r['median_ms']:>14}{r['server_compute_infer_ms']:>13}"
-              f"{r['overhead_ms']:>12}")
-    print(f"(the client's preprocessing of the float tensor, inside its latency: "
-          f"{frame['fp32 tensor (client preprocesses)']['client_preprocess_ms']} ms)")
+    print("\nwhat is sent over TCP (gRPC; the example repository's ensembles, null network; a 640x272 frame "
+          "letterboxed to 416x416): bytes per frame counted on the connection, client latency including the "
+          "daemon's preprocessing and JPEG encode, the server's compute of the network and of its preprocessing "
+          "step, overhead = client - network compute")
+    print(f"{'variant':<28}{'bytes up':>10}{'bytes down':>11}{'client med':>11}{'p95':>8}{'network':>9}"
+          f"{'server prep':>12}{'overhead':>10}")
+    for key, r in sent.items():
+        print(f"{key:<28}{r['bytes_up'] or '-':>10}{r['bytes_down'] or '-':>11}{r['median_ms']:>11}{r['p95_ms']:>8}"
+              f"{r['network_compute_ms']:>9}{r['server_preprocess_ms']:>12}{r['overhead_ms']:>10}")
     print("\nper-frame overhead over the server's own compute (null model; Triton statistics: compute_infer)")
     print(f"{'variant':<22}{'client med ms':>14}{'server infer':>13}{'server total':>13}{'overhead ms':>12}"
           f"{'wire bytes':>12}{'fps':>8}")
@@ -381,24 +453,30 @@ def main() -> None:
               f"{r['overhead_ms']:>12}{r['wire_bytes']:>12}{r['fps']:>8}")
     for label, table in (("null model", inflight_null), ("demo yolov3-tiny", inflight_real)):
         print(f"\nrequests in flight, gRPC, {label}: preprocess a 640x272 frame into a free set, submit, wait")
-        print(f"{'variant':<26}{'fps':>8}{'range':>16}{'x 1 in flight':>15}")
+        print(f"{'variant':<26}{'fps':>8}{'range':>16}{'x 1 in flight':>15}{'client CPU':>12}{'server CPU':>12}"
+              f"{'CPU ceiling':>13}")
         for key, r in table.items():
             one = table[key.rsplit(" ", 3)[0] + " 1 in flight"]["fps"]
-            print(f"{key:<26}{r['fps']:>8}{r['fps_min']:>8}-{r['fps_max']:<7}{r['fps'] / one:>15.2f}")
+            print(f"{key:<26}{r['fps']:>8}{r['fps_min']:>8}-{r['fps_max']:<7}{r['fps'] / one:>15.2f}"
+                  f"{r['client_cpu_ms']:>9} ms{r['server_cpu_ms']:>9} ms{r['cpu_ceiling_fps']:>9} fps")
+    print(f"(CPU ms per frame; ceiling = {os.cpu_count()} cores / (client + server CPU per frame): no number in flight "
+          "gets past it on this machine)")
     analyzer = shutil.which("perf_analyzer") or next(
         (str(p) for p in Path(sys.executable).parent.glob("perf_analyzer")), None)
     print("\nperf_analyzer: " + (f"found at {analyzer} (not run by this benchmark)" if analyzer else
-          "not installed (tritonclient's wheel does not ship it; NVIDIA's separate `perf-analyzer` package does): "
-          "no comparison"))
+          "not installed: tritonclient's wheel (2.73) does not ship it, and PyPI's `perf-analyzer` as offered here "
+          "is a 2 kB placeholder (0.1.0, no binary): no comparison"))
     print(f"\nedgeinfer run, demo video in file order, {args.frames} frames")
     print(f"{'variant':<26}{'fps':>7}{'infer med':>11}{'infer p95':>11}{'fps / local':>13}{'errors':>8}")
     for name, r in pipeline.items():
         print(f"{name:<26}{r['fps']:>7}{r['infer_ms_median']:>11}{r['infer_ms_p95']:>11}"
               f"{r['fps'] / local_p['fps']:>13.2f}{r['errors']:>8}")
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} "
+          "CPUs (a shared machine: compare within a run)")
     if args.json:
         args.json.write_text(json.dumps({"backend": backend, "transport": transport, "pipeline": pipeline,
                                          "overhead": wire, "in_flight_null": inflight_null,
-                                         "in_flight_demo": inflight_real, "frame_vs_tensor": frame,
+                                         "in_flight_demo": inflight_real, "send": sent,
                                          "frames": args.frames, "threads": args.threads}, indent=2))
 
 

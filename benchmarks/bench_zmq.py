@@ -6,20 +6,22 @@
 640x480 bgr8 frames, sender and receiver in separate processes, over tcp loopback and ipc:
 
 - edgeinfer: `edgeinfer.client.FrameSender` (PUSH, wire format v1, no copy) into the real `zmq` source
-  (`ZmqSource`, PULL: drain to the newest, parse, `np.frombuffer`), measured where the source hands the frame
-  to the pipeline. `msgs/s` is what the transport carried, `frames/s` what the source delivered (latest-frame:
-  messages that queued behind a newer one are skipped, and a sender that finds the queue full drops).
+  (`ZmqSource`, PULL: parse, `np.frombuffer`), measured where the source hands the frame to the pipeline.
+  `msgs/s` is what the transport carried, `frames/s` what the source delivered (a raw frame is always handed
+  over; only compressed ones queued behind a newer one are skipped, and a paced sender that finds its queue
+  full drops).
 - imagezmq REQ/REP: `ImageSender.send_image` (waits for the hub's reply) into `ImageHub.recv_image`.
 - imagezmq PUB/SUB: `ImageSender(REQ_REP=False)` into a SUB `ImageHub`.
 
-Runs each: unthrottled (throughput; latency there is mostly queueing), paced at --paced-fps (latency, capture
+Runs each: unthrottled (throughput; latency there is mostly queueing; both senders queue every frame up front,
+edgeinfer's with `--sender-queue` = 1000, ZeroMQ's default send HWM that imagezmq's PUB uses, so the rate is
+the receiving side's), paced at --paced-fps (latency, capture
 stamp in the sender -> frame in the receiver's hand, wall clock of one machine) and paced at --fast-paced-fps (a
 fast camera: does the receiver keep up; edgeinfer's paced sender drops when its queue is full, as a robot's
 should). Every case of one repeat runs back to back; the summary gives the issue's ratios per repeat as median
 (range), the receiver's CPU per message by thread (from /proc: the Python threads, ZeroMQ's I/O thread) and the
-load average. In the unthrottled run imagezmq's PUB/SUB hub hands over every queued frame, hundreds of ms late;
-edgeinfer hands over the newest of what is queued (`superseded` counts the rest), so compare frames/s there
-together with p50.
+load average. In the unthrottled run both hand over every queued frame, so p50 there is queueing (hundreds of
+ms); in the daemon the model's one-frame slot then keeps only the newest.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +136,14 @@ def _wait_for_frames(arrivals: list[float], got: threading.Event) -> None:
 
 # -- senders (this process) ----------------------------------------------------------------------------------
 
-def send_edgeinfer(address: str, frames: int, fps: float | None, hwm: int) -> dict:
+def send_edgeinfer(address: str, frames: int, fps: float | None, queue: int, done: Callable[[], None]) -> dict:
     from edgeinfer.transports.zmq.client import FrameSender
 
     images = [test_image(i) for i in range(4)]
-    # unthrottled: wait for room rather than drop, so every frame is offered and throughput is the transport's
-    with FrameSender(address, sndhwm=hwm, block=not fps) as sender:
+    # unthrottled: queue like imagezmq's PUB (and wait for room rather than drop), so every frame is offered and
+    # the rate is the receiving side's; paced: the client's defaults, a robot's (a queue of 2, drop when full)
+    options = {"sndhwm": queue, "block": True} if not fps else {}
+    with FrameSender(address, **options) as sender:
         time.sleep(0.3)  # the connection is made in the background
         t0 = time.perf_counter()
         for i in range(frames):
@@ -146,11 +151,11 @@ def send_edgeinfer(address: str, frames: int, fps: float | None, hwm: int) -> di
                 _pace(t0, i, fps)
             sender.send(images[i % 4])
         elapsed = time.perf_counter() - t0
-        time.sleep(0.5)  # let the last frames leave before the socket closes
+        done()  # the receiver has what it will get: only now close (LINGER 0 would drop what is still queued)
         return {"sent": sender.sent, "dropped_at_sender": sender.dropped, "send_s": elapsed}
 
 
-def send_imagezmq(address: str, frames: int, fps: float | None, reqrep: bool) -> dict:
+def send_imagezmq(address: str, frames: int, fps: float | None, reqrep: bool, done: Callable[[], None]) -> dict:
     import imagezmq
 
     images = [test_image(i) for i in range(4)]
@@ -165,7 +170,7 @@ def send_imagezmq(address: str, frames: int, fps: float | None, reqrep: bool) ->
             _pace(t0, i, fps)
         sender.send_image(repr(time.time()), images[i % 4])
     elapsed = time.perf_counter() - t0
-    time.sleep(0.3)
+    done()
     sender.close()
     return {"sent": frames, "dropped_at_sender": 0, "send_s": elapsed}
 
@@ -178,7 +183,8 @@ def _pace(t0: float, i: int, fps: float) -> None:
 
 # -- one case ------------------------------------------------------------------------------------------------
 
-def run_case(kind: str, transport: str, frames: int, fps: float | None, workdir: Path, hwm: int) -> dict:
+def run_case(kind: str, transport: str, frames: int, fps: float | None, workdir: Path, hwm: int,
+             sender_queue: int = 1000) -> dict:
     if transport == "tcp":
         import socket
 
@@ -190,13 +196,18 @@ def run_case(kind: str, transport: str, frames: int, fps: float | None, workdir:
         address = f"ipc://{workdir}/{kind}-{fps or 0:g}"
     child = subprocess.Popen([sys.executable, __file__, "--role", kind, "--address", address,
                               "--expected", str(frames), "--hwm", str(hwm)], stdout=subprocess.PIPE, text=True)
+    output: list[str] = []
+
+    def done() -> None:
+        output.append(child.communicate(timeout=120)[0])
+
     try:
         assert child.stdout.readline().strip() == "ready"
         if kind == "edgeinfer":
-            sent = send_edgeinfer(address, frames, fps, hwm)
+            sent = send_edgeinfer(address, frames, fps, sender_queue, done)
         else:
-            sent = send_imagezmq(address, frames, fps, reqrep=(kind == "imagezmq-reqrep"))
-        out, _ = child.communicate(timeout=120)
+            sent = send_imagezmq(address, frames, fps, kind == "imagezmq-reqrep", done)
+        out = output[0]
     finally:
         if child.poll() is None:
             child.kill()
@@ -204,7 +215,7 @@ def run_case(kind: str, transport: str, frames: int, fps: float | None, workdir:
     arrivals, lat = got["arrivals"], sorted(got["latencies"])
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
     row = {
-        "case": kind if kind != "edgeinfer" else f"edgeinfer hwm {hwm}", "transport": transport,
+        "case": kind if kind != "edgeinfer" else f"edgeinfer rcvhwm {hwm}", "transport": transport,
         "mode": f"paced {fps:g} fps" if fps else "unthrottled",
         "sent": sent["sent"], "dropped_at_sender": sent["dropped_at_sender"], "received": got["received"],
         "delivered": len(arrivals), "superseded": got["superseded"],
@@ -224,7 +235,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--paced-fps", type=float, default=100.0)
     parser.add_argument("--hwm", type=int, nargs="+", default=[2, 8],
-                        help="edgeinfer send/receive HWMs to compare (the source's rcvhwm, the client's sndhwm)")
+                        help="the edgeinfer source's rcvhwm values to compare")
+    parser.add_argument("--sender-queue", type=int, default=1000,
+                        help="edgeinfer sender's sndhwm in the unthrottled case (imagezmq's PUB: ZeroMQ's 1000)")
     parser.add_argument("--transports", nargs="+", default=["tcp", "ipc"])
     parser.add_argument("--fast-paced-fps", type=float, nargs="*", default=[1000.0],
                         help="also paced at these rates: does the receiver keep up with a fast camera-paced sender")
@@ -254,7 +267,8 @@ def main() -> int:
                     # alternated in one run, so a busy moment of the machine hits every case alike
                     cases = [("edgeinfer", h) for h in args.hwm] + [("imagezmq-reqrep", 0), ("imagezmq-pubsub", 0)]
                     for kind, hwm in cases:
-                        rows.append(run_case(kind, transport, frames, fps, workdir, hwm) | {"repeat": rep})
+                        rows.append(run_case(kind, transport, frames, fps, workdir, hwm, args.sender_queue)
+                                    | {"repeat": rep})
                         print_row(rows[-1])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -279,7 +293,7 @@ def print_summary(rows: list[dict], args: argparse.Namespace) -> None:
     """The issue's comparisons, one ratio per repeat (cases of one repeat ran back to back): median (range)."""
     for transport in args.transports:
         for hwm in args.hwm:
-            ours = f"edgeinfer hwm {hwm}"
+            ours = f"edgeinfer rcvhwm {hwm}"
             ratios: dict[str, list[float]] = {"reqrep": [], "pubsub": [], "p50": [], "py": [], "io": []}
             for rep in range(args.repeat):
                 by = {(r["case"], r["mode"]): r for r in rows if r["transport"] == transport and r["repeat"] == rep}
@@ -300,7 +314,8 @@ def print_summary(rows: list[dict], args: argparse.Namespace) -> None:
                     print(f"{transport}: {case} at {mode}: frames handed/s {_range([r['frames_per_s'] for r in got])}"
                           f", handed/sent {_range([r['delivered'] / max(r['sent'], 1) for r in got])}, p50 ms "
                           f"{_range([r['p50_ms'] for r in got])}")
-            print(f"{transport}: edgeinfer (hwm {hwm}) frames handed/s ÷ imagezmq REQ/REP {_range(ratios['reqrep'])}, "
+            print(f"{transport}: edgeinfer (rcvhwm {hwm}) frames handed/s ÷ imagezmq REQ/REP "
+                  f"{_range(ratios['reqrep'])}, "
                   f"÷ PUB/SUB {_range(ratios['pubsub'])};  paced {args.paced_fps:g} fps p50 ÷ imagezmq's best "
                   f"{_range(ratios['p50'])};  receiver CPU per message ÷ PUB/SUB's: Python threads "
                   f"{_range(ratios['py'])}, ZeroMQ I/O thread {_range(ratios['io'])}  [{args.repeat} repeat(s)]")

@@ -57,6 +57,11 @@ class Model:
             raise PipelineError(f"models.{config.id}.max_batch={config.max_batch} but the engine's optimization "
                                 f"profile allows batches up to {limit}")
         batch = model_batch or config.max_batch
+        preprocess = backend.preprocess_config(config.preprocess)
+        if preprocess is not config.preprocess:
+            log.info("model '%s': %s preprocesses on the server; here only %s to %s, as BGR uint8", config.id,
+                     backend.describe(), config.preprocess.resize, "the network's input size")
+            config = config.model_copy(update={"preprocess": preprocess})
         try:  # image input, size inputs, names, input size and decoder: from the config, else the model file
             fitting = fit_model(config, backend.inputs, backend.outputs, backend.metadata, batch)
         except FitError as exc:

@@ -462,3 +462,91 @@ def test_a_sender_restarting_its_seq_is_renumbered_not_a_watchdog_fault(tmp_path
     states = {b["state"] for b in daemon.heartbeats()}
     assert "SAFE_STOP" not in states and "FAULT" not in states, states
     assert "seq went back to 0" in daemon.stderr_path.read_text()
+
+
+class _HeldSink:
+    """In place of the pipeline's frame slots: records what the source hands over; the first put blocks until
+    `release` is set, so that a burst queues up in ZeroMQ meanwhile."""
+
+    def __init__(self):
+        import threading
+
+        self.frames: list = []
+        self.release = threading.Event()
+        self.first = threading.Event()
+
+    def put(self, frame, wait):
+        self.first.set()
+        self.release.wait(10)
+        self.frames.append(frame)
+        return True
+
+    def end(self, source):
+        pass
+
+
+def _source(endpoint: str, sink: _HeldSink, **options):
+    from edgeinfer.transports.zmq.source import ZmqSource, ZmqSourceConfig
+
+    source = ZmqSource(ZmqSourceConfig(id="cam", endpoint=endpoint, **options), sink)
+    source.start()
+    assert source.endpoint_ready.wait(10)
+    return source
+
+
+def _wait(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_a_burst_of_raw_frames_is_handed_over_whole_and_in_order(ipc_dir, transport):
+    # raw frames are views of the received buffer: the source hands every one over (the model's slot keeps the
+    # newest), so a burst that queued while the pipeline was busy loses nothing at the source
+    endpoint = f"tcp://127.0.0.1:{free_port()}" if transport == "tcp" else f"ipc://{ipc_dir}/raw"
+    sink = _HeldSink()
+    source = _source(endpoint, sink, rcvhwm=64)
+    image = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    try:
+        with FrameSender(endpoint, sndhwm=64, block=True) as sender:
+            sender.send(image, seq=0)
+            assert sink.first.wait(10)  # the source is now held inside put: the rest queues in ZeroMQ
+            for seq in range(1, 40):
+                sender.send(image, seq=seq)
+            time.sleep(0.3)
+            sink.release.set()
+            assert _wait(lambda: len(sink.frames) == 40), len(sink.frames)
+    finally:
+        source.stop()
+    assert [f.seq for f in sink.frames] == list(range(40))
+    assert all(np.array_equal(f.image, image) for f in sink.frames)
+    # views of ZeroMQ's buffers, shared by every model and output: read-only (frame.py)
+    assert not any(f.image.flags.writeable for f in sink.frames)
+    assert source.counters()["superseded"] == 0 and source.counters()["received"] == 40
+
+
+def test_a_burst_of_jpegs_decodes_only_the_newest(ipc_dir):
+    endpoint = f"ipc://{ipc_dir}/jpeg"
+    sink = _HeldSink()
+    source = _source(endpoint, sink, rcvhwm=64)
+    image = np.full((48, 64, 3), 90, np.uint8)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    try:
+        with FrameSender(endpoint, sndhwm=64, block=True) as sender:
+            sender.send_encoded(jpeg, seq=0)
+            assert sink.first.wait(10)
+            for seq in range(1, 20):
+                sender.send_encoded(jpeg, seq=seq)
+            time.sleep(0.3)
+            sink.release.set()
+            assert _wait(lambda: source.counters()["received"] == 20 and len(sink.frames) == 2)
+            time.sleep(0.2)
+    finally:
+        source.stop()
+    # the first, then the newest of the 19 that queued behind it; 18 skipped undecoded
+    assert [f.seq for f in sink.frames] == [0, 19]
+    assert source.counters()["superseded"] == 18

@@ -1,5 +1,6 @@
 """A TCP relay on loopback whose link can be paused: bytes stop flowing both ways while connections stay open,
-as on a stalled network. Lets a test flap a link many times a second without touching the server."""
+as on a stalled network. Lets a test flap a link many times a second without touching the server. It counts
+the bytes relayed each way (`bytes_up`: client to server), so a benchmark can read what went over the wire."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class PausableLink:
         self._flowing.set()
         self._closed = False
         self._socks: list[socket.socket] = []
+        self.bytes_up = 0  # client -> server
+        self.bytes_down = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -40,10 +43,10 @@ class PausableLink:
                 client.close()
                 continue
             self._socks += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, up), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
@@ -51,6 +54,10 @@ class PausableLink:
                     break
                 self._flowing.wait()  # paused: hold the bytes, keep the connection
                 dst.sendall(data)
+                if up:
+                    self.bytes_up += len(data)
+                else:
+                    self.bytes_down += len(data)
         except OSError:
             pass
         finally:

@@ -38,10 +38,6 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--queue-delay-us", type=int, default=0, help="dynamic batcher max_queue_delay")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
-    parser.add_argument("--uint8-model", metavar="NAME",
-                        help="also serve NAME: takes the camera frame as it is (uint8 HxWx3 BGR, any size) and "
-                             "preprocesses it here (stretch to the model's input, RGB, /255, CHW) before the ONNX "
-                             "model: a client then sends 4x fewer bytes than the float tensor")
     parser.add_argument("--instances", type=int, default=1,
                         help="model instances (Triton's instance_group count): requests served at once")
     args = parser.parse_args()
@@ -89,25 +85,6 @@ def main() -> None:
                     config=ModelConfig(max_batch_size=args.max_batch,
                                        batcher=DynamicBatcher(max_queue_delay_microseconds=args.queue_delay_us)),
                     strict=False)
-        if args.uint8_model:
-            height, width = (int(d) for d in ins[0].shape[2:4])
-
-            def preprocess_on_server(requests):
-                # the server's preprocessing step (numpy only: the server venv has no OpenCV): nearest-neighbour
-                # stretch, BGR -> RGB, scale, HWC -> CHW; then the same ONNX model
-                replies = []
-                for request in requests:
-                    frame = request["frame"]
-                    rows = (np.arange(height) * frame.shape[0] // height)
-                    cols = (np.arange(width) * frame.shape[1] // width)
-                    tensor = frame[rows][:, cols, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
-                    results = sessions[0].run(out_names, {ins[0].name: tensor})
-                    replies.append({name: out[0] for name, out in zip(out_names, results)})
-                return replies
-
-            triton.bind(model_name=args.uint8_model, infer_func=preprocess_on_server,
-                        inputs=[Tensor(name="frame", dtype=np.uint8, shape=(-1, -1, 3))],
-                        outputs=[spec(o) for o in outs], config=ModelConfig(batching=False), strict=False)
         print(f"serving '{args.name}' on grpc 127.0.0.1:{args.grpc_port} http 127.0.0.1:{args.http_port}",
               flush=True)
         triton.serve()

@@ -20,6 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE_SCRIPT = Path(__file__).with_name("triton_serve_onnx.py")
+REPOSITORY_SCRIPT = Path(__file__).with_name("triton_serve_repository.py")
+EXAMPLE_REPOSITORY = REPO / "examples" / "triton" / "model_repository"
 
 
 def server_python() -> Path:
@@ -80,16 +82,23 @@ def process_tree(pid: int) -> list[int]:
 
 class TritonServer:
     def __init__(self, onnx: Path, log_path: Path, name: str = "yolo", max_batch: int = 8, threads: int = 0,
-                 queue_delay_us: int = 0, instances: int = 1, uint8_model: str | None = None):
+                 queue_delay_us: int = 0, instances: int = 1, repository: Path | None = None):
+        """`repository`: serve that model repository (its python-backend models and ensembles) with `onnx` as
+        its network, instead of binding `onnx` through pytriton (`name` is then the model waited for)."""
         self.python = require_server_python()
         self.onnx = Path(onnx)
         self.name = name
         self.log_path = log_path
         self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
-        self.args = ["--name", name, "--max-batch", str(max_batch), "--threads", str(threads),
-                     "--queue-delay-us", str(queue_delay_us), "--instances", str(instances)]
-        if uint8_model:
-            self.args += ["--uint8-model", uint8_model]
+        if repository is not None:
+            self.script = REPOSITORY_SCRIPT
+            self.args = [str(repository), "--onnx", str(self.onnx), "--workspace",
+                         str(log_path.with_name(log_path.stem + "-workspace")), "--instances", str(instances),
+                         "--threads", str(threads)]
+        else:
+            self.script = SERVE_SCRIPT
+            self.args = [str(self.onnx), "--name", name, "--max-batch", str(max_batch), "--threads", str(threads),
+                         "--queue-delay-us", str(queue_delay_us), "--instances", str(instances)]
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -103,7 +112,7 @@ class TritonServer:
     def start(self, timeout: float = 90.0) -> TritonServer:
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
-            [str(self.python), str(SERVE_SCRIPT), str(self.onnx), "--grpc-port", str(self.grpc_port),
+            [str(self.python), str(self.script), "--grpc-port", str(self.grpc_port),
              "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port), *self.args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -147,7 +156,9 @@ class TritonServer:
             pass
 
     def kill(self) -> None:
-        """As a crashed host: every process of the server dies at once, no goodbye on the socket."""
+        """As a crashed host: every process of the server dies at once, no goodbye on the socket. The Python
+        backend's shared-memory regions it leaves in /dev/shm are removed afterwards (the machine's, not the
+        daemon's: a crashed host would lose them with its memory)."""
         if self.proc is None:
             return
         tree = process_tree(self.proc.pid)
@@ -157,6 +168,10 @@ class TritonServer:
         for pid in tree:  # grandchildren are reaped by init: wait until they are gone or zombies (ports freed)
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
+        # pytriton names them pytrtion<pid>-...; the repository script tritontest<pid>-... (the script's pid)
+        for prefix in (f"pytrtion{self.proc.pid}-", f"tritontest{self.proc.pid}-"):
+            for region in Path("/dev/shm").glob(prefix + "*"):
+                region.unlink(missing_ok=True)
         self.proc = None
 
     def freeze(self) -> None:

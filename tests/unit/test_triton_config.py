@@ -60,6 +60,10 @@ def test_deadline_follows_the_budget_and_leaves_half_for_the_fallback():
     ({"fallback": {"backend_options": {"threads": 2}}}, "models[0].backend_options.fallback",
      "backend_options.threads: unknown key; allowed keys: providers"),
     ({"model": "yolo"}, "models[0].backend_options.model", "allowed keys: url, protocol, model_name"),
+    ({"send": "png"}, "models[0].backend_options.send", "'float', 'uint8' or 'jpeg'"),
+    ({"send": "jpeg", "jpeg_quality": 0}, "models[0].backend_options.jpeg_quality", "greater than or equal to 1"),
+    ({"send": "jpeg", "shared_memory": "system"}, "models[0].backend_options", "send: jpeg is for a server on"),
+    ({"send": "uint8", "fallback": {}}, "models[0].backend_options", "send: uint8 cannot have a fallback"),
 ])
 def test_bad_options_name_their_key_path_and_what_is_allowed(options, path, words):
     found = problems(with_options(options))

@@ -167,6 +167,11 @@ class Backend(ABC):
             raise BackendError(f"model '{self.model_id}': infer() before activate()")
         return self._infer_impl(feeds)
 
+    def preprocess_config(self, config: PreprocessConfig) -> PreprocessConfig:
+        """The preprocessing done here for the model's `preprocess` config (after activate): the same, unless
+        the backend leaves part of it to someone else (a Triton server that preprocesses: `send: uint8`)."""
+        return config
+
     def open_input_stage(self, config: PreprocessConfig, batch: int, fixed_batch: bool,
                          image: TensorSpec | None = None,
                          extra_feeds: Callable[[int], dict[str, np.ndarray]] | None = None) -> InputStage:

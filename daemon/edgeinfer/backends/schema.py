@@ -128,11 +128,26 @@ class TritonOptions(StrictModel):
         "/dev/shm); none = never (docs/triton.md)")
     buffer_sets: int = Field(default=3, ge=2, le=8, description="buffer sets: one being filled, the others' "
                              "requests in flight at once (gRPC; HTTP sends one at a time)")
+    send: Literal["float", "uint8", "jpeg"] = Field(
+        default="float", description="what goes to the server: float = the network's input tensor (preprocessed "
+        "here); uint8 = the letterboxed/resized BGR frame, H x W x 3, the server model (an ensemble with a "
+        "preprocessing step) casts, normalises and lays it out; jpeg = a JPEG of that frame (docs/triton.md)")
+    jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality of send: jpeg")
     tls: TritonTls | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="sent with every call")
     headers_from_env: dict[str, str] = Field(
         default_factory=dict, description="header name -> environment variable holding its value (tokens)")
     fallback: FallbackOptions | None = None
+
+    @model_validator(mode="after")
+    def _jpeg_over_the_socket(self) -> TritonOptions:
+        if self.send == "jpeg" and self.shared_memory == "system":
+            raise ValueError("send: jpeg is for a server on another host (it goes over the socket); with shared "
+                             "memory send uint8 or float")
+        if self.send != "float" and self.fallback is not None:
+            raise ValueError(f"send: {self.send} cannot have a fallback (not built: the local model takes the "
+                             "float tensor, the server the frame); use send: float with a fallback")
+        return self
 
     @field_validator("url")
     @classmethod

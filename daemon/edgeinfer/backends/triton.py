@@ -7,6 +7,10 @@ from the model's `budget_ms`); every failure is a `BackendError` that names the 
 
 With `fallback:` set, `create_backend` wraps this backend in `FallbackBackend` (fallback.py), which serves from a
 local backend while the server is unreachable, late or not ready.
+
+`send: uint8` sends the letterboxed/resized BGR frame (uint8, N x H x W x 3) and `send: jpeg` a JPEG of it (BYTES,
+N x 1) to a server model that preprocesses (an ensemble: examples/triton/model_repository); the input stage
+then stops after the resize (`preprocess_config`), and the server does colour order, scale and layout.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..lazy import lazy_import
@@ -92,6 +97,7 @@ class TritonBackend(Backend):
         self._shm: ShmPool | None = None  # set while tensors go through shared memory
         self._shm_lock = threading.Lock()  # the sync set is used by the hot path and the fallback's prober
         self._output_bytes: list[int] | None = None  # of one image per output; None: not known up front
+        self._jpeg_batched = True  # send: jpeg: the server's input has a batch dimension ([batch, 1], not [1])
 
     @property
     def buffer_sets(self) -> int:  # type: ignore[override]
@@ -104,6 +110,8 @@ class TritonBackend(Backend):
     @property
     def shared_memory_wanted(self) -> bool:
         mode = self.options.shared_memory
+        if self.options.send == "jpeg":  # a JPEG is for the network; on this host uint8 through memory is cheaper
+            return False
         return mode == "system" or (mode == "auto" and self.options.tls is None and server_is_local(self.options.url))
 
     @property
@@ -197,7 +205,7 @@ class TritonBackend(Backend):
                                f"server; models there: {known or 'none'}")
         meta = self._call("model_metadata", client.get_model_metadata, self.server_model, version, timeout_s=t)
         inputs, outputs = _tensors(meta, "inputs"), _tensors(meta, "outputs")
-        self.inputs = [self._spec(*i) for i in inputs]
+        self.inputs = self._image_inputs(client, inputs)
         self.outputs = [self._spec(*o) for o in outputs]
         names_in = [s.name for s in self.inputs]
         if self.options.input_name is not None and names_in != [self.options.input_name]:
@@ -223,6 +231,66 @@ class TritonBackend(Backend):
         # measures the server at its normal speed.
         self._send({s.name: self._zeros(s, 1) for s in self.inputs}, self._connect_s)
 
+    def _image_inputs(self, client: Any, inputs: list[tuple[str, str, list[int]]]) -> list[TensorSpec]:
+        """The inputs the input stage fills: the server's, or with send uint8/jpeg the frame it takes."""
+        send = self.options.send
+        if send == "float":
+            return [self._spec(*i) for i in inputs]
+        if len(inputs) != 1:
+            raise BackendError(f"{self._where()}: send: {send} needs a server model with one input, the frame; it "
+                               f"has {[i[0] for i in inputs]}")
+        name, datatype, shape = inputs[0]
+        if send == "uint8":
+            if datatype != "UINT8" or len(shape) != 4 or shape[3] != 3:
+                raise BackendError(
+                    f"{self._where()}: send: uint8 needs a server model that takes the frame, UINT8 [batch, height, "
+                    f"width, 3], and preprocesses it (an ensemble, see examples/triton); its input '{name}' is "
+                    f"{datatype} {shape} (send: float sends the network's input tensor)")
+            return [self._spec(name, datatype, shape)]
+        if datatype != "BYTES" or shape[-1:] != [1] or len(shape) > 2:
+            raise BackendError(
+                f"{self._where()}: send: jpeg needs a server model that takes one JPEG per image, BYTES [batch, 1], "
+                f"and decodes and preprocesses it (an ensemble, see examples/triton); its input '{name}' is "
+                f"{datatype} {shape}")
+        height, width = self._image_size(client)
+        self._jpeg_batched = len(shape) == 2
+        return [TensorSpec(name, (None if self._jpeg_batched else 1, height, width, 3), np.dtype(np.uint8))]
+
+    def _image_size(self, client: Any) -> tuple[int, int]:
+        """The frame size a JPEG model takes (a BYTES input has no dims): its config's `image_size` parameter."""
+        cfg = self._call("model_config", client.get_model_config, self.server_model, self.options.model_version,
+                         timeout_s=self._connect_s)
+        params = cfg.get("parameters", {}) if isinstance(cfg, dict) else cfg.config.parameters
+        value = params.get("image_size")
+        text = (value.get("string_value") if isinstance(value, dict) else value.string_value) if value else ""
+        height, sep, width = str(text).partition("x")
+        if not (sep and height.strip().isdigit() and width.strip().isdigit()):
+            raise BackendError(f"{self._where()}: send: jpeg needs the frame size the model takes: give its config "
+                               f"`parameters {{ key: \"image_size\" value {{ string_value: \"HxW\" }} }}` (e.g. "
+                               f"416x416); found {text!r}")
+        return int(height), int(width)
+
+    def preprocess_config(self, config: PreprocessConfig) -> PreprocessConfig:
+        """send: uint8/jpeg: the frame is only letterboxed/resized here (BGR, uint8, HWC); the server's
+        preprocessing step does the rest, so colour, scale, mean/std, layout and dtype here are the identity."""
+        if self.options.send == "float":
+            return config
+        return config.model_copy(update={"layout": "nhwc", "dtype": "uint8", "color": "bgr", "scale": 1.0,
+                                         "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)})
+
+    def _wire(self, array: np.ndarray) -> np.ndarray:
+        """What goes into the request for the input stage's batch: the batch itself, or one JPEG per image."""
+        if self.options.send != "jpeg":
+            return array
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.options.jpeg_quality]
+        out = np.empty((len(array), 1), dtype=np.object_)
+        for i, image in enumerate(array):
+            ok, data = cv2.imencode(".jpg", image, params)
+            if not ok:
+                raise BackendError(f"{self._where()}: cannot encode a {image.shape} frame as JPEG")
+            out[i, 0] = data.tobytes()
+        return out if self._jpeg_batched else out.reshape(1)
+
     def _infer_impl(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._send(feeds, self.deadline_s)
 
@@ -231,7 +299,7 @@ class TritonBackend(Backend):
             raise BackendError(f"{self._where()}: image models take one input; got {list(feeds)}")
         name, array = next(iter(feeds.items()))
         if self._shm is None:
-            return self._send_one(name, array, None, timeout_s)
+            return self._send_one(name, self._wire(array), None, timeout_s)
         with self._shm_lock:
             batch = array.shape[0] if array.ndim else 1
             shm_set = self._shm.sets.get(SYNC_SET)
@@ -355,6 +423,8 @@ class TritonBackend(Backend):
             raise BackendError(f"{self._where()}: image models take one input; got {list(feeds)}")
         name, array = next(iter(feeds.items()))
         shm_key = set_index if self._shm is not None else None
+        if shm_key is None:
+            array = self._wire(array)
         inp, outs = self._request(name, array, shm_key)
         if shm_key is None:
             inp.set_data_from_numpy(np.ascontiguousarray(array))

@@ -21,7 +21,8 @@ class ZmqSourceConfig(SourceConfigBase):
     bind: bool | None = Field(None, description="default: sub connects, pull and rep bind")
     protocol: Literal["edgeinfer", "imagezmq"] = Field(
         "edgeinfer", description="edgeinfer: wire format v1 (docs/zmq.md); imagezmq: send_image / send_jpg")
-    rcvhwm: int = Field(2, ge=1, le=1000, description="messages ZeroMQ queues before dropping (keep it small)")
+    rcvhwm: int = Field(2, ge=1, le=1000, description="messages ZeroMQ queues for the source (raw frames are all "
+                        "handed over and the model keeps the newest, so a queue adds no age; docs/zmq.md)")
     reuse_buffers: bool = Field(True, description="keep large receive buffers in malloc's heap (glibc, process-wide) "
                                 "instead of an mmap + munmap per frame (docs/zmq.md)")
     max_bytes: int = Field(wire.DEFAULT_MAX_BYTES, ge=1024, le=1 << 30,

@@ -4,10 +4,13 @@ Patterns: `sub` (connect to the robot's PUB), `pull` (bind, or connect to the ro
 imagezmq's REQ senders). Messages are edgeinfer's wire format v1 (`wire.py`) or, with `protocol: imagezmq`,
 what imagezmq's `send_image` / `send_jpg` send, unchanged.
 
-Latest frame: ZMQ_CONFLATE does not work with multipart messages, so each read drains everything queued (with a
-small RCVHWM there is little) and keeps only the newest good message; the older ones are counted as
-`superseded`. Only that one is decoded (a JPEG is decoded once, not once per queued message). A quiet sender
-is not a broken stream: the read just keeps waiting and the watchdog's `min_fps` says when it is too quiet.
+Latest frame: a raw frame (bgr8, mono8; rgb8 costs a colour conversion) is a view over the received buffer, so
+every one is handed over in arrival order and the model's one-frame slot keeps the newest (a frame that was
+already queued behind a newer one is overwritten there at once, counted as a drop). A compressed one is worth
+skipping before its decode: ZMQ_CONFLATE does not work with multipart messages, so the read drains everything
+queued and keeps only the newest good message; the older ones are counted as `superseded` and only that one is
+decoded (a JPEG is decoded once, not once per queued message). A quiet sender is not a broken stream: the read
+just keeps waiting and the watchdog's `min_fps` says when it is too quiet.
 Malformed messages are dropped, counted per reason, and logged at a bounded rate; they are not watchdog
 faults, so a stray peer cannot move the robot's safety state (only the lack of good frames can).
 """
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 POLL_MS = 100  # how often a waiting read looks at the stop flag: bounds stop() latency
 MAX_DRAIN = 256  # messages looked at per read before delivering: a flood cannot starve the pipeline
 HEADER_ALLOWANCE = 64 * 1024  # MAXMSGSIZE is max_bytes plus this, so ZeroMQ never buffers a giant message
+CHEAP = frozenset(("bgr8", "mono8"))  # handed over as a view of the received buffer: never worth skipping
 
 
 
@@ -133,13 +137,17 @@ class ZmqSource(Source):
         sock = self._sock
         reply = self.config.pattern == "rep"
         while not self._stop.is_set():
-            # One blocking receive (RCVTIMEO bounds it, so stop() is seen) instead of poll + receive: one wake-up
-            # and one call into ZeroMQ per burst. Then drain what is already queued without waiting; EVENTS says
-            # whether more is there without the cost of a zmq.Again exception.
+            # One blocking receive (RCVTIMEO bounds it, so stop() is seen) instead of poll + receive.
             newest = self._receive_one(sock, zmq, 0, reply)
             if newest is False:
                 continue  # a quiet sender: keep waiting, the watchdog's min_fps judges it
+            # A raw frame is handed over at once (what is queued behind it follows on the next reads; the model's
+            # slot keeps the newest). A compressed one (or a malformed message): take what is already queued
+            # without waiting, up to a raw frame, and decode only the newest; EVENTS says whether more is there
+            # without the cost of a zmq.Again.
             for _ in range(MAX_DRAIN - 1):
+                if newest is not None and newest.encoding in CHEAP:
+                    break
                 if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     break
                 parsed = self._receive_one(sock, zmq, zmq.NOBLOCK, reply)
@@ -150,16 +158,21 @@ class ZmqSource(Source):
                         with self._counts_lock:
                             self.superseded += 1
                     newest = parsed
-            if newest is None:
-                continue
-            try:
-                image = wire.decode_image(newest, self.config.max_pixels)
-            except wire.Malformed as exc:
-                self._count_malformed(exc)
-                continue
-            seq = self._frame_number(newest.seq) if newest.seq is not None else None
-            return Captured(image, wall=newest.stamp, seq=seq, frame_id=newest.frame_id)
+            if newest is not None:
+                captured = self._captured(newest)
+                if captured is not None:
+                    return captured
         return None
+
+    def _captured(self, parsed: wire.Parsed) -> Captured | None:
+        """The frame of a parsed message, or None when its pixels do not decode (counted as malformed)."""
+        try:
+            image = wire.decode_image(parsed, self.config.max_pixels)
+        except wire.Malformed as exc:
+            self._count_malformed(exc)
+            return None
+        seq = self._frame_number(parsed.seq) if parsed.seq is not None else None
+        return Captured(image, wall=parsed.stamp, seq=seq, frame_id=parsed.frame_id)
 
     def _receive_one(self, sock: Any, zmq: Any, flags: int, reply: bool) -> wire.Parsed | None | Literal[False]:
         """One whole message, parsed: the Parsed message, None when it was malformed (counted), False when
@@ -170,8 +183,12 @@ class ZmqSource(Source):
             parts = [sock.recv(flags)]
         except zmq.Again:
             return False
-        while sock.getsockopt(zmq.RCVMORE):  # the rest of a multipart message is there at once (atomic delivery)
-            parts.append(sock.recv(zmq.NOBLOCK, copy=False))
+        if sock.getsockopt(zmq.RCVMORE):  # the rest of a multipart message is there at once (atomic delivery)
+            part = sock.recv(zmq.NOBLOCK, copy=False)
+            parts.append(part)
+            while part.more:  # a zmq.Frame knows whether more follow: no getsockopt per part
+                part = sock.recv(zmq.NOBLOCK, copy=False)
+                parts.append(part)
         if reply:
             sock.send(b"OK")  # imagezmq's REQ sender waits for this; answer before any work
         try:

@@ -78,16 +78,30 @@ def _buffer(part: Any) -> memoryview:
         raise Malformed("parts", "message part is not a contiguous buffer") from None
 
 
+# The C scanner behind json.loads, called directly for a UTF-8 header: json.loads(bytes) first runs
+# detect_encoding, decode and raw_decode with two whitespace regexes in Python, which a receiver woken for each
+# frame pays with cold caches (docs/zmq.md). Anything the scanner does not take whole goes to json.loads.
+_SCAN = json.JSONDecoder().scan_once
+
+
 def _header_json(part: Any) -> dict:
-    raw = _buffer(part)
+    raw = part if type(part) is bytes else _buffer(part).tobytes()
     if len(raw) > MAX_HEADER_BYTES:
         raise Malformed("header", f"header is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES}")
     if len(raw) == 0:
         raise Malformed("header", "header frame is empty")
     try:
-        header = json.loads(raw.tobytes())
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise Malformed("header", f"header is not UTF-8 JSON: {exc}") from None
+        text = raw.decode()
+        header, end = _SCAN(text, 0)
+        if end != len(text):
+            raise ValueError("not one JSON value alone")
+    except (UnicodeDecodeError, ValueError, StopIteration, RecursionError):
+        header = None
+    if header is None:
+        try:
+            header = json.loads(raw)  # the full parser: other encodings, surrounding whitespace, its error text
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise Malformed("header", f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise Malformed("header", f"header must be a JSON object, got {type(header).__name__}")
     return header
@@ -188,13 +202,18 @@ def decode_image(parsed: Parsed, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     Malformed."""
     if parsed.encoding in RAW_CHANNELS:
         channels = RAW_CHANNELS[parsed.encoding]
-        rows = np.frombuffer(parsed.payload, np.uint8).reshape(parsed.height, parsed.step)
-        if parsed.step != parsed.width * channels:
-            rows = rows[:, : parsed.width * channels]  # padded rows: a strided view, still no copy
+        # one array over the buffer, rows `step` bytes apart (padded rows stay a strided view, no copy); the
+        # parse checked that the payload is height x step bytes. Read-only: the frame is shared by every model
+        # and output (frame.py), and ZeroMQ's buffer would otherwise be writable through it
         if channels == 1:
-            return rows
-        image = rows.reshape(parsed.height, parsed.width, channels)
-        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if parsed.encoding == "rgb8" else image
+            image = np.ndarray((parsed.height, parsed.width), np.uint8, parsed.payload, 0, (parsed.step, 1))
+        else:
+            image = np.ndarray((parsed.height, parsed.width, channels), np.uint8, parsed.payload, 0,
+                               (parsed.step, channels, 1))
+            if parsed.encoding == "rgb8":
+                return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        image.flags.writeable = False
+        return image
     data = np.frombuffer(parsed.payload, np.uint8)
     size = declared_size(data.data)
     if size is None:
