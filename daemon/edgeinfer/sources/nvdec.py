@@ -31,6 +31,7 @@ from ..cuda import runtime as cu
 from ..cuda.frames import DeviceFramePool
 from ..frame import DeviceImage
 from ..lazy import lazy_import
+from .base import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,46 @@ def probe() -> tuple[bool, str]:
     if count == 0:
         return False, "no CUDA GPU"
     return True, f"PyNvVideoCodec {getattr(nvc, '__version__', '?')}, {count} GPU(s)"
+
+
+class HardwareDecoding:
+    """The `decode: auto|cpu|nvdec` choice of a source NVDEC can decode (`video`, `rtsp`), a mixin listed before
+    `Source`: resolved at the first open and kept; how the source opens its NvdecReader is its own. Uses the
+    source's `config` (a `HardwareDecodeConfig`), `id` and `prefer_device_frames`."""
+
+    def _init_decoding(self) -> None:
+        self._nvdec: NvdecReader | None = None  # while decoding on the GPU
+        self.decoder = "cpu" if self.config.decode == "cpu" else None  # resolved at the first open
+
+    def _tries_nvdec(self) -> bool:
+        """Whether this open tries NVDEC first: not for `cpu`, nor for `auto` when a model reading the source
+        preprocesses on the CPU, nor once NVDEC was found unavailable under `auto`."""
+        if self.decoder is None and self.config.decode == "auto" and not self.prefer_device_frames:
+            log.info("source '%s': decoding on the CPU (decode: auto; a model reading it preprocesses on the CPU)",
+                     self.id)
+            self.decoder = "cpu"
+        return self.decoder != "cpu"
+
+    def _nvdec_unavailable(self, why: object) -> bool:
+        """NVDEC cannot decode this source: an error naming the key under `decode: nvdec`; under `auto` the CPU
+        decodes from now on (logged). Returns False (the open goes on on the CPU)."""
+        if self.config.decode == "nvdec":
+            raise SourceError(f"decode: nvdec: {why}")
+        log.info("source '%s': decoding on the CPU (decode: auto; NVDEC unavailable: %s)", self.id, why)
+        self.decoder = "cpu"
+        return False
+
+    def _nvdec_started(self, reader: NvdecReader) -> None:
+        if self.decoder is None:
+            log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
+                     reader.codec, self.config.gpu, self.config.decode)
+        self.decoder = "nvdec"
+
+    def counters(self) -> dict:
+        out = {"decode": self.decoder or self.config.decode}
+        if self._nvdec is not None and self._nvdec.dropped:
+            out["nvdec_pool_drops"] = self._nvdec.dropped
+        return out
 
 
 # PyAV's codec names -> NVDEC's (cudaVideoCodec members)

@@ -8,7 +8,6 @@ open a new capture (the base class does that with backoff).
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -26,8 +25,6 @@ from ..mailbox import FrameSink
 from . import nvdec
 from .base import BadFrame, Source, SourceError
 from .schema import RtspSourceConfig, redact_url
-
-log = logging.getLogger(__name__)
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
@@ -75,14 +72,13 @@ class _CaptureOptionsGate:
 _options_gate = _CaptureOptionsGate()
 
 
-class RtspSource(Source):
+class RtspSource(nvdec.HardwareDecoding, Source):
     def __init__(self, config: RtspSourceConfig, sink: FrameSink, reporter: HealthReporter | None = None):
         super().__init__(config, sink, reporter)
         self.config: RtspSourceConfig = config
         self._cap: cv2.VideoCapture | None = None
         self._stalled_after_s = 0.98 * config.read_timeout_ms / 1000
-        self._nvdec: nvdec.NvdecReader | None = None
-        self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
+        self._init_decoding()
 
     def describe(self) -> str:
         return redact_url(self.config.url)
@@ -92,18 +88,8 @@ class RtspSource(Source):
             return ["url: this OpenCV has no FFmpeg backend, needed for network streams"]
         return []
 
-    def counters(self) -> dict:
-        out = {"decode": self.decoder or self.config.decode}
-        if self._nvdec is not None and self._nvdec.dropped:
-            out["nvdec_pool_drops"] = self._nvdec.dropped
-        return out
-
     def _open(self) -> None:
-        if self.decoder is None and self.config.decode == "auto" and not self.prefer_device_frames:
-            log.info("source '%s': decoding on the CPU (decode: auto; a model reading it preprocesses on the CPU)",
-                     self.id)
-            self.decoder = "cpu"
-        if self.decoder != "cpu" and self._open_nvdec():
+        if self._tries_nvdec() and self._open_nvdec():
             return
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.config.open_timeout_ms,
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.config.read_timeout_ms]
@@ -122,13 +108,6 @@ class RtspSource(Source):
     def _is_rtsp(self) -> bool:
         return urlsplit(self.config.url).scheme.lower().startswith("rtsp")
 
-    def _nvdec_unavailable(self, why: str) -> bool:
-        if self.config.decode == "nvdec":
-            raise SourceError(f"decode: nvdec: {why}")
-        log.info("source '%s': decoding on the CPU (decode: auto; NVDEC unavailable: %s)", self.id, why)
-        self.decoder = "cpu"
-        return False
-
     def _open_nvdec(self) -> bool:
         """Demux with PyAV and decode with NVDEC (decode: nvdec, or auto where it works); False: decode on the
         CPU. A stream that cannot be reached raises, as on the CPU path (the base class reconnects)."""
@@ -140,7 +119,7 @@ class RtspSource(Source):
             packets = nvdec.AnnexBPackets(self.config.url, options, timeout_s=(
                 self.config.open_timeout_ms / 1000, self.config.read_timeout_ms / 1000))
         except (MissingDependency, nvdec.NvdecUnavailable) as exc:
-            return self._nvdec_unavailable(str(exc))
+            return self._nvdec_unavailable(exc)
         except Exception as exc:  # PyAV's errors: refused, not found, timed out
             raise SourceError(f"no stream at {self.describe()} ({type(exc).__name__}: {exc})") from exc
         try:
@@ -148,11 +127,8 @@ class RtspSource(Source):
                                        packets=packets)
         except nvdec.NvdecUnavailable as exc:
             packets.close()
-            return self._nvdec_unavailable(str(exc))
-        if self.decoder is None:
-            log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
-                     reader.codec, self.config.gpu, self.config.decode)
-        self.decoder = "nvdec"
+            return self._nvdec_unavailable(exc)
+        self._nvdec_started(reader)
         self._nvdec = reader
         return True
 

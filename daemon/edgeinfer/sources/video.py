@@ -49,7 +49,7 @@ def _open_capture(path: Path) -> tuple[cv2.VideoCapture, np.ndarray]:
     return cap, first
 
 
-class VideoSource(Source):
+class VideoSource(nvdec.HardwareDecoding, Source):
     def __init__(self, config: VideoSourceConfig, sink: FrameSink, reporter: HealthReporter | None = None):
         super().__init__(config, sink, reporter)
         self.config: VideoSourceConfig = config
@@ -59,11 +59,10 @@ class VideoSource(Source):
         self._frame_count = 0  # what the container states (0: unknown)
         self._position = 0  # frames read or failed since the file was opened
         self._bad_run = 0
-        self._nvdec = None  # NvdecReader while decoding on the GPU
+        self._init_decoding()
         self._nvdec_ended = False  # the reader reached the end of the file (a loop may rewind it)
         self._spare_nvdec = None  # a reader kept from the last pass, for the next one (loop)
         self._first_device = None
-        self.decoder = "cpu" if config.decode == "cpu" else None  # resolved at the first open
         self._skip = 0  # frames to skip at the next open: a reload resumes where the previous source was
 
     @property
@@ -102,11 +101,7 @@ class VideoSource(Source):
         problems = _file_problems(self.config.path)
         if problems:
             raise SourceError(problems[0].removeprefix("path: "))
-        if self.decoder is None and self.config.decode == "auto" and not self.prefer_device_frames:
-            log.info("source '%s': decoding on the CPU (decode: auto; a model reading it preprocesses on the CPU)",
-                     self.id)
-            self.decoder = "cpu"
-        if self.decoder != "cpu" and self._open_nvdec():
+        if self._tries_nvdec() and self._open_nvdec():
             return
         self._cap, self._first = _open_capture(self.config.path)
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -147,16 +142,8 @@ class VideoSource(Source):
                 reader.close()
                 raise nvdec.NvdecUnavailable(f"NVDEC decoded no frame of {self.config.path}")
         except nvdec.NvdecUnavailable as exc:
-            if self.config.decode == "nvdec":
-                raise SourceError(f"decode: nvdec: {exc}") from exc
-            if self.decoder is None:
-                log.info("source '%s': decoding on the CPU (decode: auto; NVDEC unavailable: %s)", self.id, exc)
-            self.decoder = "cpu"
-            return False
-        if self.decoder is None:
-            log.info("source '%s': decoding %s with NVDEC on gpu %d into GPU memory (decode: %s)", self.id,
-                     reader.codec, self.config.gpu, self.config.decode)
-        self.decoder = "nvdec"
+            return self._nvdec_unavailable(exc)
+        self._nvdec_started(reader)
         skip, self._skip = self._skip, 0
         position = 1
         if skip > 0:  # a reload resumes at frame `skip`: decode and drop the ones before it (back to the pool)
@@ -171,12 +158,6 @@ class VideoSource(Source):
         fps = reader.fps
         self._file_fps = fps if 0 < fps <= 1000 else FALLBACK_FPS
         return True
-
-    def counters(self) -> dict:
-        out = {"decode": self.decoder or self.config.decode}
-        if self._nvdec is not None and self._nvdec.dropped:
-            out["nvdec_pool_drops"] = self._nvdec.dropped
-        return out
 
     def _read(self) -> np.ndarray | DeviceImage | None:
         if self._nvdec is not None:
