@@ -13,9 +13,8 @@ import pytest
 from test_byom import write_images
 
 from edgeinfer import rle
-from support.byom_models import constant_outputs_model
 from support.daemon_process import DaemonProcess
-from support.yolo_heads import NAMES, pose_outputs, segment_outputs
+from support.yolo_heads import instance_models
 
 pytestmark = pytest.mark.slow
 FRAMES = 3
@@ -34,13 +33,7 @@ def read_video(path: Path) -> list[np.ndarray]:
 
 
 def test_masks_keypoints_and_track_ids_are_drawn(tmp_path: Path):
-    head, protos = segment_outputs()
-    segmenter = constant_outputs_model(tmp_path / "seg.onnx", [("output0", head), ("output1", protos)],
-                                       metadata={"names": NAMES, "task": "segment", "imgsz": "[64, 64]"})
-    pose_head, _ = pose_outputs()
-    poser = constant_outputs_model(tmp_path / "pose.onnx", [("output0", pose_head)],
-                                   metadata={"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[17, 3]",
-                                             "imgsz": "[64, 64]"})
+    segmenter, poser = instance_models(tmp_path)
     images = [np.full((64, 128, 3), 60 + 40 * i, np.uint8) for i in range(FRAMES)]
     config = {"sources": [{"id": "cam", "type": "images", "path": str(write_images(tmp_path / "images", images))}],
               "models": [{"id": "seg", "path": str(segmenter), "sources": ["cam"], "budget_ms": 20000,

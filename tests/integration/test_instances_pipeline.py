@@ -14,9 +14,8 @@ import pytest
 from edgeinfer import rle
 from edgeinfer.config import parse_config
 from edgeinfer.preprocess import fit_transform
-from support.byom_models import constant_outputs_model
 from support.pipeline_run import run_pipeline
-from support.yolo_heads import INPUT, NAMES, pose_outputs, reference_masks, segment_outputs
+from support.yolo_heads import INPUT, instance_models, pose_outputs, reference_masks, segment_outputs
 
 zmq = pytest.importorskip("zmq")
 FRAMES = 50
@@ -29,13 +28,9 @@ def free_port() -> int:
 
 
 def test_records_carry_track_ids_masks_and_keypoints_on_jsonl_and_zeromq(tmp_path):
-    head, protos = segment_outputs()
-    segmenter = constant_outputs_model(tmp_path / "seg.onnx", [("output0", head), ("output1", protos)],
-                                       metadata={"names": NAMES, "task": "segment", "imgsz": "[64, 64]"})
-    pose_head, keypoints = pose_outputs()
-    poser = constant_outputs_model(tmp_path / "pose.onnx", [("output0", pose_head)],
-                                   metadata={"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[17, 3]",
-                                             "imgsz": "[64, 64]"})
+    segmenter, poser = instance_models(tmp_path)
+    head, protos = segment_outputs()  # the answers the models give, for the expected masks and keypoints
+    _, keypoints = pose_outputs()
     port = free_port()
     config = parse_config(json.dumps({
         "sources": [{"id": "cam", "type": "synthetic", "width": 128, "height": 64, "fps": 50, "frames": FRAMES}],

@@ -15,10 +15,9 @@ from test_byom import write_images
 
 from edgeinfer import rle
 from edgeinfer.transports.ros import convert as cv
-from support.byom_models import constant_outputs_model
 from support.daemon_process import DaemonProcess, first
 from support.ros import RosPeer, ros_env, ros_unavailable, stamp_s
-from support.yolo_heads import NAMES, pose_outputs, segment_outputs
+from support.yolo_heads import instance_models
 
 needs_ros = pytest.mark.skipif(ros_unavailable() is not None, reason=str(ros_unavailable()))
 RELIABLE = {"reliability": "reliable", "durability": "volatile", "depth": 100}
@@ -27,13 +26,7 @@ FRAMES = 3
 
 @needs_ros
 def test_instance_images_and_keypoints_arrive_with_the_stamps_of_their_detections(tmp_path: Path):
-    head, protos = segment_outputs()
-    segmenter = constant_outputs_model(tmp_path / "seg.onnx", [("output0", head), ("output1", protos)],
-                                       metadata={"names": NAMES, "task": "segment", "imgsz": "[64, 64]"})
-    pose_head, _ = pose_outputs()
-    poser = constant_outputs_model(tmp_path / "pose.onnx", [("output0", pose_head)],
-                                   metadata={"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[17, 3]",
-                                             "imgsz": "[64, 64]"})
+    segmenter, poser = instance_models(tmp_path)
     saves = tmp_path / "payloads"
     saves.mkdir()
     subscriptions = [

@@ -3,8 +3,12 @@ them (ultralytics/utils/ops.py: process_mask + scale_image; scale_coords for key
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from support.byom_models import constant_outputs_model
 
 INPUT = 64  # network input size (square)
 PROTO = INPUT // 4
@@ -59,3 +63,16 @@ def pose_outputs(k: int = 17) -> tuple[np.ndarray, np.ndarray]:
     head[0, 5:, 0] = keypoints.ravel()
     head[0, :5, 1] = [20, 20, 10, 10, 0.2]
     return head, keypoints
+
+
+def instance_models(folder: Path) -> tuple[Path, Path]:
+    """Two small ONNX models answering every frame with the heads above, with Ultralytics' exporter metadata:
+    (segment model, pose model)."""
+    head, protos = segment_outputs()
+    segmenter = constant_outputs_model(folder / "seg.onnx", [("output0", head), ("output1", protos)],
+                                       metadata={"names": NAMES, "task": "segment", "imgsz": f"[{INPUT}, {INPUT}]"})
+    pose_head, _ = pose_outputs()
+    poser = constant_outputs_model(folder / "pose.onnx", [("output0", pose_head)],
+                                   metadata={"names": "{0: 'person'}", "task": "pose", "kpt_shape": "[17, 3]",
+                                             "imgsz": f"[{INPUT}, {INPUT}]"})
+    return segmenter, poser
