@@ -22,7 +22,7 @@ from support.daemon_process import DaemonProcess
 from support.pipeline_run import run_pipeline
 from support.tcp_proxy import PausableLink
 from support.tiny_models import constant_detector
-from support.triton_server import TritonServer, free_ports, require_server_python
+from support.triton_server import TritonServer, demo_server, free_ports, require_server_python
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is in the dev extra (make setup)")
@@ -37,19 +37,15 @@ BUDGET_MS = 3000.0
 @pytest.fixture
 def server(demo_model, tmp_path):
     """A server of the test's own, for tests that kill or freeze it."""
-    require_server_python()
-    srv = TritonServer(demo_model.onnx, tmp_path / "triton.log", threads=1).start()
-    yield srv
-    srv.stop()
+    with demo_server(demo_model.onnx, tmp_path / "triton.log") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def shared_server(demo_model, tmp_path_factory):
     """One server for the tests that leave it as they found it."""
-    require_server_python()
-    srv = TritonServer(demo_model.onnx, tmp_path_factory.mktemp("triton") / "triton.log", threads=1).start()
-    yield srv
-    srv.stop()
+    with demo_server(demo_model.onnx, tmp_path_factory.mktemp("triton") / "triton.log") as srv:
+        yield srv
 
 
 def model_entry(demo_model, **extra) -> dict:

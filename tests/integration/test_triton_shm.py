@@ -15,7 +15,7 @@ import pytest
 
 from edgeinfer.backends import BackendError, create_backend
 from edgeinfer.preprocess import PreprocessConfig
-from support.triton_server import TritonServer, require_server_python
+from support.triton_server import demo_server
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is in the dev extra (make setup)")
@@ -42,10 +42,8 @@ def server_regions(server) -> list[str]:
 
 @pytest.fixture
 def server(demo_model, tmp_path):
-    require_server_python()
-    srv = TritonServer(demo_model.onnx, tmp_path / "triton.log", threads=1).start()
-    yield srv
-    srv.stop()
+    with demo_server(demo_model.onnx, tmp_path / "triton.log") as srv:
+        yield srv
 
 
 def options(url: str, **extra) -> dict:

@@ -14,6 +14,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,15 @@ class TritonServer:
             return
         self.thaw()
         self.kill()
+
+
+@contextmanager
+def demo_server(onnx: Path, log: Path) -> Iterator[TritonServer]:
+    """A started one-thread test server of a model, stopped afterwards; skips the test where the server's Python
+    environment is missing (`require_server_python`)."""
+    require_server_python()
+    server = TritonServer(onnx, log, threads=1).start()
+    try:
+        yield server
+    finally:
+        server.stop()
