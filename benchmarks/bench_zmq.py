@@ -149,7 +149,8 @@ def send_edgeinfer(address: str, frames: int, fps: float | None, queue: int, don
         for i in range(frames):
             if fps:
                 _pace(t0, i, fps)
-            sender.send(images[i % 4])
+            # the capture stamp is taken before the send call, as for imagezmq below: the whole send path counts
+            sender.send(images[i % 4], stamp=time.time())
         elapsed = time.perf_counter() - t0
         done()  # the receiver has what it will get: only now close (LINGER 0 would drop what is still queued)
         return {"sent": sender.sent, "dropped_at_sender": sender.dropped, "send_s": elapsed}

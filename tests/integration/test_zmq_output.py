@@ -28,6 +28,8 @@ from edgeinfer.transports.zmq.output import MAX_REQUEST_BYTES, UnknownCommand, Z
 pytestmark = pytest.mark.timeout(60)
 
 ANY_PORT = "tcp://127.0.0.1:*"
+# ping's reply names the frame wire formats the daemon's zmq sources take, so a sender can pick (docs/zmq.md)
+PONG = {"ok": True, "reply": "pong", "frame_wire_versions": [1, 2]}
 
 # A SUB socket in its own process. ZeroMQ subscriptions reach the publisher asynchronously, so the test keeps
 # publishing "probe" records until the subscriber says it got one; "end" closes a run. It prints one JSON list of
@@ -315,7 +317,7 @@ def test_loopback_latency_to_a_subscriber_process(make_output, subscriber):
 def test_ping_is_built_in_and_unknown_commands_get_an_error_reply(make_output):
     output = make_output(control_endpoint=ANY_PORT)
     control = output.bound_endpoints["control"]
-    assert command(control, "ping") == {"ok": True, "reply": "pong"}
+    assert command(control, "ping") == PONG
     reply = command(control, "reset")
     assert reply["ok"] is False and "unknown command 'reset'" in reply["error"]
     assert output.control_errors == 1 and output.control_requests == 2
@@ -345,7 +347,7 @@ def test_registered_reset_handler_is_called_from_another_process(make_output):
     assert replies[0] == {"ok": True, "reset": True, "state": "OK"}
     assert replies[1]["ok"] is False and "unknown command 'status'" in replies[1]["error"]  # handler refused
     assert replies[2] == {"ok": False, "error": "unknown command 'fly'; known commands: ping, reset, status"}
-    assert replies[3] == {"ok": True, "reply": "pong"}
+    assert replies[3] == PONG
     assert [(c, r) for c, r, _ in calls] == [("reset", {"cmd": "reset", "by": "operator"}),
                                              ("status", {"cmd": "status"})]
     assert all(name.startswith("edgeinfer-zmq-") for _, _, name in calls)
@@ -371,7 +373,7 @@ def test_malformed_requests_get_error_replies_and_the_socket_keeps_serving(make_
     control = output.bound_endpoints["control"]
     reply = request(control, frames)
     assert reply["ok"] is False and error in reply["error"], reply
-    assert command(control, "ping") == {"ok": True, "reply": "pong"}
+    assert command(control, "ping") == PONG
     assert output.control_errors == 1
 
 
@@ -405,7 +407,7 @@ def test_a_request_beyond_the_hard_limit_drops_only_that_client(make_output):
     control = output.bound_endpoints["control"]
     with pytest.raises(zmq.Again):  # ZeroMQ cuts the connection (MAXMSGSIZE): no reply to wait for
         request(control, [b"x" * (2 * 1024 * 1024)], timeout_ms=500)
-    assert command(control, "ping") == {"ok": True, "reply": "pong"}
+    assert command(control, "ping") == PONG
 
 
 # -- lifecycle -------------------------------------------------------------------------------------------

@@ -550,3 +550,26 @@ def test_a_burst_of_jpegs_decodes_only_the_newest(ipc_dir):
     # the first, then the newest of the 19 that queued behind it; 18 skipped undecoded
     assert [f.seq for f in sink.frames] == [0, 19]
     assert source.counters()["superseded"] == 18
+
+
+def test_one_source_takes_wire_v1_and_v2_senders_at_once(ipc_dir):
+    # the daemon tells the formats apart per message, so an old robot (v1, JSON) and a new one (v2, binary, the
+    # client's default) can share a source
+    endpoint = f"ipc://{ipc_dir}/mixed"
+    sink = _HeldSink()
+    sink.release.set()
+    source = _source(endpoint, sink)
+    image = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    try:
+        with FrameSender(endpoint, wire=1, block=True) as old, FrameSender(endpoint, block=True) as new:
+            old.send(image, seq=0, stamp=100.0, frame_id="old_cam")
+            assert _wait(lambda: len(sink.frames) == 1)
+            new.send(image, seq=1, stamp=101.0, frame_id="new_cam")
+            assert _wait(lambda: len(sink.frames) == 2)
+    finally:
+        source.stop()
+    assert [(f.seq, f.wall, f.frame_id) for f in sink.frames] == [(0, 100.0, "old_cam"), (1, 101.0, "new_cam")]
+    assert all(np.array_equal(f.image, image) and not f.image.flags.writeable for f in sink.frames)
+    assert source.counters()["malformed"] == {}
+    with pytest.raises(ValueError, match="wire must be 1 or 2"):
+        FrameSender(endpoint, wire=3)

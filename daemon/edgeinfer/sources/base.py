@@ -85,8 +85,14 @@ class _Pacer:
         return not self._stop.is_set()
 
 
+_UINT8 = np.dtype(np.uint8)  # numpy's built-in dtypes are singletons: an identity test is the cheap check
+
+
 def as_bgr(image: Any) -> tuple[np.ndarray | None, str]:
     """The image as H x W x 3 uint8 BGR, or (None, why it is unusable). Gray and BGRA are converted."""
+    # the usual case first, in few steps: this runs on every frame, just after the capture thread woke up
+    if type(image) is np.ndarray and image.dtype is _UINT8 and image.ndim == 3 and image.shape[2] == 3 and image.size:
+        return image, ""
     if image is None:
         return None, "no image"
     if not isinstance(image, np.ndarray):
@@ -436,9 +442,19 @@ class Source(ABC):
             if image is None:
                 # a live read that gave up because stop was asked is a stop, not a broken stream
                 return ("stopped" if self._stop.is_set() else "end"), ""
-            header: Captured | None = None
-            if isinstance(image, Captured):
-                header, image = image, image.image
+            seq, frame_id = self._seq, None
+            if isinstance(image, Captured):  # keep the header the frame arrived with
+                captured, image = image, image.image
+                if captured.wall is not None:
+                    # ages count from capture: shift the monotonic stamp by the transit time, unless the
+                    # sender's clock plainly disagrees with ours (then the age counts from arrival)
+                    transit = wall - captured.wall
+                    wall = captured.wall
+                    if 0.0 <= transit <= MAX_TRUSTED_TRANSIT_S:
+                        mono -= transit
+                if captured.seq is not None:
+                    seq = captured.seq
+                frame_id = captured.frame_id
             device = None
             if isinstance(image, DeviceImage):  # decoded into GPU memory: stays there
                 device, image = image, None
@@ -451,19 +467,9 @@ class Source(ABC):
                         return "error", f"{consecutive_bad} unusable frames in a row (last: {problem})"
                     continue
             consecutive_bad = 0
-            frame = Frame(self.id, self._seq, image, mono, wall, self.frame_id, stream=self._streams, device=device)
-            if header is not None:  # keep the header the frame arrived with
-                if header.wall is not None:
-                    frame.wall = header.wall
-                    # ages count from capture: shift the monotonic stamp by the transit time, unless the
-                    # sender's clock plainly disagrees with ours (then the age counts from arrival)
-                    transit = wall - header.wall
-                    if 0.0 <= transit <= MAX_TRUSTED_TRANSIT_S:
-                        frame.mono = mono - transit
-                if header.seq is not None:
-                    frame.seq = header.seq
-                if header.frame_id:
-                    frame.frame_id = header.frame_id
+            # built once with its final fields: this runs for every frame, just after the capture thread woke
+            frame = Frame(self.id, seq, image, mono, wall, frame_id or self.frame_id, stream=self._streams,
+                          device=device)
             self._seq += 1
             if not self._sink.put(frame, wait):
                 self._unsent = 1  # read but never delivered: a reload reads it again

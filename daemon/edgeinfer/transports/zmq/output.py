@@ -21,10 +21,11 @@ from ...lazy import MissingDependency, lazy_import
 from ...logutil import RateLimitedLog
 from ...outputs.base import OutputError, RecordOutput
 from .schema import ZmqOutputConfig, ZmqOutputCurveConfig
+from .security import CurveServer, curve_problems, key_folder_mode_problems, load_public_key
+from .wire import WIRE_VERSIONS
 
 if TYPE_CHECKING:
     from ...runtime import RuntimeContext
-from .security import CurveServer, curve_problems, key_folder_mode_problems, load_public_key
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class ControlProtocol:
         if not isinstance(cmd, str):
             return self._error('request needs a string "cmd" field, e.g. {"cmd": "ping"}')
         if cmd == "ping":
-            return {"ok": True, "reply": "pong"}
+            # the frame wire formats the daemon's zmq sources take: a sender picks the newest both know
+            return {"ok": True, "reply": "pong", "frame_wire_versions": list(WIRE_VERSIONS)}
         handler, commands = self._handler, self._commands
         allowed = self.privileged_keys
         if cmd in PRIVILEGED_COMMANDS and allowed is not None and peer not in allowed:

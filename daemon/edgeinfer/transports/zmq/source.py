@@ -52,6 +52,7 @@ class ZmqSource(Source):
         self._sock: Any = None
         self._curve: CurveServer | None = None
         self._parse = wire.parse_imagezmq if config.protocol == "imagezmq" else wire.parse_message
+        self._reply = config.pattern == "rep"  # imagezmq's REQ sender waits for an answer to every message
         self._counts_lock = threading.Lock()
         self.malformed: dict[str, int] = dict.fromkeys(wire.REASONS, 0)
         self.received = 0
@@ -135,34 +136,39 @@ class ZmqSource(Source):
     def _read(self) -> Captured | None:
         zmq = self._zmq
         sock = self._sock
-        reply = self.config.pattern == "rep"
+        reply = self._reply
         while not self._stop.is_set():
             # One blocking receive (RCVTIMEO bounds it, so stop() is seen) instead of poll + receive.
             newest = self._receive_one(sock, zmq, 0, reply)
             if newest is False:
                 continue  # a quiet sender: keep waiting, the watchdog's min_fps judges it
             # A raw frame is handed over at once (what is queued behind it follows on the next reads; the model's
-            # slot keeps the newest). A compressed one (or a malformed message): take what is already queued
-            # without waiting, up to a raw frame, and decode only the newest; EVENTS says whether more is there
-            # without the cost of a zmq.Again.
-            for _ in range(MAX_DRAIN - 1):
-                if newest is not None and newest.encoding in CHEAP:
-                    break
-                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    break
-                parsed = self._receive_one(sock, zmq, zmq.NOBLOCK, reply)
-                if parsed is False:
-                    break
-                if parsed is not None:
-                    if newest is not None:
-                        with self._counts_lock:
-                            self.superseded += 1
-                    newest = parsed
+            # slot keeps the newest). A compressed one, or a malformed message: first take what is already queued.
+            if newest is None or newest.encoding not in CHEAP:
+                newest = self._newest_queued(sock, zmq, newest, reply)
             if newest is not None:
                 captured = self._captured(newest)
                 if captured is not None:
                     return captured
         return None
+
+    def _newest_queued(self, sock: Any, zmq: Any, newest: wire.Parsed | None, reply: bool) -> wire.Parsed | None:
+        """Take what is already queued without waiting, up to a raw frame, and keep the newest good message (only
+        that one gets decoded); EVENTS says whether more is there without the cost of a zmq.Again."""
+        for _ in range(MAX_DRAIN - 1):
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                break
+            parsed = self._receive_one(sock, zmq, zmq.NOBLOCK, reply)
+            if parsed is False:
+                break
+            if parsed is not None:
+                if newest is not None:
+                    with self._counts_lock:
+                        self.superseded += 1
+                newest = parsed
+                if parsed.encoding in CHEAP:
+                    break
+        return newest
 
     def _captured(self, parsed: wire.Parsed) -> Captured | None:
         """The frame of a parsed message, or None when its pixels do not decode (counted as malformed)."""
@@ -171,24 +177,29 @@ class ZmqSource(Source):
         except wire.Malformed as exc:
             self._count_malformed(exc)
             return None
-        seq = self._frame_number(parsed.seq) if parsed.seq is not None else None
+        seq = parsed.seq
+        if seq is not None:
+            seq += self._seq_offset
+            if self._last_seq is not None and seq <= self._last_seq:
+                seq = self._seq_went_back(parsed.seq)
+            self._last_seq = seq
         return Captured(image, wall=parsed.stamp, seq=seq, frame_id=parsed.frame_id)
 
     def _receive_one(self, sock: Any, zmq: Any, flags: int, reply: bool) -> wire.Parsed | None | Literal[False]:
         """One whole message, parsed: the Parsed message, None when it was malformed (counted), False when
         nothing came (RCVTIMEO ran out, or nothing queued with NOBLOCK)."""
         try:
-            # The header is small: a bytes copy is cheaper than a zmq.Frame. The payload is received without a
-            # copy; the image handed to the pipeline is a read-only view over ZeroMQ's own buffer.
-            parts = [sock.recv(flags)]
+            first = sock.recv(flags, copy=False)
         except zmq.Again:
             return False
-        if sock.getsockopt(zmq.RCVMORE):  # the rest of a multipart message is there at once (atomic delivery)
+        # The header is small: parsed from a bytes copy. The payload is never copied: the image handed to the
+        # pipeline is a read-only view over ZeroMQ's own buffer. A zmq.Frame knows whether more parts follow (the
+        # rest of a multipart message is there at once: atomic delivery), so there is no getsockopt per part.
+        parts = [first.bytes]
+        part = first
+        while part.more:
             part = sock.recv(zmq.NOBLOCK, copy=False)
             parts.append(part)
-            while part.more:  # a zmq.Frame knows whether more follow: no getsockopt per part
-                part = sock.recv(zmq.NOBLOCK, copy=False)
-                parts.append(part)
         if reply:
             sock.send(b"OK")  # imagezmq's REQ sender waits for this; answer before any work
         try:
@@ -196,27 +207,22 @@ class ZmqSource(Source):
         except wire.Malformed as exc:
             self._count_malformed(exc)
             return None
-        with self._counts_lock:
-            self.received += 1
+        self.received += 1  # written by this thread only: no lock
         return parsed
 
-    def _frame_number(self, seq: int) -> int:
-        """The sender's seq as the frame number, kept growing: the watchdog's flow check takes a frame number
-        that goes back for a fault (SAFE_STOP by default), but a robot whose sender restarts from 0 is not a
-        perception fault. So after a jump back the sender's seq is shifted past the last number delivered
-        (logged and counted); the stamp still matches the sender's exactly."""
-        number = seq + self._seq_offset
-        last = self._last_seq
-        if last is not None and number <= last:
-            self._seq_offset = last + 1 - seq
-            number = last + 1
-            with self._counts_lock:
-                self.seq_went_back += 1
-            self._log.log(logging.WARNING, "seq_back",
-                          f"source '{self.id}': the sender's seq went back to {seq} (a restarted sender, or "
-                          f"several senders on one source); its frames are numbered seq + {self._seq_offset} "
-                          f"from here on so that frame numbers keep growing")
-        self._last_seq = number
+    def _seq_went_back(self, seq: int) -> int:
+        """The frame number for a sender's seq that is not above the last one delivered: the watchdog's flow
+        check takes a frame number that goes back for a fault (SAFE_STOP by default), but a robot whose sender
+        restarts from 0 is not a perception fault. So the sender's seq is shifted past the last number delivered
+        (logged and counted) and stays shifted; the stamp still matches the sender's exactly."""
+        number = self._last_seq + 1
+        self._seq_offset = number - seq
+        with self._counts_lock:
+            self.seq_went_back += 1
+        self._log.log(logging.WARNING, "seq_back",
+                      f"source '{self.id}': the sender's seq went back to {seq} (a restarted sender, or "
+                      f"several senders on one source); its frames are numbered seq + {self._seq_offset} "
+                      f"from here on so that frame numbers keep growing")
         return number
 
     def _count_malformed(self, exc: wire.Malformed) -> None:
