@@ -306,7 +306,7 @@ def test_hypothesis_v2_the_fast_path_agrees_with_every_check(code, flags, width,
     head = struct.pack("<4sBBHHBBIQd", magic, code, flags, width, height, len(frame_id), len(source), step, seq,
                        stamp) + frame_id + source
     payload = bytes(size)
-    outcomes = []
+    outcomes, images = [], []
     for parse in (zmqwire._parse_v2, zmqwire._checked_v2):
         try:
             parsed = parse(head, payload, 4096)
@@ -315,4 +315,11 @@ def test_hypothesis_v2_the_fast_path_agrees_with_every_check(code, flags, width,
         else:
             outcomes.append((parsed.encoding, parsed.width, parsed.height, parsed.step, bytes(parsed.payload),
                              parsed.seq, parsed.stamp, parsed.frame_id, parsed.source))
+            try:
+                images.append(zmqwire.decode_image(parsed))
+            except Malformed as exc:
+                images.append(exc.reason)
     assert outcomes[0] == outcomes[1]
+    if images and not isinstance(images[0], str):  # the view the fast path made is the one decode_image makes
+        assert images[0].shape == images[1].shape and np.array_equal(images[0], images[1])
+        assert not images[0].flags.writeable

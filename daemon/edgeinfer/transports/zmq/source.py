@@ -172,11 +172,13 @@ class ZmqSource(Source):
 
     def _captured(self, parsed: wire.Parsed) -> Captured | None:
         """The frame of a parsed message, or None when its pixels do not decode (counted as malformed)."""
-        try:
-            image = wire.decode_image(parsed, self.config.max_pixels)
-        except wire.Malformed as exc:
-            self._count_malformed(exc)
-            return None
+        image = parsed.image  # a raw frame the parse has already viewed
+        if image is None:
+            try:
+                image = wire.decode_image(parsed, self.config.max_pixels)
+            except wire.Malformed as exc:
+                self._count_malformed(exc)
+                return None
         seq = parsed.seq
         if seq is not None:
             seq += self._seq_offset

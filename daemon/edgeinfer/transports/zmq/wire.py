@@ -48,7 +48,7 @@ DEFAULT_MAX_PIXELS = 4096 * 3072
 V2_MAGIC = b"EIF\x02"
 V2_HEADER = struct.Struct("<4sBBHHBBIQd")
 V2_ENCODINGS = ("bgr8", "rgb8", "mono8", "jpeg", "png")
-_V2_RAW_CHANNELS = (3, 3, 1)  # channels of the raw encodings, which come first in V2_ENCODINGS
+_V2_VIEW_CHANNELS = (3, 0, 1)  # bgr8 and mono8 are viewed as they are (rgb8: 0, it needs a conversion)
 V2_HAS_SEQ = 1  # flags: which of seq and stamp the sender set (the other bits are reserved, sent as 0)
 V2_HAS_STAMP = 2
 MAX_SEQ = 2**63 - 1
@@ -79,6 +79,7 @@ class Parsed:
     stamp: float | None = None
     frame_id: str | None = None
     source: str | None = None
+    image: np.ndarray | None = None  # set by the parse when the pixels cost nothing to view (raw v2 bgr8/mono8)
 
 
 def _buffer(part: Any) -> memoryview:
@@ -203,7 +204,7 @@ def _parse_v2(head: bytes, part: Any, max_bytes: int) -> Parsed:
     costs 10-30x its warm time. Anything else goes through `_checked_v2`, which names what is wrong."""
     try:
         magic, code, flags, width, height, id_len, source_len, step, seq, stamp = V2_HEADER.unpack_from(head)
-        channels = _V2_RAW_CHANNELS[code]
+        channels = _V2_VIEW_CHANNELS[code]
         payload = memoryview(part)
     except (struct.error, IndexError, TypeError):
         return _checked_v2(head, part, max_bytes)
@@ -212,8 +213,10 @@ def _parse_v2(head: bytes, part: Any, max_bytes: int) -> Parsed:
             and step in (0, row) and len(payload) == height * row <= max_bytes and payload.ndim == 1
             and payload.itemsize == 1 and payload.c_contiguous and seq <= MAX_SEQ
             and (0.0 <= stamp < math.inf or not flags & V2_HAS_STAMP)):
+        # the read-only view (see decode_image) is made here: one step less for the usual frame
+        image = np.ndarray((height, width, 3) if channels == 3 else (height, width), np.uint8, payload.toreadonly())
         return Parsed(V2_ENCODINGS[code], width, height, row, payload, seq if flags & V2_HAS_SEQ else None,
-                      stamp if flags & V2_HAS_STAMP else None)
+                      stamp if flags & V2_HAS_STAMP else None, image=image)
     return _checked_v2(head, part, max_bytes)
 
 
@@ -298,6 +301,8 @@ def decode_image(parsed: Parsed, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     over the received buffer (no copy) except rgb8, which is converted. A PNG or JPEG is decoded only when
     its header declares at most `max_pixels` (else Malformed("too_large"), nothing allocated). Raises
     Malformed."""
+    if parsed.image is not None:
+        return parsed.image
     channels = RAW_CHANNELS.get(parsed.encoding)
     if channels is not None:
         # one array over the buffer, rows `step` bytes apart (padded rows stay a strided view, no copy); the
