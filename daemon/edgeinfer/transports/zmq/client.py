@@ -22,7 +22,19 @@ import numpy as np
 
 from ...lazy import lazy_import
 from .security import INSTALL_HINT, load_key_pair, load_public_key
-from .wire import COMPRESSED, encode_header, encode_header_v2, header_for_image
+from .wire import (
+    COMPRESSED,
+    MAX_SEQ,
+    V2_HAS_SEQ,
+    V2_HAS_STAMP,
+    V2_HEADER,
+    V2_MAGIC,
+    encode_header,
+    encode_header_v2,
+    header_for_image,
+)
+
+_UINT8 = np.dtype(np.uint8)
 
 
 def _zmq() -> Any:
@@ -100,6 +112,9 @@ class FrameSender(_Client):
         self._flags = 0 if block else zmq.NOBLOCK
         self._more = self._flags | zmq.SNDMORE
         self.source, self.frame_id = source, frame_id
+        # v2's text fields never change for this sender: packed once (encode_header_v2 says if they are too long)
+        self._texts = encode_header_v2("bgr8", frame_id=frame_id, source=source)[V2_HEADER.size:]
+        self._text_lengths = (len(frame_id.encode()) if frame_id else 0, len(source.encode()) if source else 0)
         self.seq = 0
         self.sent = 0
         self.dropped = 0
@@ -109,7 +124,22 @@ class FrameSender(_Client):
         """A raw image (bgr8/rgb8: H x W x 3, mono8: H x W, uint8). The array is sent without a copy: do not
         write into it afterwards (ZeroMQ may still be sending it)."""
         image = np.ascontiguousarray(image)
-        header = header_for_image(image, encoding, self.wire, **self._fields(seq, stamp, frame_id))
+        if seq is None:
+            seq = self.seq
+        self.seq = seq + 1
+        if stamp is None:
+            stamp = time.time()
+        shape = image.shape
+        if (self.wire == 2 and encoding == "bgr8" and frame_id is None and image.dtype is _UINT8
+                and len(shape) == 3 and shape[2] == 3 and 0 <= seq <= MAX_SEQ and shape[0] <= 65_535
+                and shape[1] <= 65_535):
+            # the usual frame, packed in one step: this runs in the robot's capture thread right after the
+            # capture, with cold caches (docs/zmq.md, wire format v2), and its time is part of the frame's age
+            header = V2_HEADER.pack(V2_MAGIC, 0, V2_HAS_SEQ | V2_HAS_STAMP, shape[1], shape[0], *self._text_lengths,
+                                    shape[1] * 3, seq, stamp) + self._texts
+        else:
+            header = header_for_image(image, encoding, self.wire, seq=seq, stamp=stamp, source=self.source,
+                                      frame_id=frame_id or self.frame_id)
         return self._send(header, image)
 
     def send_encoded(self, data: bytes, encoding: str = "jpeg", *, width: int = 0, height: int = 0,

@@ -209,14 +209,21 @@ def _parse_v2(head: bytes, part: Any, max_bytes: int) -> Parsed:
     except (struct.error, IndexError, TypeError):
         return _checked_v2(head, part, max_bytes)
     row = width * channels
-    if (magic == V2_MAGIC and not id_len and not source_len and len(head) == V2_HEADER.size and row and height
-            and step in (0, row) and len(payload) == height * row <= max_bytes and payload.ndim == 1
-            and payload.itemsize == 1 and payload.c_contiguous and seq <= MAX_SEQ
-            and (0.0 <= stamp < math.inf or not flags & V2_HAS_STAMP)):
+    fixed = V2_HEADER.size
+    if (magic == V2_MAGIC and len(head) == fixed + id_len + source_len and row and height and step in (0, row)
+            and len(payload) == height * row <= max_bytes and payload.ndim == 1 and payload.itemsize == 1
+            and payload.c_contiguous and seq <= MAX_SEQ and (0.0 <= stamp < math.inf or not flags & V2_HAS_STAMP)):
+        frame_id = source = None
+        if id_len or source_len:
+            try:
+                frame_id = head[fixed:fixed + id_len].decode() or None
+                source = head[fixed + id_len:].decode() or None
+            except UnicodeDecodeError:
+                return _checked_v2(head, part, max_bytes)
         # the read-only view (see decode_image) is made here: one step less for the usual frame
         image = np.ndarray((height, width, 3) if channels == 3 else (height, width), np.uint8, payload.toreadonly())
         return Parsed(V2_ENCODINGS[code], width, height, row, payload, seq if flags & V2_HAS_SEQ else None,
-                      stamp if flags & V2_HAS_STAMP else None, image=image)
+                      stamp if flags & V2_HAS_STAMP else None, frame_id, source, image)
     return _checked_v2(head, part, max_bytes)
 
 
@@ -367,8 +374,11 @@ def encode_header_v2(encoding: str, width: int = 0, height: int = 0, step: int |
     source_bytes = source.encode() if source else b""
     if len(id_bytes) > MAX_TEXT or len(source_bytes) > MAX_TEXT:
         raise ValueError(f"frame_id and source must be at most {MAX_TEXT} bytes in UTF-8")
-    head = V2_HEADER.pack(V2_MAGIC, V2_ENCODINGS.index(encoding), flags, width, height, len(id_bytes),
-                          len(source_bytes), step or 0, seq or 0, stamp or 0.0)
+    try:
+        head = V2_HEADER.pack(V2_MAGIC, V2_ENCODINGS.index(encoding), flags, width, height, len(id_bytes),
+                              len(source_bytes), step or 0, seq or 0, stamp or 0.0)
+    except struct.error as exc:  # a field out of its range (width or height over 65535, a negative seq)
+        raise ValueError(f"cannot describe this frame in wire format v2: {exc}") from None
     return head + id_bytes + source_bytes if id_bytes or source_bytes else head
 
 
