@@ -99,7 +99,7 @@ def source_entry(spec: str) -> tuple[dict[str, Any], str]:
                 "a network stream; a frozen server blocks a read for at most read_timeout_ms (2000)")
     if re.match(r"(tcp|ipc)://", text):
         return ({"id": "robot", "type": "zmq", "endpoint": text},
-                "frames pushed over ZeroMQ (wire format v1 or imagezmq: see docs/zmq.md)")
+                "frames pushed over ZeroMQ (wire format v1 or v2, or imagezmq: see docs/zmq.md)")
     if text.startswith("ros2:"):
         return ({"id": "cam", "type": "ros2", "topic": text.removeprefix("ros2:")},
                 "a sensor_msgs/Image topic (reliable QoS; `qos: {preset: sensor_data}` for a best-effort camera)")
