@@ -130,42 +130,25 @@ def bench_runner(tmp: Path, frames: int = 3000) -> dict:
 
 
 def bench_host_wait(reps: int = 400) -> dict:
-    from cuda.bindings import driver
-    from standin_tensorrt import _BUSY_SRC, _compile
+    from standin_tensorrt import BusyKernel, python_thread_progress
 
-    _cubin, _module, function = _compile(_BUSY_SRC, b"standin_busy")
-    stream = cu.Stream()
+    kernel, stream = BusyKernel(), cu.Stream()
 
     def other_thread_rate(work) -> float:
         """Loops/s of a pure-Python counter thread while `work()` runs in this one."""
-        count, stop = [0], threading.Event()
-
-        def spin() -> None:
-            while not stop.is_set():
-                count[0] += 1
-
-        thread = threading.Thread(target=spin, daemon=True)
-        thread.start()
-        t0 = time.perf_counter()
-        work()
-        rate = count[0] / (time.perf_counter() - t0)
-        stop.set()
-        thread.join()
-        return rate
+        seconds, loops = python_thread_progress(work)
+        return loops / seconds
 
     free_rate = other_thread_rate(lambda: time.sleep(0.3))
     out: dict = {}
     for busy_us in (0, 770):
-        value = np.array([busy_us * 1000], np.uint64)
-        args = np.array([value.ctypes.data], np.uint64)
         for mode in ("cudart-sync", "poll", "ctypes-spin", "ctypes-block"):
             event = cu.Event(timing=False, blocking=mode == "ctypes-block")
             wait = {"cudart-sync": event.synchronize, "poll": event._poll}.get(mode, event.wait)
 
-            def once(args=args, event=event, wait=wait, busy_us=busy_us) -> tuple[float, float]:
+            def once(event=event, wait=wait, busy_us=busy_us) -> tuple[float, float]:
                 t0, c0 = time.perf_counter(), time.thread_time()
-                cu.check(driver.cuLaunchKernel(function, 1, 1, 1, 32, 1, 1, 0, stream.driver_handle,
-                                               args.ctypes.data, 0), "cuLaunchKernel")
+                kernel.launch(stream, busy_us * 1000)
                 event.record(stream)
                 wait()
                 return (time.perf_counter() - t0) * 1e6 - busy_us, (time.thread_time() - c0) * 1e6

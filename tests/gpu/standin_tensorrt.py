@@ -352,6 +352,55 @@ def _compile(source: str, name: bytes):
     return cubin, module, function
 
 
+class BusyKernel:
+    """The stand-in's spinning kernel on its own, for measuring how a host thread waits on the GPU: `launch(stream,
+    ns)` keeps `stream` busy for `ns` nanoseconds of GPU time."""
+
+    def __init__(self):
+        from cuda.bindings import driver
+
+        self._driver = driver
+        self._cubin, self._module, self.function = _compile(_BUSY_SRC, b"standin_busy")
+        self._args: dict[int, tuple] = {}
+
+    def launch(self, stream, ns: int) -> None:
+        """`stream`: an `edgeinfer.cuda.runtime.Stream`."""
+        args = self._args.get(ns)
+        if args is None:  # the argument block must outlive the launch
+            value = np.array([ns], np.uint64)
+            args = self._args[ns] = (np.array([value.ctypes.data], np.uint64), value)
+        (err,) = self._driver.cuLaunchKernel(self.function, 1, 1, 1, 32, 1, 1, 0, stream.driver_handle,
+                                            args[0].ctypes.data, 0)
+        if int(err) != 0:
+            raise RuntimeError(f"cuLaunchKernel failed: {err}")
+
+
+def python_thread_progress(work) -> tuple[float, int]:
+    """Run `work()` here while a pure-Python thread counts loops: (seconds work took, loops the other thread
+    made meanwhile). A wait that holds the GIL leaves the other thread (almost) no loops."""
+    import threading
+    import time
+
+    count, stop, started = [0], threading.Event(), threading.Event()
+
+    def spin() -> None:
+        started.set()
+        while not stop.is_set():
+            count[0] += 1
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    started.wait()
+    time.sleep(0.02)
+    try:
+        before, t0 = count[0], time.perf_counter()
+        work()
+        return time.perf_counter() - t0, count[0] - before
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _BusyEngine(_MemsetEngine):
     """GPU time t(b) = a + c * b per enqueue (one spinning kernel), outputs zeroed: see the module docstring."""
 

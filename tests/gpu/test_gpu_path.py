@@ -350,42 +350,24 @@ def test_demo_on_gpu_matches_cpu_on_every_frame(tmp_path, demo_model, demo_video
 
 
 def _progress_while(wait, kernel_ms: float = 50.0) -> tuple[float, int]:
-    """(seconds waited, loops a pure-Python thread made meanwhile) while `wait(event)` waits for a kernel
+    """(seconds waited, loops a pure-Python thread made meanwhile) while `wait(stream)` waits for a kernel
     busy for `kernel_ms` on the GPU."""
-    import threading
-    import time
-
-    from cuda.bindings import driver
-    from standin_tensorrt import _BUSY_SRC, _compile
+    from standin_tensorrt import BusyKernel, python_thread_progress
 
     from edgeinfer.cuda import runtime as cu
 
-    _cubin, _module, function = _compile(_BUSY_SRC, b"standin_busy")
-    stream = cu.Stream()
-    value = np.array([int(kernel_ms * 1e6)], np.uint64)
-    args = np.array([value.ctypes.data], np.uint64)
-    count, stop = [0], threading.Event()
+    kernel, stream = BusyKernel(), cu.Stream()
 
-    def spin() -> None:
-        while not stop.is_set():
-            count[0] += 1
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    time.sleep(0.02)
-    try:
-        before, t0 = count[0], time.perf_counter()
-        cu.check(driver.cuLaunchKernel(function, 1, 1, 1, 32, 1, 1, 0, stream.driver_handle, args.ctypes.data, 0),
-                 "cuLaunchKernel")
+    def launch_and_wait() -> None:
+        kernel.launch(stream, int(kernel_ms * 1e6))
         event = wait(stream)
-        waited, progressed = time.perf_counter() - t0, count[0] - before
         assert event.query(), "the wait returned before the GPU's work finished"
         event.close()
+
+    try:
+        return python_thread_progress(launch_and_wait)
     finally:
-        stop.set()
-        thread.join()
         stream.close()
-    return waited, progressed
 
 
 @pytest.mark.parametrize("blocking", [True, False], ids=["block", "spin"])

@@ -178,6 +178,9 @@ class _FileDemuxer:
     def packets(self) -> Iterator[Any]:
         return iter(self.demuxer)
 
+    def close(self) -> None:
+        """Nothing to do: PyNvVideoCodec's demuxer has no close, and lets its file go when it is collected."""
+
 
 class _StreamDemuxer:
     """PyAV's packets (`AnnexBPackets`) wrapped as PyNvVideoCodec packets; the last packet's bytes are kept until
@@ -282,8 +285,7 @@ class NvdecReader:
         self._packets = self.demuxer.packets()
 
     def _close_demuxer(self) -> None:
-        if isinstance(self.demuxer, _StreamDemuxer):
-            self.demuxer.close()
+        self.demuxer.close()
         self.demuxer = None
 
     def close(self) -> None:
