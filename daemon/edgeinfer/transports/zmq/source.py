@@ -1,8 +1,8 @@
 """Frames pushed to the daemon over ZeroMQ: a robot without ROS sends its camera images (docs/zmq.md).
 
 Patterns: `sub` (connect to the robot's PUB), `pull` (bind, or connect to the robot's PUSH), `rep` (answer
-imagezmq's REQ senders). Messages are edgeinfer's wire format v1 (`wire.py`) or, with `protocol: imagezmq`,
-what imagezmq's `send_image` / `send_jpg` send, unchanged.
+imagezmq's REQ senders). Messages are edgeinfer's wire format v1 or v2 (`wire.py`, told apart per message) or,
+with `protocol: imagezmq`, what imagezmq's `send_image` / `send_jpg` send, unchanged.
 
 Latest frame: a raw frame (bgr8, mono8; rgb8 costs a colour conversion) is a view over the received buffer, so
 every one is handed over in arrival order and the model's one-frame slot keeps the newest (a frame that was
