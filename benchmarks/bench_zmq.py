@@ -5,7 +5,7 @@
 
 640x480 bgr8 frames, sender and receiver in separate processes, over tcp loopback and ipc:
 
-- edgeinfer: `edgeinfer.client.FrameSender` (PUSH, wire format v1, no copy) into the real `zmq` source
+- edgeinfer: `edgeinfer.client.FrameSender` (PUSH, wire format v2, its default; no copy) into the real `zmq` source
   (`ZmqSource`, PULL: parse, `np.frombuffer`), measured where the source hands the frame to the pipeline.
   `msgs/s` is what the transport carried, `frames/s` what the source delivered (a raw frame is always handed
   over; only compressed ones queued behind a newer one are skipped, and a paced sender that finds its queue
