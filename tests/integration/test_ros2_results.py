@@ -33,9 +33,11 @@ def label_names(received: list[dict]) -> dict[int, str]:
 
 
 def run(tmp_path: Path, images: list[np.ndarray], models: list[dict], subscriptions: list[dict],
-        expect: dict[str, int]) -> tuple[list[dict], dict[str, list[dict]], str]:
+        expect: dict[str, int], named_labels: str | None = None) -> tuple[list[dict], dict[str, list[dict]], str]:
     """The daemon on a folder of images with a jsonl and a ros2 output (waiting for one subscriber per model
-    topic); returns its records, the peer's messages per subscription name, and the daemon's log."""
+    topic); returns its records, the peer's messages per subscription name, and the daemon's log. With
+    `named_labels` (a subscription name) it also waits for a LabelInfo there that names classes: the latched
+    LabelInfo can reach the peer after the last result (its topic is matched on its own)."""
     peer = RosPeer({"subscribe": subscriptions}, tmp_path / "peer.log")
     peer.wait_for(lambda ev: first(ev, lambda e: e["event"] == "ready"), 30, "the peer")
     config = {"sources": [{"id": "cam", "type": "images", "path": str(write_images(tmp_path / "images", images)),
@@ -50,6 +52,10 @@ def run(tmp_path: Path, images: list[np.ndarray], models: list[dict], subscripti
             peer.wait_for(lambda ev, name=name, count=count: len(
                 [e for e in ev if e.get("event") == "msg" and e["name"] == name]) >= count, 30,
                 f"{count} messages on {name}")
+        if named_labels is not None:
+            peer.wait_for(lambda ev: any(e.get("event") == "msg" and e["name"] == named_labels
+                                         and e["msg"]["class_map"] for e in ev), 30,
+                          f"named LabelInfo on {named_labels}")
         received = {s["name"]: peer.messages(s["name"]) for s in subscriptions}
     finally:
         daemon.stop()
@@ -181,7 +187,7 @@ def test_a_classifier_known_only_from_its_metadata_gets_its_topic_and_names_once
           "qos": RELIABLE},
          {"name": "labels", "topic": "/edgeinfer/inspect/label_info", "type": "vision_msgs/msg/LabelInfo",
           "qos": LATCHED}],
-        {"classes": 5})
+        {"classes": 5}, named_labels="labels")
     assert "publishes classifications (decoder from its metadata)" in log
     assert len(records) == 5 and not received["detections"]
     msgs = [e["msg"] for e in received["classes"]]

@@ -258,7 +258,9 @@ class Ros2Output(Output):
             return
         deadline = time.monotonic() + budget_s
         for topics in self._topics.values():
-            for pub in (topics.results, topics.image):
+            # LabelInfo too: the names learned from the model are published late (once it is loaded), and a
+            # subscriber matched by then must get them before the publisher goes
+            for pub in (topics.results, topics.image, topics.label_info):
                 wait = getattr(pub, "wait_for_all_acked", None)
                 left = deadline - time.monotonic()
                 if wait is None or left <= 0:
