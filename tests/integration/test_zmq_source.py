@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from support.daemon_process import DaemonProcess, first
+from support.frames import wait_until
 from support.tiny_models import constant_detector, slow_detector
 
 zmq = pytest.importorskip("zmq")
@@ -494,15 +495,6 @@ def _source(endpoint: str, sink: _HeldSink, **options):
     return source
 
 
-def _wait(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 def test_a_burst_of_raw_frames_is_handed_over_whole_and_in_order(ipc_dir, transport):
     # raw frames are views of the received buffer: the source hands every one over (the model's slot keeps the
@@ -519,7 +511,7 @@ def test_a_burst_of_raw_frames_is_handed_over_whole_and_in_order(ipc_dir, transp
                 sender.send(image, seq=seq)
             time.sleep(0.3)
             sink.release.set()
-            assert _wait(lambda: len(sink.frames) == 40), len(sink.frames)
+            assert wait_until(lambda: len(sink.frames) == 40, 10), len(sink.frames)
     finally:
         source.stop()
     assert [f.seq for f in sink.frames] == list(range(40))
@@ -543,7 +535,7 @@ def test_a_burst_of_jpegs_decodes_only_the_newest(ipc_dir):
                 sender.send_encoded(jpeg, seq=seq)
             time.sleep(0.3)
             sink.release.set()
-            assert _wait(lambda: source.counters()["received"] == 20 and len(sink.frames) == 2)
+            assert wait_until(lambda: source.counters()["received"] == 20 and len(sink.frames) == 2, 10)
             time.sleep(0.2)
     finally:
         source.stop()
@@ -563,9 +555,9 @@ def test_one_source_takes_wire_v1_and_v2_senders_at_once(ipc_dir):
     try:
         with FrameSender(endpoint, wire=1, block=True) as old, FrameSender(endpoint, block=True) as new:
             old.send(image, seq=0, stamp=100.0, frame_id="old_cam")
-            assert _wait(lambda: len(sink.frames) == 1)
+            assert wait_until(lambda: len(sink.frames) == 1, 10)
             new.send(image, seq=1, stamp=101.0, frame_id="new_cam")
-            assert _wait(lambda: len(sink.frames) == 2)
+            assert wait_until(lambda: len(sink.frames) == 2, 10)
     finally:
         source.stop()
     assert [(f.seq, f.wall, f.frame_id) for f in sink.frames] == [(0, 100.0, "old_cam"), (1, 101.0, "new_cam")]
