@@ -112,9 +112,10 @@ class FrameSender(_Client):
         self._flags = 0 if block else zmq.NOBLOCK
         self._more = self._flags | zmq.SNDMORE
         self.source, self.frame_id = source, frame_id
-        # v2's text fields never change for this sender: packed once (encode_header_v2 says if they are too long)
-        self._texts = encode_header_v2("bgr8", frame_id=frame_id, source=source)[V2_HEADER.size:] if wire == 2 else b""
-        self._text_lengths = (len(frame_id.encode()) if frame_id else 0, len(source.encode()) if source else 0)
+        # v2's text fields never change for this sender: packed once (encode_header_v2 says if they are too long),
+        # their two lengths read back from the header it made
+        texts = encode_header_v2("bgr8", frame_id=frame_id, source=source) if wire == 2 else bytes(V2_HEADER.size)
+        self._texts, self._text_lengths = texts[V2_HEADER.size:], (texts[10], texts[11])
         self.seq = 0
         self.sent = 0
         self.dropped = 0
