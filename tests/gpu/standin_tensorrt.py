@@ -353,8 +353,8 @@ def _compile(source: str, name: bytes):
 
 
 class BusyKernel:
-    """The stand-in's spinning kernel on its own, for measuring how a host thread waits on the GPU: `launch(stream,
-    ns)` keeps `stream` busy for `ns` nanoseconds of GPU time."""
+    """The stand-in's spinning kernel: `launch(stream, ns)` keeps `stream` busy for `ns` nanoseconds of GPU time.
+    The busy engine enqueues it per inference; on its own it measures how a host thread waits on the GPU."""
 
     def __init__(self):
         from cuda.bindings import driver
@@ -363,16 +363,20 @@ class BusyKernel:
         self._cubin, self._module, self.function = _compile(_BUSY_SRC, b"standin_busy")
         self._args: dict[int, tuple] = {}
 
-    def launch(self, stream, ns: int) -> None:
-        """`stream`: an `edgeinfer.cuda.runtime.Stream`."""
+    def enqueue(self, stream: object, ns: int) -> bool:
+        """Launch on a driver `CUstream`; False when the launch fails. The argument block stays alive with this
+        object: a CUDA graph captured over the launch reads it at every replay."""
         args = self._args.get(ns)
-        if args is None:  # the argument block must outlive the launch
+        if args is None:
             value = np.array([ns], np.uint64)
             args = self._args[ns] = (np.array([value.ctypes.data], np.uint64), value)
-        (err,) = self._driver.cuLaunchKernel(self.function, 1, 1, 1, 32, 1, 1, 0, stream.driver_handle,
-                                            args[0].ctypes.data, 0)
-        if int(err) != 0:
-            raise RuntimeError(f"cuLaunchKernel failed: {err}")
+        (err,) = self._driver.cuLaunchKernel(self.function, 1, 1, 1, 32, 1, 1, 0, stream, args[0].ctypes.data, 0)
+        return int(err) == 0
+
+    def launch(self, stream, ns: int) -> None:
+        """`stream`: an `edgeinfer.cuda.runtime.Stream`."""
+        if not self.enqueue(stream.driver_handle, ns):
+            raise RuntimeError("cuLaunchKernel failed")
 
 
 def python_thread_progress(work) -> tuple[float, int]:
@@ -411,20 +415,13 @@ class _BusyEngine(_MemsetEngine):
         self.drv = driver
         self.a_ns = float(spec["a_ms"]) * 1e6
         self.c_ns = float(spec["c_ms"]) * 1e6
-        self._cubin, self.module, self.function = _compile(_BUSY_SRC, b"standin_busy")
-        self._args: dict[int, tuple] = {}
+        self.kernel = BusyKernel()
 
     def execute(self, ctx: _Context, stream: int) -> bool:
         if not super().execute(ctx, stream):
             return False
         batch = int(ctx.shapes["images"][0])
-        args = self._args.get(batch)
-        if args is None:  # kept alive: a CUDA graph captured over this launch reads it at every replay
-            value = np.array([int(self.a_ns + self.c_ns * batch)], np.uint64)
-            args = self._args[batch] = (np.array([value.ctypes.data], np.uint64), value)
-        (err,) = self.drv.cuLaunchKernel(self.function, 1, 1, 1, 32, 1, 1, 0, self.drv.CUstream(stream),
-                                         args[0].ctypes.data, 0)
-        return int(err) == 0
+        return self.kernel.enqueue(self.drv.CUstream(stream), int(self.a_ns + self.c_ns * batch))
 
 
 def write_engine(path: Path, **spec) -> Path:
